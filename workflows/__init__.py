@@ -1,0 +1,20 @@
+"""The pure core of the failover engine: no Kafka, no faust, no wall clock.
+
+A reading guide, in the order data flows:
+
+- :mod:`workflows.topology` - the operator's file: sites, links, services, policy.
+- :mod:`workflows.engine` - decode and validate an input, route it to a stage.
+- :mod:`workflows.links` - stage 1, keyed by link: probe readings to health changes.
+- :mod:`workflows.health` - health levels, and the order stage 2 applies its inputs in.
+- :mod:`workflows.service` - stage 2, keyed by service: the state machines, the commands.
+- :mod:`workflows.notices` - what people are told, in Indonesian and English.
+- :mod:`workflows.replay` - the whole core over a file: ``failover replay``.
+
+Time comes only from events; the same input gives the same output, byte for byte.
+"""
+
+from workflows.engine import Engine
+from workflows.replay import replay
+from workflows.topology import Topology, TopologyError
+
+__all__ = ["Engine", "Topology", "TopologyError", "replay"]

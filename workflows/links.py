@@ -1,0 +1,213 @@
+"""Stage 1, keyed by link: fold probe readings into link health, emit only changes.
+
+This is where the volume is (every probe reading), so the common case, a reading that
+confirms what is known, costs a few dict and attribute operations and allocates nothing but
+one tuple. Staleness and flap damping are timers in one heap, woken only by ticks.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, NamedTuple
+
+from workflows.health import DOWN, HEALTH, HEALTHY, IMPAIRED, TICK, order_key
+from workflows.topology import LinkPolicy, Topology
+
+__all__ = ["HealthChange", "LinkStage", "LinkState"]
+
+_STATUS = {"up": HEALTHY, "degraded": IMPAIRED, "down": DOWN}
+
+
+class HealthChange(NamedTuple):
+    """A link's effective health changed. Ordered by ``(time, rank, id)`` at stage 2."""
+
+    time: int
+    rank: int
+    id: str
+    link: str
+    health: int
+    cause: str
+    reason: str  # "probe", "stale", "flapping" or "quiet"
+
+
+class LinkState:
+    """What is known of one link. Serialisable with :meth:`to_json` for changelog tables."""
+
+    __slots__ = ("changes", "damped", "effective", "ids", "last_seen", "newest", "raw", "stale",
+                 "timer")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.raw = HEALTHY
+        self.effective = HEALTHY
+        self.newest = -1  # event time of the newest reading applied
+        self.ids: tuple[str, ...] = ()  # ids of the readings at ``newest``: duplicates
+        self.last_seen = -1
+        self.stale = False
+        self.changes: tuple[int, ...] = ()  # times of recent raw changes, for flap damping
+        self.damped = False
+        self.timer: int | None = None  # the deadline this link has in the timer heap
+
+    def to_json(self) -> list[Any]:
+        return [self.raw, self.effective, self.newest, list(self.ids), self.last_seen,
+                self.stale, list(self.changes), self.damped, self.timer]  # fmt: skip
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> LinkState:
+        state = cls()
+        (state.raw, state.effective, state.newest, ids, state.last_seen, state.stale, changes,
+         state.damped, state.timer) = value  # fmt: skip
+        state.ids = tuple(ids)
+        state.changes = tuple(changes)
+        return state
+
+
+class LinkStage:
+    """Link health for a set of links. One instance per stage-1 partition on Kafka, one for
+    all links in replay. Time advances only through :meth:`on_tick`."""
+
+    def __init__(self, topology: Topology, links: set[str] | None = None) -> None:
+        self._policy: dict[str, LinkPolicy] = {
+            link_id: link.policy
+            for link_id, link in topology.links.items()
+            if links is None or link_id in links
+        }
+        self.states: dict[str, LinkState] = {}
+        self._timers: list[tuple[int, str]] = []
+        self.watermark: int | None = None
+
+    def restore(self, link: str, state: LinkState) -> None:
+        """Adopt a state recovered from a changelog, and re-arm its timer."""
+        self.states[link] = state
+        if state.timer is not None:
+            heapq.heappush(self._timers, (state.timer, link))
+
+    def _arm(self, link: str, state: LinkState, deadline: int) -> None:
+        if state.timer is None or deadline < state.timer:
+            state.timer = deadline
+            heapq.heappush(self._timers, (deadline, link))
+
+    def on_status(
+        self,
+        link: str,
+        event_id: str,
+        time: int,
+        status: str,
+        latency_ms: float | None,
+        loss_pct: float | None,
+    ) -> HealthChange | None:
+        """Apply one probe reading; return the change of effective health, if any.
+
+        A reading older than the newest one applied never moves health backwards; one with
+        the same time and id as an applied reading is a duplicate. Both change nothing.
+        """
+        state = self.states.get(link)
+        if state is None:
+            state = self.states[link] = LinkState()
+        if time < state.newest:
+            return None
+        if time == state.newest:
+            if event_id in state.ids:
+                return None
+            state.ids = (*state.ids, event_id)
+        else:
+            state.newest = time
+            state.ids = (event_id,)
+        state.last_seen = time
+        policy = self._policy[link]
+        raw = _STATUS[status]
+        if raw != DOWN and (
+            (latency_ms is not None and latency_ms > policy.latency_degraded_ms)
+            or (loss_pct is not None and loss_pct > policy.loss_degraded_pct)
+        ):
+            raw = IMPAIRED
+        if state.timer is None:
+            self._arm(link, state, time + policy.stale_after)
+        if raw == state.raw and not state.stale:
+            return None
+        state.stale = False
+        return self._raw_change(link, state, policy, raw, time, event_id, "probe")
+
+    def _raw_change(
+        self,
+        link: str,
+        state: LinkState,
+        policy: LinkPolicy,
+        raw: int,
+        time: int,
+        cause: str,
+        reason: str,
+    ) -> HealthChange | None:
+        if raw != state.raw:
+            state.raw = raw
+            horizon = time - policy.flap_window
+            changes = [t for t in state.changes if t > horizon]
+            changes.append(time)
+            state.changes = tuple(changes[-policy.flap_threshold :])
+            if len(state.changes) >= policy.flap_threshold and not state.damped:
+                state.damped = True
+                reason = "flapping"
+            if state.damped:
+                self._arm(link, state, time + policy.flap_quiet)
+        effective = max(raw, IMPAIRED) if state.damped else raw
+        if effective == state.effective:
+            return None
+        state.effective = effective
+        return self._change(link, state, time, cause, reason)
+
+    def _change(
+        self, link: str, state: LinkState, time: int, cause: str, reason: str
+    ) -> HealthChange:
+        at, rank = order_key(time, HEALTH, self.watermark)
+        return HealthChange(at, rank, f"{link}|{cause}", link, state.effective, cause, reason)
+
+    def on_tick(self, time: int, tick_id: str, *, known: bool = True) -> list[HealthChange]:
+        """Advance the watermark to ``time``: links silent for ``stale_after`` go down, damped
+        links quiet for ``flap_quiet`` are trusted again. Returns the changes, in order.
+
+        With ``known`` (the default), links of the stage that have never reported start
+        their staleness clock at the first tick, so a probe that never spoke is noticed too.
+        """
+        if self.watermark is not None and time <= self.watermark:
+            return []
+        first = self.watermark is None
+        self.watermark = time
+        if first and known:
+            for link, policy in self._policy.items():
+                if link not in self.states:
+                    state = self.states[link] = LinkState()
+                    state.last_seen = time
+                    self._arm(link, state, time + policy.stale_after)
+        changes: list[HealthChange] = []
+        timers = self._timers
+        while timers and timers[0][0] <= time:
+            deadline, link = heapq.heappop(timers)
+            state = self.states[link]
+            if state.timer != deadline:
+                continue  # superseded by an earlier deadline that already ran
+            state.timer = None
+            change = self._wake(link, state, time, tick_id)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def _wake(self, link: str, state: LinkState, time: int, tick_id: str) -> HealthChange | None:
+        policy = self._policy[link]
+        change = None
+        if state.damped and state.changes[-1] + policy.flap_quiet <= time:
+            state.damped = False
+            state.changes = ()
+            if state.raw != state.effective:
+                state.effective = state.raw
+                change = self._change(link, state, time, tick_id, "quiet")
+        if not state.stale and state.last_seen + policy.stale_after <= time:
+            state.stale = True
+            stale = self._raw_change(link, state, policy, DOWN, time, tick_id, "stale")
+            change = stale or change
+        if not state.stale:
+            self._arm(link, state, state.last_seen + policy.stale_after)
+        if state.damped:
+            self._arm(link, state, state.changes[-1] + policy.flap_quiet)
+        return change
+
+
+assert TICK > HEALTH  # a link's change at T is applied before the tick at T evaluates it

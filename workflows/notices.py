@@ -1,0 +1,173 @@
+"""What people are told, in Indonesian and English.
+
+Templates are data: one entry per (template name), each with an ``id`` and an ``en`` text.
+They name the service, the site and the local time at the site, and say what to do. Public
+texts are short and plain: they end up on a door, a website and a radio announcement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+from workflows.timeutil import format_local
+from workflows.topology import Service, Site
+
+__all__ = ["TEMPLATES", "NoticeText", "render"]
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeText:
+    id: str
+    en: str
+
+
+TEMPLATES: Final = MappingProxyType(
+    {
+        "degraded-staff": NoticeText(
+            id=(
+                "Sejak {time_id}, jaringan untuk layanan {name_id} di {site} lambat atau "
+                "tidak stabil. Layanan daring masih berjalan; jangan memaksakan transaksi "
+                "yang gagal, dan siapkan prosedur manual."
+            ),
+            en=(
+                "Since {time_en}, the network for {name_en} at {site} is slow or unstable. "
+                "Online service continues; do not force failing transactions, and get the "
+                "manual procedure ready."
+            ),
+        ),
+        "degraded-oncall": NoticeText(
+            id="{service} di {site_id}: kesehatan {health} sejak {time_id}; tautan: {links}.",
+            en="{service} at {site_id}: health {health} since {time_en}; links: {links}.",
+        ),
+        "recovered-staff": NoticeText(
+            id="Sejak {time_id}, jaringan untuk layanan {name_id} di {site} kembali normal.",
+            en="Since {time_en}, the network for {name_en} at {site} is back to normal.",
+        ),
+        "manual-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Mulai {time_id}, layanan {name_id} di {site} dilayani secara "
+                "manual karena gangguan jaringan internet. Berkas Anda tetap diterima dan "
+                "akan diinput ke sistem setelah jaringan pulih."
+            ),
+            en=(
+                "NOTICE: From {time_en}, {name_en} at {site} is handled by hand because of a "
+                "network outage. Your application is still accepted and will be entered into "
+                "the online system once the network is back."
+            ),
+        ),
+        "hold-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Mulai {time_id}, layanan {name_id} di {site} dihentikan sementara "
+                "karena gangguan jaringan internet; layanan ini tidak dapat dilakukan tanpa "
+                "jaringan. Antrean Anda tetap tersimpan. Mohon tunggu pemberitahuan berikutnya "
+                "sebelum datang kembali."
+            ),
+            en=(
+                "NOTICE: From {time_en}, {name_en} at {site} is suspended because of a network "
+                "outage; it cannot be done without the network. Your place in the queue is "
+                "kept. Please wait for the next notice before you come back."
+            ),
+        ),
+        "manual-staff": NoticeText(
+            id=(
+                "Layanan {name_id} beralih ke prosedur manual sejak {time_id}. Layani dengan "
+                "formulir kertas dan catat setiap berkas di register manual dengan nomornya; "
+                "semua berkas akan diinput ulang ke sistem setelah jaringan pulih "
+                "(insiden {incident})."
+            ),
+            en=(
+                "{name_en} switched to the manual procedure at {time_en}. Serve on paper and "
+                "log every record in the manual ledger with its number; every record will be "
+                "re-entered online once the network is back (incident {incident})."
+            ),
+        ),
+        "hold-staff": NoticeText(
+            id=(
+                "Antrean {queue} untuk layanan {name_id} ditahan sejak {time_id}. Jangan "
+                "memaksakan layanan daring; arahkan pemohon untuk menunggu pemberitahuan "
+                "(insiden {incident})."
+            ),
+            en=(
+                "Queue {queue} for {name_en} is held since {time_en}. Do not force the online "
+                "service; ask applicants to wait for the next notice (incident {incident})."
+            ),
+        ),
+        "resumed-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Mulai {time_id}, layanan {name_id} di {site} kembali dilayani "
+                "secara daring. Terima kasih atas kesabaran Anda."
+            ),
+            en=(
+                "NOTICE: From {time_en}, {name_en} at {site} is served online again. Thank you "
+                "for your patience."
+            ),
+        ),
+        "closed-staff": NoticeText(
+            id=(
+                "Insiden {incident} ditutup pada {time_id}: {records} berkas manual telah "
+                "diinput ke sistem. Layanan {name_id} berjalan normal."
+            ),
+            en=(
+                "Incident {incident} closed at {time_en}: {records} manual records have been "
+                "entered online. {name_en} runs normally."
+            ),
+        ),
+        "escalate-authority": NoticeText(
+            id=(
+                "Kepada {head}: layanan {name_id} di {site} sudah manual sejak {since_id}. "
+                "Mohon koordinasi dengan penyedia jaringan (insiden {incident})."
+            ),
+            en=(
+                "To {head}: {name_en} at {site} has been manual since {since_en}. Please "
+                "coordinate with the network provider (incident {incident})."
+            ),
+        ),
+        "escalate-provider": NoticeText(
+            id=(
+                "Kepada {provider}: tautan {links} tidak berfungsi; layanan {name_id} di "
+                "{site} manual sejak {since_id} (insiden {incident})."
+            ),
+            en=(
+                "To {provider}: links {links} are failing; {name_en} at {site} has been "
+                "manual since {since_en} (incident {incident})."
+            ),
+        ),
+        "pinned-oncall": NoticeText(
+            id="{service}: transisi otomatis dibekukan oleh {actor} ({role}): {reason}.",
+            en="{service}: automatic transitions frozen by {actor} ({role}): {reason}.",
+        ),
+        "unpinned-oncall": NoticeText(
+            id="{service}: transisi otomatis aktif kembali, oleh {actor} ({role}): {reason}.",
+            en="{service}: automatic transitions resumed by {actor} ({role}): {reason}.",
+        ),
+    }
+)
+
+
+def render(
+    template: str, service: Service, site: Site, time: int, **extra: object
+) -> dict[str, str]:
+    """Fill a template for one service at one instant; ``extra`` adds fields to both texts.
+
+    ``since`` (an instant in microseconds), when given, is rendered in local time too.
+    """
+    text = TEMPLATES[template]
+    fields: dict[str, object] = {
+        "service": service.id,
+        "name_id": service.name_id,
+        "name_en": service.name_en,
+        "site": site.name,
+        "site_id": site.id,
+        "head": site.head,
+        "queue": service.queue or "",
+        "time_id": format_local(time, site.timezone, "id"),
+        "time_en": format_local(time, site.timezone, "en"),
+    }
+    since = extra.pop("since", None)
+    if isinstance(since, int):
+        fields["since_id"] = format_local(since, site.timezone, "id")
+        fields["since_en"] = format_local(since, site.timezone, "en")
+    fields.update(extra)
+    return {"id": text.id.format_map(fields), "en": text.en.format_map(fields)}

@@ -1,0 +1,66 @@
+"""What the core emits: CloudEvents for the output topics, and dead letters for bad input."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, NamedTuple
+
+from workflows.timeutil import format_time
+
+__all__ = [
+    "COMMANDS",
+    "DEADLETTER",
+    "TRANSITIONS",
+    "DeadLetter",
+    "Emitted",
+    "cloudevent",
+    "output_id",
+]
+
+# Logical topic names; the Kafka wiring maps them to the configured topic names.
+TRANSITIONS = "service-transitions"
+COMMANDS = "failover-commands"
+DEADLETTER = "failover-deadletter"
+
+# Output ids are UUIDv5 under this namespace (itself uuid5(NAMESPACE_URL, "urn:failover")),
+# so the same decision always has the same id, whichever worker or replay made it.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:failover")
+
+
+class Emitted(NamedTuple):
+    """One output record: a CloudEvent for ``topic``, keyed by service id."""
+
+    topic: str
+    key: str
+    event: dict[str, Any]
+
+
+class DeadLetter(NamedTuple):
+    """Input that could not be used, with why. ``origin`` says where it came from (a file
+    line in replay, a topic-partition-offset on Kafka); ``raw`` is the input as received."""
+
+    key: str | None
+    reason: str
+    raw: bytes
+    origin: Any
+
+
+def output_id(*parts: str) -> str:
+    """A deterministic id for an output, from the parts that make it unique."""
+    return str(uuid.uuid5(_NAMESPACE, "/".join(parts)))
+
+
+def cloudevent(
+    type_: str, id_: str, site: str, time: int, subject: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """A structured-mode CloudEvent 1.0 as the engine writes it."""
+    return {
+        "specversion": "1.0",
+        "id": id_,
+        "source": f"/failover/{site}",
+        "type": type_,
+        "time": format_time(time),
+        "subject": subject,
+        "datacontenttype": "application/json",
+        "data": data,
+    }

@@ -1,0 +1,629 @@
+"""Stage 2, keyed by service: one failover state machine per service.
+
+The machine is declared as data (:data:`STATES`, :data:`TRANSITIONS`) and driven by
+``transitions``; one :class:`~transitions.Machine` serves every service of a stage, loaded
+with one service's state at a time. Guards are evaluated first, in plain Python, and a
+trigger fires only when a transition will really happen: a trigger costs tens of
+microseconds, a guard a few hundred nanoseconds.
+
+Every condition is *sustained on event time*: a deadline computed from when the condition
+began. :func:`conditions` lists them for a service, in priority order; the same list answers
+"is anything due now?" and "when should this service next be woken?".
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from typing import Any, Final, NamedTuple
+
+from transitions import Machine
+
+from workflows.health import (
+    DOWN,
+    FEEDBACK,
+    HEALTH,
+    HEALTH_NAMES,
+    HEALTHY,
+    OVERRIDE,
+    TICK,
+)
+from workflows.notices import render
+from workflows.records import COMMANDS, TRANSITIONS as TRANSITIONS_TOPIC
+from workflows.records import DeadLetter, Emitted, cloudevent, output_id
+from workflows.timeutil import format_compact, format_duration, format_time
+from workflows.topology import Policy, Service, Topology
+
+__all__ = [
+    "STATES",
+    "TRANSITIONS",
+    "NO_INCIDENT",
+    "Input",
+    "ServiceStage",
+    "ServiceState",
+    "conditions",
+    "mermaid",
+]
+
+STATES: Final = ("online", "degraded", "manual", "restored")
+
+#: The edges of DESIGN §2, and no others: ``transitions`` refuses any trigger not listed.
+TRANSITIONS: Final = (
+    {"trigger": "degrade", "source": "online", "dest": "degraded"},
+    {"trigger": "suspend", "source": ["online", "degraded"], "dest": "manual"},
+    {"trigger": "recover", "source": "degraded", "dest": "online"},
+    {"trigger": "restore", "source": "manual", "dest": "restored"},
+    {"trigger": "close", "source": "restored", "dest": "online"},
+    {"trigger": "relapse", "source": "restored", "dest": "manual"},
+)
+
+#: The ``incident`` of a command sent while no incident is open (an operator's pin).
+NO_INCIDENT: Final = "none"
+
+# Record states in the manual ledger.
+_RECORDED, _SENT, _RECONCILED = 0, 1, 2
+
+
+class Input(NamedTuple):
+    """One stage-2 input, ordered by ``(time, rank, id)``.
+
+    ``kind`` is ``"health"`` (data: link, health, cause), ``"override"`` (action, actor, role,
+    reason), ``"record"`` (record_id,) or ``"reconcile"`` (record_ids, incident or None).
+    ``raw`` and ``origin`` are kept to dead-letter the input if it cannot be applied.
+    """
+
+    time: int
+    rank: int
+    id: str
+    kind: str
+    data: tuple[Any, ...]
+    raw: bytes = b""
+    origin: Any = None
+
+
+class ServiceState:
+    """Everything stage 2 knows of one service. Small: most fields are ``None`` while the
+    service is online and healthy, which is nearly always."""
+
+    __slots__ = ("bad_since", "baseline", "down_since", "escalated", "health", "healthy_since",
+                 "incident", "inbox", "ledger", "link_health", "manual_since", "pin", "seen",
+                 "state", "step")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.state = "online"
+        self.health = HEALTHY
+        self.link_health: dict[str, int] | None = None  # only links that are not healthy
+        self.healthy_since: int | None = 0
+        self.bad_since: int | None = None
+        self.down_since: int | None = None
+        self.baseline = 0  # conditions in manual/restored count from their entry
+        self.manual_since: int | None = None
+        self.incident: str | None = None
+        self.step = 0  # transitions so far in the incident: part of output ids
+        self.pin: tuple[str, str, str] | None = None
+        self.ledger: dict[str, int] | None = None
+        self.escalated: tuple[str, ...] = ()
+        self.seen: dict[str, int] | None = None  # input id -> time, within dedup_horizon
+        self.inbox: list[Input] | None = None
+
+    def to_json(self) -> list[Any]:
+        """A JSON-able snapshot (for changelog tables); :meth:`from_json` reverses it."""
+        return [
+            self.state, self.health, self.link_health, self.healthy_since, self.bad_since,
+            self.down_since, self.baseline, self.manual_since, self.incident, self.step,
+            list(self.pin) if self.pin else None, self.ledger, list(self.escalated),
+            self.seen, [[*item[:4], list(item.data), item.raw.decode("utf-8", "replace"),
+                         item.origin] for item in self.inbox] if self.inbox else None,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> ServiceState:
+        state = cls()
+        (state.state, state.health, state.link_health, state.healthy_since, state.bad_since,
+         state.down_since, state.baseline, state.manual_since, state.incident, state.step,
+         pin, state.ledger, escalated, state.seen, inbox) = value  # fmt: skip
+        state.pin = tuple(pin) if pin else None  # type: ignore[assignment]
+        state.escalated = tuple(escalated)
+        if inbox:
+            state.inbox = [
+                Input(t, r, i, k, tuple(d), raw.encode("utf-8"), o)
+                for t, r, i, k, d, raw, o in inbox
+            ]
+            heapq.heapify(state.inbox)
+        return state
+
+    def set_health(self, health: int, time: int) -> None:
+        if health == self.health:
+            return
+        self.health = health
+        if health == HEALTHY:
+            self.healthy_since, self.bad_since, self.down_since = time, None, None
+            return
+        self.healthy_since = None
+        if self.bad_since is None:
+            self.bad_since = time
+        if health == DOWN:
+            if self.down_since is None:
+                self.down_since = time
+        else:
+            self.down_since = None
+
+    def all_reconciled(self) -> bool:
+        return not self.ledger or all(s == _RECONCILED for s in self.ledger.values())
+
+
+class Condition(NamedTuple):
+    deadline: int
+    trigger: str
+    reason: str
+    detail: str
+
+
+def conditions(s: ServiceState, p: Policy) -> Iterator[Condition]:
+    """The automatic transitions that could fire for ``s``, each with the event time at which
+    its condition will have been sustained long enough, in priority order."""
+    if s.pin is not None:
+        return
+    state = s.state
+    if state in ("online", "degraded"):
+        if s.down_since is not None:
+            since = max(s.down_since, s.baseline)
+            yield Condition(since + p.manual_after, "suspend", "down-sustained",
+                            f"down for {format_duration(p.manual_after)} since "
+                            f"{format_time(since)}")  # fmt: skip
+        if s.bad_since is not None:
+            since = max(s.bad_since, s.baseline)
+            yield Condition(since + p.degraded_max, "suspend", "impaired-sustained",
+                            f"impaired for {format_duration(p.degraded_max)} since "
+                            f"{format_time(since)}: not forcing it")  # fmt: skip
+            if state == "online":
+                yield Condition(since + p.degrade_after, "degrade", "impaired",
+                                f"impaired or down for {format_duration(p.degrade_after)}"
+                                f" since {format_time(since)}")  # fmt: skip
+        if state == "degraded" and s.healthy_since is not None:
+            since = max(s.healthy_since, s.baseline)
+            yield Condition(since + p.recover_after, "recover", "recovered",
+                            f"healthy for {format_duration(p.recover_after)} since "
+                            f"{format_time(since)}")  # fmt: skip
+    elif state == "manual":
+        if s.healthy_since is not None:
+            since = max(s.healthy_since, s.baseline)
+            yield Condition(since + p.restore_after, "restore", "stable",
+                            f"healthy for {format_duration(p.restore_after)} since "
+                            f"{format_time(since)}")  # fmt: skip
+    elif state == "restored":
+        if s.all_reconciled():
+            yield Condition(s.baseline, "close", "reconciled",
+                            "every manual record of the incident is reconciled")  # fmt: skip
+        if s.bad_since is not None:
+            since = max(s.bad_since, s.baseline)
+            yield Condition(since + p.relapse_after, "relapse", "relapse",
+                            f"impaired or down for {format_duration(p.relapse_after)} since "
+                            f"{format_time(since)} after restoration")  # fmt: skip
+
+
+def _escalations(s: ServiceState, p: Policy) -> Iterator[tuple[int, str]]:
+    if s.state != "manual" or s.manual_since is None:
+        return
+    if "office-head" not in s.escalated:
+        yield s.manual_since + p.escalate_after, "office-head"
+    if "provider" not in s.escalated:
+        yield s.manual_since + 2 * p.escalate_after, "provider"
+
+
+def next_deadline(s: ServiceState, p: Policy) -> int | None:
+    """When the service must next be evaluated if nothing else happens to it."""
+    deadlines = [c.deadline for c in conditions(s, p)]
+    deadlines.extend(d for d, _ in _escalations(s, p))
+    return min(deadlines) if deadlines else None
+
+
+def mermaid() -> str:
+    """The machine as a Mermaid state diagram, generated from :data:`TRANSITIONS`."""
+    lines = ["stateDiagram-v2", "    [*] --> online"]
+    for edge in TRANSITIONS:
+        sources = edge["source"] if isinstance(edge["source"], list) else [edge["source"]]
+        lines.extend(f"    {src} --> {edge['dest']}: {edge['trigger']}" for src in sources)
+    return "\n".join(lines) + "\n"
+
+
+class _Firing:
+    """What a trigger needs beyond the state: set by the stage before each trigger."""
+
+    __slots__ = ("cause", "detail", "operator", "reason", "service", "state", "time")
+
+    def __init__(self, service: Service, state: ServiceState, time: int, cause: str,
+                 reason: str, detail: str, operator: dict[str, str] | None) -> None:  # fmt: skip
+        self.service = service
+        self.state = state
+        self.time = time
+        self.cause = cause
+        self.reason = reason
+        self.detail = detail
+        self.operator = operator
+
+
+class ServiceStage:
+    """Stage 2 for a set of services: orders their inputs, runs their machines, emits.
+
+    Feed inputs with :meth:`offer`; advance time with :meth:`advance`; drain :attr:`out`.
+    """
+
+    def __init__(self, topology: Topology, services: set[str] | None = None) -> None:
+        self.topology = topology
+        self._services = {
+            sid: svc for sid, svc in topology.services.items()
+            if services is None or sid in services
+        }  # fmt: skip
+        self.states: dict[str, ServiceState] = {}
+        self.out: list[Emitted | DeadLetter] = []
+        self.watermark: int | None = None
+        self._pending: set[str] = set()
+        self._timers: list[tuple[int, str]] = []
+        self._firing: _Firing | None = None
+        # The model that `transitions` drives; its ``state`` is loaded per trigger.
+        self.state = "online"
+        self._machine = Machine(
+            model=self,
+            states=[{"name": name, "on_enter": [f"_enter_{name}"]} for name in STATES],
+            transitions=[dict(edge) for edge in TRANSITIONS],
+            initial="online",
+            auto_transitions=False,
+            send_event=True,
+            before_state_change="_on_transition",
+        )
+
+    # -- state access ------------------------------------------------------------------
+
+    def state_of(self, service: str) -> ServiceState:
+        state = self.states.get(service)
+        if state is None:
+            state = self.states[service] = ServiceState()
+        return state
+
+    def restore(self, service: str, state: ServiceState) -> None:
+        """Adopt a state recovered from a changelog, and re-arm its timers."""
+        self.states[service] = state
+        if state.inbox:
+            self._pending.add(service)
+        self._arm(service, state)
+
+    def _arm(self, service: str, state: ServiceState) -> None:
+        deadline = next_deadline(state, self._services[service].policy)
+        if deadline is not None:
+            heapq.heappush(self._timers, (deadline, service))
+
+    # -- input ---------------------------------------------------------------------------
+
+    def offer(self, service: str, item: Input) -> None:
+        """Queue an input for ``service``; it is applied, in order, when time passes it.
+
+        Inputs are deduplicated by id against what the service saw within
+        ``dedup_horizon``; an input older than that behind the watermark is dead-lettered,
+        since whether it is a duplicate can no longer be told.
+        """
+        state = self.state_of(service)
+        horizon = self._services[service].policy.dedup_horizon
+        if item.kind != "health":
+            if self.watermark is not None and item.time < self.watermark - horizon:
+                self.out.append(DeadLetter(service, "too-old: older than dedup_horizon "
+                                           f"({format_duration(horizon)}) behind the clock",
+                                           item.raw, item.origin))  # fmt: skip
+                return
+            seen = state.seen
+            if seen is not None and item.id in seen:
+                return
+            if state.inbox and any(queued.id == item.id for queued in state.inbox):
+                return
+        elif state.inbox and any(queued.id == item.id for queued in state.inbox):
+            return
+        if state.inbox is None:
+            state.inbox = []
+        heapq.heappush(state.inbox, item)
+        self._pending.add(service)
+
+    def advance(self, time: int, tick_id: str) -> None:
+        """The watermark reached ``time`` (a tick): apply every queued input ordered below
+        ``(time, TICK)``, then evaluate every service whose conditions fall due by ``time``.
+        Services are handled in id order, so the output order is deterministic too."""
+        if self.watermark is not None and time <= self.watermark:
+            return
+        self.watermark = time
+        due: set[str] = set()
+        timers = self._timers
+        while timers and timers[0][0] <= time:
+            due.add(heapq.heappop(timers)[1])
+        pending = {sid for sid in self._pending if self.states[sid].inbox}
+        for service in sorted(due | pending):
+            state = self.states[service]
+            self._drain(service, state, (time, TICK))
+            self._evaluate(service, state, time, tick_id)
+            self._forget(state, time, self._services[service].policy)
+            self._arm(service, state)
+
+    def flush(self) -> None:
+        """End of input (replay): apply everything still queued, in order."""
+        for service in sorted(self._pending):
+            state = self.states[service]
+            self._drain(service, state, None)
+            self._arm(service, state)
+
+    def _drain(self, service: str, state: ServiceState, limit: tuple[int, int] | None) -> None:
+        inbox = state.inbox
+        while inbox and (limit is None or (inbox[0].time, inbox[0].rank) < limit):
+            item = heapq.heappop(inbox)
+            self._apply(service, state, item)
+        if not inbox:
+            state.inbox = None
+            self._pending.discard(service)
+
+    def _forget(self, state: ServiceState, time: int, policy: Policy) -> None:
+        if state.seen:
+            horizon = time - policy.dedup_horizon
+            kept = {key: t for key, t in state.seen.items() if t >= horizon}
+            state.seen = kept or None
+
+    # -- applying inputs -------------------------------------------------------------------
+
+    def _apply(self, service: str, s: ServiceState, item: Input) -> None:
+        svc = self._services[service]
+        if item.kind != "health":
+            if s.seen is None:
+                s.seen = {}
+            s.seen[item.id] = item.time
+        if item.kind == "health":
+            link, health, cause = item.data
+            if s.link_health is None:
+                s.link_health = {}
+            if health == HEALTHY:
+                s.link_health.pop(link, None)
+            else:
+                s.link_health[link] = health
+            if not s.link_health:
+                s.link_health = None
+            s.set_health(self._service_health(svc, s), item.time)
+            self._evaluate(service, s, item.time, cause)
+        elif item.kind == "override":
+            self._override(svc, s, item)
+        elif item.kind == "record":
+            self._record(svc, s, item)
+        else:
+            self._reconciled(svc, s, item)
+
+    @staticmethod
+    def _service_health(svc: Service, s: ServiceState) -> int:
+        bad = s.link_health
+        if not bad:
+            return HEALTHY
+        return max(min(bad.get(link, HEALTHY) for link in group) for group in svc.requires)
+
+    def _reject(self, service: str, item: Input, reason: str) -> None:
+        self.out.append(DeadLetter(service, reason, item.raw, item.origin))
+
+    def _override(self, svc: Service, s: ServiceState, item: Input) -> None:
+        action, actor, role, reason = item.data
+        operator = {"action": action, "actor": actor, "role": role, "reason": reason}
+        if action == "force_manual":
+            if s.state not in ("online", "degraded"):
+                self._reject(svc.id, item, f"not-applicable: force_manual while {s.state}")
+                return
+            self._fire(svc, s, "suspend", item.time, item.id, "operator-force-manual",
+                       f"forced to manual by {actor} ({role}): {reason}", operator)  # fmt: skip
+        elif action == "release":
+            if s.state != "manual":
+                self._reject(svc.id, item, f"not-applicable: release while {s.state}")
+                return
+            self._fire(svc, s, "restore", item.time, item.id, "operator-release",
+                       f"released by {actor} ({role}): {reason}", operator)  # fmt: skip
+        elif action == "pin":
+            s.pin = (actor, role, reason)
+            self._notice(svc, s, item.time, "oncall", "pinned-oncall", f"pin/{item.id}",
+                         actor=actor, role=role, reason=reason)  # fmt: skip
+            return
+        else:
+            if s.pin is None:
+                self._reject(svc.id, item, "not-applicable: unpin while not pinned")
+                return
+            s.pin = None
+            self._notice(svc, s, item.time, "oncall", "unpinned-oncall", f"unpin/{item.id}",
+                         actor=actor, role=role, reason=reason)  # fmt: skip
+        self._evaluate(svc.id, s, item.time, item.id)
+
+    def _record(self, svc: Service, s: ServiceState, item: Input) -> None:
+        (record_id,) = item.data
+        if not svc.offline:
+            self._reject(svc.id, item, "not-applicable: online-only service keeps no ledger")
+            return
+        if s.state not in ("manual", "restored") or s.incident is None:
+            self._reject(svc.id, item, f"not-applicable: manual record while {s.state}")
+            return
+        if s.ledger is None:
+            s.ledger = {}
+        if record_id in s.ledger:
+            return
+        if s.state == "manual":
+            s.ledger[record_id] = _RECORDED
+            return
+        # Written on paper before restoration, logged after it: reconcile it on its own.
+        s.ledger[record_id] = _SENT
+        self._command(svc, s, item.time, "failover.reconcile.v1", f"record/{record_id}",
+                      {"record_ids": [record_id]})  # fmt: skip
+
+    def _reconciled(self, svc: Service, s: ServiceState, item: Input) -> None:
+        record_ids, incident = item.data
+        if s.incident is None or (incident is not None and incident != s.incident):
+            self._reject(svc.id, item, f"not-applicable: incident {incident or '(open)'} is "
+                         "not open for this service")  # fmt: skip
+            return
+        ledger = s.ledger or {}
+        known = [rid for rid in record_ids if rid in ledger]
+        if not known:
+            self._reject(svc.id, item, "unknown-records: none of record_ids is in the ledger")
+            return
+        for rid in known:
+            ledger[rid] = _RECONCILED
+        self._evaluate(svc.id, s, item.time, item.id)
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def _evaluate(self, service: str, s: ServiceState, time: int, cause: str) -> None:
+        svc = self._services[service]
+        policy = svc.policy
+        for _ in range(len(TRANSITIONS) + 1):  # each pass fires one edge; no cycle is longer
+            for condition in conditions(s, policy):
+                if condition.deadline <= time:
+                    self._fire(svc, s, condition.trigger, time, cause, condition.reason,
+                               condition.detail, None)  # fmt: skip
+                    break
+            else:
+                break
+        for deadline, role in list(_escalations(s, policy)):
+            if deadline <= time:
+                self._escalate(svc, s, time, role)
+
+    def _fire(self, svc: Service, s: ServiceState, trigger: str, time: int, cause: str,
+              reason: str, detail: str, operator: dict[str, str] | None) -> None:  # fmt: skip
+        self._firing = _Firing(svc, s, time, cause, reason, detail, operator)
+        self.state = s.state
+        try:
+            self._machine.events[trigger].trigger(self)
+        finally:
+            s.state = self.state
+            self._firing = None
+
+    # Callbacks that `transitions` calls, by name, with the EventData.
+
+    def _on_transition(self, event: Any) -> None:
+        f = self._firing
+        assert f is not None
+        s, svc, source, dest = f.state, f.service, event.transition.source, event.transition.dest
+        if source == "online":
+            base = f"{svc.id}@{format_compact(f.time)}"
+            s.incident = base if s.incident != base else f"{base}.{s.step + 1}"
+            s.step = 0
+        s.step += 1
+        if dest in ("manual", "restored") or source == "restored":
+            s.baseline = f.time
+        data: dict[str, Any] = {
+            "service": svc.id,
+            "site": svc.site,
+            "incident": s.incident,
+            "from": source,
+            "to": dest,
+            "reason": f.reason,
+            "detail": f.detail,
+            "cause": f.cause,
+            "health": HEALTH_NAMES[s.health],
+        }
+        if f.operator is not None:
+            data["operator"] = f.operator
+        assert s.incident is not None
+        self.out.append(Emitted(TRANSITIONS_TOPIC, svc.id, cloudevent(
+            "failover.transition.v1", output_id(svc.id, s.incident, str(s.step), "transition"),
+            svc.site, f.time, svc.id, data)))  # fmt: skip
+
+    def _enter_online(self, event: Any) -> None:
+        f = self._firing
+        assert f is not None
+        s, svc = f.state, f.service
+        if event.transition.source == "restored":
+            self._notice(svc, s, f.time, "staff", "closed-staff", "closed",
+                         records=len(s.ledger or ()))  # fmt: skip
+        else:
+            self._notice(svc, s, f.time, "staff", "recovered-staff", "recovered")
+        s.incident = None
+        s.ledger = None
+        s.escalated = ()
+        s.manual_since = None
+
+    def _enter_degraded(self, event: Any) -> None:
+        f = self._firing
+        assert f is not None
+        s, svc = f.state, f.service
+        self._notice(svc, s, f.time, "staff", "degraded-staff", "degraded")
+        self._notice(svc, s, f.time, "oncall", "degraded-oncall", "degraded",
+                     health=HEALTH_NAMES[s.health], links=self._bad_links(s))  # fmt: skip
+
+    def _enter_manual(self, event: Any) -> None:
+        f = self._firing
+        assert f is not None
+        s, svc = f.state, f.service
+        s.manual_since = f.time
+        if svc.offline:
+            self._notice(svc, s, f.time, "public", "manual-public", "manual")
+            self._notice(svc, s, f.time, "staff", "manual-staff", "manual", incident=s.incident)
+        else:
+            self._notice(svc, s, f.time, "public", "hold-public", "manual")
+            self._command(svc, s, f.time, "failover.queue.hold.v1", "hold",
+                          {"queue": svc.queue})  # fmt: skip
+            self._notice(svc, s, f.time, "staff", "hold-staff", "manual", incident=s.incident)
+
+    def _enter_restored(self, event: Any) -> None:
+        f = self._firing
+        assert f is not None
+        s, svc = f.state, f.service
+        if not svc.offline:
+            self._command(svc, s, f.time, "failover.queue.release.v1", "release",
+                          {"queue": svc.queue})  # fmt: skip
+        self._notice(svc, s, f.time, "public", "resumed-public", "restored")
+        if s.ledger:
+            # Only what was never sent: a relapse and a second restoration reconcile the
+            # records written since, not the same records again.
+            fresh = sorted(rid for rid, st in s.ledger.items() if st == _RECORDED)
+            if fresh:
+                for rid in fresh:
+                    s.ledger[rid] = _SENT
+                self._command(svc, s, f.time, "failover.reconcile.v1", "reconcile",
+                              {"record_ids": fresh})  # fmt: skip
+
+    # -- emitting --------------------------------------------------------------------------
+
+    def _bad_links(self, s: ServiceState) -> str:
+        bad = s.link_health or {}
+        return ", ".join(f"{link}={HEALTH_NAMES[h]}" for link, h in sorted(bad.items())) or "-"
+
+    def _escalate(self, svc: Service, s: ServiceState, time: int, role: str) -> None:
+        policy = svc.policy
+        s.escalated = (*s.escalated, role)
+        since = s.manual_since
+        if role == "office-head":
+            site = self.topology.sites[svc.site]
+            reason = f"manual for more than {format_duration(policy.escalate_after)}; " \
+                     f"{site.head} to coordinate with the provider"  # fmt: skip
+            self._command(svc, s, time, "failover.escalate.v1", "office-head",
+                          {"to": "office-head", "reason": reason})  # fmt: skip
+            self._notice(svc, s, time, "authority", "escalate-authority", "office-head",
+                         since=since)  # fmt: skip
+            return
+        failing: dict[str, list[str]] = {}
+        for link, health in sorted((s.link_health or {}).items()):
+            if health != HEALTHY:
+                failing.setdefault(self.topology.links[link].provider, []).append(link)
+        for provider, links in sorted(failing.items()):
+            reason = f"links {', '.join(links)} failing; service manual since " \
+                     f"{format_time(since or time)}"  # fmt: skip
+            self._command(svc, s, time, "failover.escalate.v1", f"provider/{provider}",
+                          {"to": "provider", "reason": reason, "provider": provider})
+            self._notice(svc, s, time, "provider", "escalate-provider", f"provider/{provider}",
+                         provider=provider, links=", ".join(links), since=since)  # fmt: skip
+
+    def _notice(self, svc: Service, s: ServiceState, time: int, audience: str, template: str,
+                qualifier: str, **fields: object) -> None:  # fmt: skip
+        site = self.topology.sites[svc.site]
+        fields.setdefault("incident", s.incident or NO_INCIDENT)
+        self._command(svc, s, time, "failover.notice.v1", f"{audience}/{qualifier}", {
+            "audience": audience,
+            "template": template,
+            "text": render(template, svc, site, time, **fields),
+        })  # fmt: skip
+
+    def _command(self, svc: Service, s: ServiceState, time: int, type_: str, qualifier: str,
+                 fields: dict[str, Any]) -> None:  # fmt: skip
+        incident = s.incident or NO_INCIDENT
+        data = {"service": svc.id, "site": svc.site, "incident": incident, **fields}
+        ident = output_id(svc.id, incident, str(s.step), type_, qualifier)
+        self.out.append(Emitted(COMMANDS, svc.id,
+                                cloudevent(type_, ident, svc.site, time, svc.id, data)))
+
+
+assert HEALTH < OVERRIDE < FEEDBACK < TICK
