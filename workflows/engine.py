@@ -144,8 +144,10 @@ class Engine:
             else:
                 kind, rank = "reconcile", FEEDBACK
                 fields = (tuple(data["record_ids"]), data.get("incident"))
-            at, rank = order_key(time, rank, self.services.watermark)
-            self.services.offer(service, Input(at, rank, event["id"], kind, fields, raw, origin))
+            watermark = self.services.watermark
+            at, rank = order_key(time, rank, watermark)
+            item = Input(at, rank, event["id"], kind, fields, raw, origin)
+            self.services.offer(service, item, time, watermark)
 
     def tick(self, time: int, tick_id: str) -> None:
         """Advance event time for every link and service."""

@@ -29,15 +29,15 @@ from workflows.health import (
     TICK,
 )
 from workflows.notices import render
-from workflows.records import COMMANDS, TRANSITIONS as TRANSITIONS_TOPIC
-from workflows.records import DeadLetter, Emitted, cloudevent, output_id
+from workflows.records import COMMANDS, DeadLetter, Emitted, cloudevent, output_id
+from workflows.records import TRANSITIONS as TRANSITIONS_TOPIC
 from workflows.timeutil import format_compact, format_duration, format_time
 from workflows.topology import Policy, Service, Topology
 
 __all__ = [
+    "NO_INCIDENT",
     "STATES",
     "TRANSITIONS",
-    "NO_INCIDENT",
     "Input",
     "ServiceStage",
     "ServiceState",
@@ -85,9 +85,23 @@ class ServiceState:
     """Everything stage 2 knows of one service. Small: most fields are ``None`` while the
     service is online and healthy, which is nearly always."""
 
-    __slots__ = ("bad_since", "baseline", "down_since", "escalated", "health", "healthy_since",
-                 "incident", "inbox", "ledger", "link_health", "manual_since", "pin", "seen",
-                 "state", "step")  # fmt: skip
+    __slots__ = (
+        "bad_since",
+        "baseline",
+        "down_since",
+        "escalated",
+        "health",
+        "healthy_since",
+        "inbox",
+        "incident",
+        "ledger",
+        "link_health",
+        "manual_since",
+        "pin",
+        "seen",
+        "state",
+        "step",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.state = "online"
@@ -122,7 +136,7 @@ class ServiceState:
         (state.state, state.health, state.link_health, state.healthy_since, state.bad_since,
          state.down_since, state.baseline, state.manual_since, state.incident, state.step,
          pin, state.ledger, escalated, state.seen, inbox) = value  # fmt: skip
-        state.pin = tuple(pin) if pin else None  # type: ignore[assignment]
+        state.pin = (pin[0], pin[1], pin[2]) if pin else None
         state.escalated = tuple(escalated)
         if inbox:
             state.inbox = [
@@ -295,17 +309,28 @@ class ServiceStage:
 
     # -- input ---------------------------------------------------------------------------
 
-    def offer(self, service: str, item: Input) -> None:
+    def offer(
+        self,
+        service: str,
+        item: Input,
+        event_time: int | None = None,
+        watermark: int | None = None,
+    ) -> None:
         """Queue an input for ``service``; it is applied, in order, when time passes it.
 
         Inputs are deduplicated by id against what the service saw within
-        ``dedup_horizon``; an input older than that behind the watermark is dead-lettered,
-        since whether it is a duplicate can no longer be told.
+        ``dedup_horizon``. An input whose ``event_time`` is older than that behind the
+        ``watermark`` where it entered the engine is dead-lettered instead, since whether it
+        is a duplicate can no longer be told.
         """
         state = self.state_of(service)
         horizon = self._services[service].policy.dedup_horizon
         if item.kind != "health":
-            if self.watermark is not None and item.time < self.watermark - horizon:
+            if (
+                event_time is not None
+                and watermark is not None
+                and event_time < watermark - horizon
+            ):
                 self.out.append(DeadLetter(service, "too-old: older than dedup_horizon "
                                            f"({format_duration(horizon)}) behind the clock",
                                            item.raw, item.origin))  # fmt: skip
@@ -602,8 +627,14 @@ class ServiceStage:
         for provider, links in sorted(failing.items()):
             reason = f"links {', '.join(links)} failing; service manual since " \
                      f"{format_time(since or time)}"  # fmt: skip
-            self._command(svc, s, time, "failover.escalate.v1", f"provider/{provider}",
-                          {"to": "provider", "reason": reason, "provider": provider})
+            self._command(
+                svc,
+                s,
+                time,
+                "failover.escalate.v1",
+                f"provider/{provider}",
+                {"to": "provider", "reason": reason, "provider": provider},
+            )
             self._notice(svc, s, time, "provider", "escalate-provider", f"provider/{provider}",
                          provider=provider, links=", ".join(links), since=since)  # fmt: skip
 
@@ -622,8 +653,9 @@ class ServiceStage:
         incident = s.incident or NO_INCIDENT
         data = {"service": svc.id, "site": svc.site, "incident": incident, **fields}
         ident = output_id(svc.id, incident, str(s.step), type_, qualifier)
-        self.out.append(Emitted(COMMANDS, svc.id,
-                                cloudevent(type_, ident, svc.site, time, svc.id, data)))
+        self.out.append(
+            Emitted(COMMANDS, svc.id, cloudevent(type_, ident, svc.site, time, svc.id, data))
+        )
 
 
 assert HEALTH < OVERRIDE < FEEDBACK < TICK

@@ -157,7 +157,7 @@ _VALIDATOR: jsonschema_rs.Validator | None = None
 
 
 def _check_schema(document: Any, file: str) -> None:
-    global _VALIDATOR  # noqa: PLW0603 - compiled once, lazily, read-only afterwards
+    global _VALIDATOR
     if _VALIDATOR is None:
         _VALIDATOR = jsonschema_rs.validator_for(load_schema("topology"))
     errors = sorted(
@@ -172,7 +172,9 @@ def _check_schema(document: Any, file: str) -> None:
         raise TopologyError(file, _pointer(list(error.instance_path)), error.message + more)
 
 
-def _durations(raw: Mapping[str, Any], keys: frozenset[str], file: str, path: str) -> dict[str, Any]:
+def _durations(
+    raw: Mapping[str, Any], keys: frozenset[str], file: str, path: str
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in keys:
