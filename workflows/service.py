@@ -98,6 +98,7 @@ class ServiceState:
         "link_health",
         "manual_since",
         "pin",
+        "previous",
         "seen",
         "state",
         "step",
@@ -113,6 +114,7 @@ class ServiceState:
         self.baseline = 0  # conditions in manual/restored count from their entry
         self.manual_since: int | None = None
         self.incident: str | None = None
+        self.previous: str | None = None  # the last closed incident: ids must not repeat
         self.step = 0  # transitions so far in the incident: part of output ids
         self.pin: tuple[str, str, str] | None = None
         self.ledger: dict[str, int] | None = None
@@ -124,8 +126,8 @@ class ServiceState:
         """A JSON-able snapshot (for changelog tables); :meth:`from_json` reverses it."""
         return [
             self.state, self.health, self.link_health, self.healthy_since, self.bad_since,
-            self.down_since, self.baseline, self.manual_since, self.incident, self.step,
-            list(self.pin) if self.pin else None, self.ledger, list(self.escalated),
+            self.down_since, self.baseline, self.manual_since, self.incident, self.previous,
+            self.step, list(self.pin) if self.pin else None, self.ledger, list(self.escalated),
             self.seen, [[*item[:4], list(item.data), item.raw.decode("utf-8", "replace"),
                          item.origin] for item in self.inbox] if self.inbox else None,
         ]  # fmt: skip
@@ -134,8 +136,8 @@ class ServiceState:
     def from_json(cls, value: list[Any]) -> ServiceState:
         state = cls()
         (state.state, state.health, state.link_health, state.healthy_since, state.bad_since,
-         state.down_since, state.baseline, state.manual_since, state.incident, state.step,
-         pin, state.ledger, escalated, state.seen, inbox) = value  # fmt: skip
+         state.down_since, state.baseline, state.manual_since, state.incident, state.previous,
+         state.step, pin, state.ledger, escalated, state.seen, inbox) = value  # fmt: skip
         state.pin = (pin[0], pin[1], pin[2]) if pin else None
         state.escalated = tuple(escalated)
         if inbox:
@@ -241,6 +243,15 @@ def mermaid() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _next_incident(base: str, previous: str | None) -> str:
+    """``base``, unless the last incident opened in the same second: then ``base.2``, ..."""
+    if previous == base:
+        return f"{base}.2"
+    if previous is not None and previous.startswith(f"{base}."):
+        return f"{base}.{int(previous.rsplit('.', 1)[1]) + 1}"
+    return base
+
+
 class _Firing:
     """What a trigger needs beyond the state: set by the stage before each trigger."""
 
@@ -274,6 +285,7 @@ class ServiceStage:
         self.watermark: int | None = None
         self._pending: set[str] = set()
         self._timers: list[tuple[int, str]] = []
+        self._scheduled: dict[str, int] = {}
         self._firing: _Firing | None = None
         # The model that `transitions` drives; its ``state`` is loaded per trigger.
         self.state = "online"
@@ -303,8 +315,15 @@ class ServiceStage:
         self._arm(service, state)
 
     def _arm(self, service: str, state: ServiceState) -> None:
+        # One live heap entry per service: a later deadline waits for the earlier one to
+        # wake the service (which finds nothing due and re-arms), so the heap never holds
+        # more than a few entries per service however busy it is.
         deadline = next_deadline(state, self._services[service].policy)
-        if deadline is not None:
+        if deadline is None:
+            return
+        scheduled = self._scheduled.get(service)
+        if scheduled is None or deadline < scheduled:
+            self._scheduled[service] = deadline
             heapq.heappush(self._timers, (deadline, service))
 
     # -- input ---------------------------------------------------------------------------
@@ -357,7 +376,10 @@ class ServiceStage:
         due: set[str] = set()
         timers = self._timers
         while timers and timers[0][0] <= time:
-            due.add(heapq.heappop(timers)[1])
+            deadline, service = heapq.heappop(timers)
+            if self._scheduled.get(service) == deadline:
+                del self._scheduled[service]
+                due.add(service)
         pending = {sid for sid in self._pending if self.states[sid].inbox}
         for service in sorted(due | pending):
             state = self.states[service]
@@ -524,7 +546,7 @@ class ServiceStage:
         s, svc, source, dest = f.state, f.service, event.transition.source, event.transition.dest
         if source == "online":
             base = f"{svc.id}@{format_compact(f.time)}"
-            s.incident = base if s.incident != base else f"{base}.{s.step + 1}"
+            s.incident = _next_incident(base, s.previous)
             s.step = 0
         s.step += 1
         if dest in ("manual", "restored") or source == "restored":
@@ -556,7 +578,7 @@ class ServiceStage:
                          records=len(s.ledger or ()))  # fmt: skip
         else:
             self._notice(svc, s, f.time, "staff", "recovered-staff", "recovered")
-        s.incident = None
+        s.previous, s.incident = s.incident, None
         s.ledger = None
         s.escalated = ()
         s.manual_since = None
