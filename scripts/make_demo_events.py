@@ -39,8 +39,14 @@ def envelope(kind: str, ident: str, source: str, moment: datetime, subject: str 
 
 def probe(link: str, moment: datetime, status: str, latency: float | None,
           loss: float | None) -> dict[str, object]:  # fmt: skip
-    return envelope("link.status.v1", f"probe/{link}/{stamp(moment)}", "/probes/ambon-noc",
-                    moment, link, {"status": status, "latency_ms": latency, "loss_pct": loss})
+    return envelope(
+        "link.status.v1",
+        f"probe/{link}/{stamp(moment)}",
+        "/probes/ambon-noc",
+        moment,
+        link,
+        {"status": status, "latency_ms": latency, "loss_pct": loss},
+    )
 
 
 def telkom_reading(moment: datetime) -> tuple[str, float | None, float | None] | None:
@@ -82,47 +88,103 @@ def events() -> list[dict[str, object]]:
         # Probes read every minute, a few seconds apart; the engine ticks every minute.
         reading = telkom_reading(moment)
         if reading is not None:
-            add(moment + timedelta(seconds=5), probe("telkom-sto-pattimura",
-                                                     moment + timedelta(seconds=5), *reading))
-        add(moment + timedelta(seconds=10), probe("backup-4g", moment + timedelta(seconds=10),
-                                                  *backup_reading(moment)))
-        add(moment + timedelta(seconds=15), probe("vsat-palapa", moment + timedelta(seconds=15),
-                                                  "up", 600.0, 0.8))
+            add(
+                moment + timedelta(seconds=5),
+                probe("telkom-sto-pattimura", moment + timedelta(seconds=5), *reading),
+            )
+        add(
+            moment + timedelta(seconds=10),
+            probe("backup-4g", moment + timedelta(seconds=10), *backup_reading(moment)),
+        )
+        add(
+            moment + timedelta(seconds=15),
+            probe("vsat-palapa", moment + timedelta(seconds=15), "up", 600.0, 0.8),
+        )
         tick = moment + timedelta(minutes=1)
-        add(tick, envelope("clock.tick.v1", f"tick/{stamp(tick)}", "/failover/ticker", tick,
-                           None, None))
+        add(
+            tick,
+            envelope("clock.tick.v1", f"tick/{stamp(tick)}", "/failover/ticker", tick, None, None),
+        )
         moment = tick
 
     def operator(day: int, hhmm: str, service: str, action: str, actor: str, role: str,
                  reason: str) -> None:  # fmt: skip
         at = local(day, hhmm) + timedelta(seconds=30)
-        add(at, envelope("operator.override.v1", f"override/{service}/{action}/{stamp(at)}",
-                         "/operators/console", at, service,
-                         {"action": action, "actor": actor, "role": role, "reason": reason}))
+        add(
+            at,
+            envelope(
+                "operator.override.v1",
+                f"override/{service}/{action}/{stamp(at)}",
+                "/operators/console",
+                at,
+                service,
+                {"action": action, "actor": actor, "role": role, "reason": reason},
+            ),
+        )
 
     def record(day: int, hhmm: str, service: str, record_id: str, kind: str) -> None:
         at = local(day, hhmm) + timedelta(seconds=40)
-        add(at, envelope("manual.record.v1", f"record/{record_id}", "/offices/disdukcapil",
-                         at, service, {"record_id": record_id, "kind": kind}))
+        add(
+            at,
+            envelope(
+                "manual.record.v1",
+                f"record/{record_id}",
+                "/offices/disdukcapil",
+                at,
+                service,
+                {"record_id": record_id, "kind": kind},
+            ),
+        )
 
     def reconciled(day: int, hhmm: str, service: str, record_ids: list[str]) -> None:
         at = local(day, hhmm) + timedelta(seconds=45)
-        add(at, envelope("reconcile.completed.v1", f"reconciled/{service}/{stamp(at)}",
-                         "/offices/disdukcapil", at, service, {"record_ids": record_ids}))
+        add(
+            at,
+            envelope(
+                "reconcile.completed.v1",
+                f"reconciled/{service}/{stamp(at)}",
+                "/offices/disdukcapil",
+                at,
+                service,
+                {"record_ids": record_ids},
+            ),
+        )
 
     # The acting head does not wait for the timers: KTP-el cannot be forced through.
-    operator(5, "08:15", "ektp", "force_manual", "Plt. Kepala Dinas", "acting-head",
-             "Jaringan lambat lalu putus; jangan dipaksakan. Network slow then dropping.")
+    operator(
+        5,
+        "08:15",
+        "ektp",
+        "force_manual",
+        "Plt. Kepala Dinas",
+        "acting-head",
+        "Jaringan lambat lalu putus; jangan dipaksakan. Network slow then dropping.",
+    )
     for n in range(1, 13):
-        record(5, f"{9 + n // 3:02d}:{(n * 13) % 60:02d}", "legalisasi", f"LEG-{n:03d}",
-               "legalisation")
+        record(
+            5, f"{9 + n // 3:02d}:{(n * 13) % 60:02d}", "legalisasi", f"LEG-{n:03d}", "legalisation"
+        )
     for n in range(1, 6):
         record(5, f"{10 + n:02d}:20", "surat-pindah", f"SKP-{n:03d}", "change-of-address")
     # Next morning the head holds KTP-el until the central registry confirms, then lets go.
-    operator(6, "09:50", "ektp", "pin", "Kepala Dinas", "office-head",
-             "Tunggu konfirmasi Dukcapil pusat. Waiting for the central registry.")
-    operator(6, "11:30", "ektp", "unpin", "Kepala Dinas", "office-head",
-             "Dukcapil pusat siap. Central registry confirmed.")
+    operator(
+        6,
+        "09:50",
+        "ektp",
+        "pin",
+        "Kepala Dinas",
+        "office-head",
+        "Tunggu konfirmasi Dukcapil pusat. Waiting for the central registry.",
+    )
+    operator(
+        6,
+        "11:30",
+        "ektp",
+        "unpin",
+        "Kepala Dinas",
+        "office-head",
+        "Dukcapil pusat siap. Central registry confirmed.",
+    )
     record(6, "10:45", "legalisasi", "LEG-013", "legalisation")
     reconciled(6, "11:15", "legalisasi", [f"LEG-{n:03d}" for n in range(1, 9)])
     reconciled(6, "12:40", "legalisasi", [f"LEG-{n:03d}" for n in range(9, 14)])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def unique_name(request: pytest.FixtureRequest) -> Iterator[object]:
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """``unique_name("input")`` gives a topic or group name no other test run uses."""
     run = uuid.uuid4().hex[:10]
     test = request.node.name.replace("[", "-").replace("]", "")[:40]
@@ -43,4 +43,4 @@ def unique_name(request: pytest.FixtureRequest) -> Iterator[object]:
     def make(purpose: str) -> str:
         return f"t-{test}-{purpose}-{run}"
 
-    yield make
+    return make

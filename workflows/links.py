@@ -100,24 +100,23 @@ class LinkStage:
         A reading older than the newest one applied never moves health backwards; one with
         the same time and id as an applied reading is a duplicate. Both change nothing.
         """
-        state = self.states.get(link)
-        if state is None:
+        try:
+            state = self.states[link]
+        except KeyError:  # a link's first reading before the first tick
             state = self.states[link] = LinkState()
-        if time < state.newest:
-            return None
-        if time == state.newest:
-            if event_id in state.ids:
-                return None
-            state.ids = (*state.ids, event_id)
-        else:
-            state.newest = time
+        if time > state.newest:  # nearly every reading: probes report forward in time
+            state.newest = state.last_seen = time
             state.ids = (event_id,)
-        state.last_seen = time
+        elif time < state.newest or event_id in state.ids:
+            return None
+        else:
+            state.ids = (*state.ids, event_id)
+            state.last_seen = time
         policy = self._policy[link]
         raw = _STATUS[status]
         if raw != DOWN and (
-            (latency_ms is not None and latency_ms > policy.latency_degraded_ms)
-            or (loss_pct is not None and loss_pct > policy.loss_degraded_pct)
+            (latency_ms is not None and latency_ms >= policy.latency_degraded_ms)
+            or (loss_pct is not None and loss_pct >= policy.loss_degraded_pct)
         ):
             raw = IMPAIRED
         if state.timer is None:
@@ -170,7 +169,6 @@ class LinkStage:
         if self.watermark is not None and time <= self.watermark:
             return []
         first = self.watermark is None
-        self.watermark = time
         if first and known:
             for link, policy in self._policy.items():
                 if link not in self.states:
@@ -188,6 +186,8 @@ class LinkStage:
             change = self._wake(link, state, time, tick_id)
             if change is not None:
                 changes.append(change)
+        # Only now: what the timers found happened at this tick, not after it.
+        self.watermark = time
         return changes
 
     def _wake(self, link: str, state: LinkState, time: int, tick_id: str) -> HealthChange | None:

@@ -223,7 +223,8 @@ def _escalations(s: ServiceState, p: Policy) -> Iterator[tuple[int, str]]:
         return
     if "office-head" not in s.escalated:
         yield s.manual_since + p.escalate_after, "office-head"
-    if "provider" not in s.escalated:
+    if "provider" not in s.escalated and s.link_health:
+        # Only while a link is failing: a provider is told about a fault that exists.
         yield s.manual_since + 2 * p.escalate_after, "provider"
 
 
@@ -250,6 +251,12 @@ def _next_incident(base: str, previous: str | None) -> str:
     if previous is not None and previous.startswith(f"{base}."):
         return f"{base}.{int(previous.rsplit('.', 1)[1]) + 1}"
     return base
+
+
+class _Cursor:
+    """The model object of the shared machine: only the state of the service being fired."""
+
+    state: str = "online"
 
 
 class _Firing:
@@ -287,16 +294,23 @@ class ServiceStage:
         self._timers: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._firing: _Firing | None = None
-        # The model that `transitions` drives; its ``state`` is loaded per trigger.
-        self.state = "online"
+        # The model that `transitions` drives, loaded with one service's state per trigger;
+        # the callbacks are this stage's methods.
+        self._cursor = _Cursor()
+        enter = {
+            "online": self._enter_online,
+            "degraded": self._enter_degraded,
+            "manual": self._enter_manual,
+            "restored": self._enter_restored,
+        }
         self._machine = Machine(
-            model=self,
-            states=[{"name": name, "on_enter": [f"_enter_{name}"]} for name in STATES],
+            model=self._cursor,
+            states=[{"name": name, "on_enter": [enter[name]]} for name in STATES],
             transitions=[dict(edge) for edge in TRANSITIONS],
             initial="online",
             auto_transitions=False,
             send_event=True,
-            before_state_change="_on_transition",
+            before_state_change=[self._on_transition],
         )
 
     # -- state access ------------------------------------------------------------------
@@ -399,6 +413,10 @@ class ServiceStage:
         inbox = state.inbox
         while inbox and (limit is None or (inbox[0].time, inbox[0].rank) < limit):
             item = heapq.heappop(inbox)
+            # What held until this instant was sustained until it: a spell that ends between
+            # two ticks still counts, at the time of the input that ends it.
+            cause = item.data[2] if item.kind == "health" else item.id
+            self._evaluate(service, state, item.time, cause)
             self._apply(service, state, item)
         if not inbox:
             state.inbox = None
@@ -531,14 +549,15 @@ class ServiceStage:
     def _fire(self, svc: Service, s: ServiceState, trigger: str, time: int, cause: str,
               reason: str, detail: str, operator: dict[str, str] | None) -> None:  # fmt: skip
         self._firing = _Firing(svc, s, time, cause, reason, detail, operator)
-        self.state = s.state
+        cursor = self._cursor
+        cursor.state = s.state
         try:
-            self._machine.events[trigger].trigger(self)
+            self._machine.events[trigger].trigger(cursor)
         finally:
-            s.state = self.state
+            s.state = cursor.state
             self._firing = None
 
-    # Callbacks that `transitions` calls, by name, with the EventData.
+    # Callbacks that `transitions` calls with the EventData.
 
     def _on_transition(self, event: Any) -> None:
         f = self._firing

@@ -6,6 +6,7 @@ and integers keep arithmetic exact, so the same input gives the same output byte
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -39,9 +40,10 @@ def parse_time(text: str) -> int:
     Raises:
         ValueError: the text is not a valid timestamp or has no zone.
     """
-    cached = _PARSED.get(text)
-    if cached is not None:
-        return cached
+    try:
+        return _PARSED[text]  # the hot path: no call to .get, no comparison with None
+    except KeyError:
+        pass
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no time zone")
@@ -56,6 +58,9 @@ def _utc(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+# Stage 2 formats the same few instants over and over (when a condition began, for the
+# detail of every condition it weighs): a small cache spares most strftime calls.
+@functools.lru_cache(maxsize=1024)
 def format_time(micros: int) -> str:
     """RFC 3339 in UTC with a ``Z``; fractional seconds only when there are any."""
     moment = _utc(micros)
@@ -102,6 +107,7 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+@functools.lru_cache(maxsize=256)  # a topology has a handful of distinct durations
 def format_duration(micros: int) -> str:
     """The largest unit that divides the duration exactly: ``300000000`` gives ``5m``."""
     for unit in ("d", "h", "m", "s", "ms"):

@@ -102,9 +102,7 @@ async def test_group_of_two_moves_partitions_when_one_leaves(
         try:
             # Polling drives the group protocol; wait until both hold a share.
             async def shared() -> bool:
-                await asyncio.gather(
-                    first.getmany(timeout_ms=100), second.getmany(timeout_ms=100)
-                )
+                await asyncio.gather(first.getmany(timeout_ms=100), second.getmany(timeout_ms=100))
                 a, b = first.assignment(), second.assignment()
                 return len(a) == 2 and len(b) == 2 and not (a & b)
 
