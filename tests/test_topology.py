@@ -13,37 +13,7 @@ from workflows.topology import LinkPolicy, Policy, Topology, TopologyError
 
 S = 1_000_000  # microseconds in a second
 
-DESIGN_EXAMPLE = """\
-sites:
-  disdukcapil-ambon: {name: Disdukcapil Kota Ambon, timezone: Asia/Jayapura}
-links:
-  telkom-sto-pattimura: {provider: telkom, description: uplink via STO Pattimura}
-  backup-4g: {provider: other}
-services:
-  ektp:
-    site: disdukcapil-ambon
-    name: {id: KTP elektronik, en: Electronic ID card}
-    requires: [telkom-sto-pattimura]      # each item: a link, or a list of redundant links
-    offline: false                        # online-only: manual means its queue is held
-    queue: ektp-counter
-  surat-pindah:
-    site: disdukcapil-ambon
-    name: {id: Surat keterangan pindah, en: Change-of-address letter}
-    requires: [[telkom-sto-pattimura, backup-4g]]
-    offline: true
-    policy: {manual_after: 120s}          # per-service override of any policy key
-policy:                                   # defaults
-  degrade_after: 60s
-  manual_after: 300s
-  degraded_max: 1800s
-  recover_after: 300s
-  restore_after: 900s
-  relapse_after: 60s
-  stale_after: 120s
-  escalate_after: 4h
-  latency_degraded_ms: 800
-  loss_degraded_pct: 5
-"""
+DESIGN_EXAMPLE = (Path(__file__).parent / "data" / "design-topology.yaml").read_text()
 
 
 def design_document() -> dict[str, Any]:

@@ -1,0 +1,556 @@
+"""Benchmark of the pure core: ``Engine.feed`` against the decode-and-validate ceiling.
+
+Not a test: a script that prints one table from one run::
+
+    .venv/bin/python bench/core.py [--events N] [--sites N] [--repeat N] [--seed N]
+
+What it does, in order:
+
+1. Generates a topology of ``--sites`` sites as YAML text (10 services and 3 links per site:
+   two links of the site's own, one regional uplink shared by about 10 sites; some services
+   need a redundant pair) and loads it with :meth:`Topology.parse`, so it is validated like an
+   operator's file.
+2. Generates ``--events`` ``link.status.v1`` events as JSON bytes, every link probed every
+   10 s of event time, plus a ``clock.tick.v1`` every 10 s (counted apart). Mostly ``up``
+   readings; a few links have spells (degraded, down, silent, flapping) and every link the
+   odd latency spike, so that health changes, transitions and commands do happen. All bytes
+   exist before any timing starts.
+3. Times, ``--repeat`` times, the ceiling (``orjson.loads`` and the jsonschema-rs validator of
+   the event's type, ``is_valid``, as ``decode`` does) and the core (``Engine.feed`` on a
+   fresh engine over the same bytes, draining ``engine.out`` every 10,000 inputs as a
+   consumer would), interleaved batch by batch; keeps each batch's best time.
+4. Measures the memory the engine keeps per service with ``tracemalloc``, in a separate
+   untimed pass (see the method printed with the result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import random
+import shlex
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import yaml
+
+from workflows import timeutil
+from workflows.engine import _VALIDATORS, Engine
+from workflows.records import COMMANDS, DEADLETTER, TRANSITIONS, DeadLetter, Emitted
+from workflows.replay import encode
+from workflows.topology import Topology
+
+SLOT = 10  # seconds between two probes of one link, and between two ticks
+SITES_PER_REGION = 10  # sites behind one regional uplink
+DRAIN_EVERY = 10_000  # inputs between two drains of engine.out
+START = 1_714_521_600  # 2024-05-01T00:00:00Z, in seconds
+ZONES = ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura")
+
+# The 10 services of every site: name, requires (with "A", "B" the site's own links and "U"
+# the regional uplink; a list is a redundant group), offline-capable, policy override.
+SERVICES: tuple[tuple[str, str, str, list[Any], bool, str | None], ...] = (
+    ("ektp", "KTP elektronik", "Electronic ID card", ["U", "A"], False, None),
+    ("akta", "Akta kelahiran", "Birth certificate", ["U", "A"], False, None),
+    ("kk", "Kartu keluarga", "Family card", ["U", ["A", "B"]], True, None),
+    ("legalisasi", "Legalisasi", "Legalisation", [["A", "B"]], True, None),
+    ("pindah", "Surat pindah", "Change of address", ["U", ["A", "B"]], True, "120s"),
+    ("pajak", "Pajak daerah", "Local tax", ["B"], False, None),
+    ("izin", "Perizinan", "Permits", ["U", "B"], True, None),
+    ("bpjs", "BPJS", "Health insurance", [["A", "B"]], False, None),
+    ("arsip", "Arsip", "Archive", ["A"], True, None),
+    ("aduan", "Pengaduan", "Complaints", ["U"], True, None),
+)
+
+
+# -- topology -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    id: str
+    region: str
+    latency: float  # typical latency of an up reading, ms
+    phase: int  # second within each 10 s slot at which its probe reports
+
+
+def topology_yaml(sites: int) -> tuple[str, list[LinkSpec]]:
+    """The topology as YAML text, and the links in a fixed order."""
+    lines = ["sites:"]
+    for i in range(sites):
+        lines.append(f"  site-{i:04d}: {{name: Kantor {i}, timezone: {ZONES[i % len(ZONES)]}}}")
+    links: list[LinkSpec] = []
+    lines.append("links:")
+    for region in range((sites + SITES_PER_REGION - 1) // SITES_PER_REGION):
+        link = f"r{region:03d}.uplink"
+        links.append(LinkSpec(link, f"r{region:03d}", 30.0, len(links) % SLOT))
+        lines.append(f"  {link}: {{provider: telkom, description: regional uplink {region}}}")
+    for i in range(sites):
+        for suffix, provider, latency in (("fiber", "telkom", 20.0), ("4g", "seluler", 90.0)):
+            link = f"site-{i:04d}.{suffix}"
+            links.append(
+                LinkSpec(link, f"r{i // SITES_PER_REGION:03d}", latency, len(links) % SLOT)
+            )
+            lines.append(f"  {link}: {{provider: {provider}}}")
+    lines.append("services:")
+    for i in range(sites):
+        site = f"site-{i:04d}"
+        names = {
+            "A": f"{site}.fiber",
+            "B": f"{site}.4g",
+            "U": f"r{i // SITES_PER_REGION:03d}.uplink",
+        }
+        for name, name_id, name_en, requires, offline, manual_after in SERVICES:
+            groups = [
+                names[item] if isinstance(item, str) else [names[x] for x in item]
+                for item in requires
+            ]
+            lines.append(f"  {site}.{name}:")
+            lines.append(f"    site: {site}")
+            lines.append(f"    name: {{id: {name_id}, en: {name_en}}}")
+            lines.append(f"    requires: {orjson.dumps(groups).decode()}")
+            lines.append(f"    offline: {'true' if offline else 'false'}")
+            if not offline:
+                lines.append(f"    queue: {site}.{name}.counter")
+            if manual_after:
+                lines.append(f"    policy: {{manual_after: {manual_after}}}")
+    lines.append("policy: {degrade_after: 60s, manual_after: 300s, stale_after: 120s}")
+    return "\n".join(lines) + "\n", links
+
+
+# -- events ---------------------------------------------------------------------------------
+
+Reading = tuple[str, float | None, float | None] | None  # None: the probe is silent
+
+
+@dataclass(frozen=True)
+class Spell:
+    start: int
+    end: int
+    kind: str  # "degraded", "down", "silent" or "flapping"
+    period: int  # flapping: seconds per up or down half
+
+
+SPELL_KINDS = ("degraded", "down", "silent", "flapping")
+SPELL_MINUTES = {"degraded": (5, 40), "down": (2, 30), "silent": (3, 20), "flapping": (10, 25)}
+
+
+def plan_spells(links: Sequence[LinkSpec], span: int, rng: random.Random) -> dict[str, list[Spell]]:
+    """About 6% of links get one or two spells somewhere in the run."""
+    spells: dict[str, list[Spell]] = {}
+    flaky = rng.sample(list(links), max(1, round(len(links) * 0.06)))
+    for link in flaky:
+        for _ in range(rng.choice((1, 1, 2))):
+            kind = rng.choice(SPELL_KINDS)
+            low, high = SPELL_MINUTES[kind]
+            length = rng.randint(low, high) * 60
+            start = START + rng.randrange(max(1, span - length))
+            spells.setdefault(link.id, []).append(
+                Spell(start, start + length, kind, rng.choice((60, 120, 180)))
+            )
+    return spells
+
+
+def reading(link: LinkSpec, spells: list[Spell] | None, t: int, rng: random.Random) -> Reading:
+    if spells:
+        for spell in spells:
+            if spell.start <= t < spell.end:
+                if spell.kind == "degraded":
+                    return "degraded", 1500.0, 12.0
+                if spell.kind == "down":
+                    return "down", None, 100.0
+                if spell.kind == "silent":
+                    return None
+                if (t - spell.start) // spell.period % 2:
+                    return "down", None, 100.0
+                return "up", link.latency, 0.0
+    if rng.random() < 0.0005:  # a one-reading latency spike: impaired for 10 s
+        return "up", 950.0, 7.0
+    return "up", round(link.latency + rng.random() * 10, 1), round(rng.random(), 1)
+
+
+def stamp(t: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@dataclass
+class Stream:
+    inputs: list[bytes]  # probes and ticks, in event-time order
+    probes: int
+    ticks: int
+    seconds: int  # event time covered
+    spells: dict[str, list[Spell]]
+
+
+def make_stream(links: Sequence[LinkSpec], events: int, seed: int) -> Stream:
+    """``events`` probe readings, every link every 10 s, and a tick every 10 s."""
+    rng = random.Random(seed)
+    span = events * SLOT // len(links) + SLOT
+    spells = plan_spells(links, span, rng)
+    by_phase: list[list[LinkSpec]] = [[] for _ in range(SLOT)]
+    for link in links:
+        by_phase[link.phase].append(link)
+    dumps = orjson.dumps
+    inputs: list[bytes] = []
+    probes = ticks = 0
+    t = START
+    while probes < events:
+        when = stamp(t)
+        for link in by_phase[(t - START) % SLOT]:
+            value = reading(link, spells.get(link.id), t, rng)
+            if value is None:
+                continue
+            status, latency, loss = value
+            inputs.append(
+                dumps(
+                    {
+                        "specversion": "1.0",
+                        "id": f"probe/{link.id}/{when}",
+                        "source": f"/probes/{link.region}",
+                        "type": "link.status.v1",
+                        "time": when,
+                        "subject": link.id,
+                        "data": {"status": status, "latency_ms": latency, "loss_pct": loss},
+                    }
+                )
+            )
+            probes += 1
+            if probes == events:
+                break
+        if (t - START) % SLOT == 0:  # after the probes of the same second: it evaluates them
+            inputs.append(
+                dumps(
+                    {
+                        "specversion": "1.0",
+                        "id": f"tick/{when}",
+                        "source": "/failover/ticker",
+                        "type": "clock.tick.v1",
+                        "time": when,
+                        "data": {},
+                    }
+                )
+            )
+            ticks += 1
+        t += 1
+    return Stream(inputs, probes, ticks, t - START, spells)
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+class Clock:
+    """Wall time and this process's CPU time of one measurement."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+Times = list[tuple[float, float]]  # (wall, cpu) seconds, one pair per batch
+
+
+@dataclass
+class Round:
+    ceiling: Times
+    core: Times
+    outputs: list[Emitted | DeadLetter]
+
+
+def run_round(topology: Topology, chunks: list[list[bytes]], core_first: bool) -> Round:
+    """The ceiling and the core over every batch of :data:`DRAIN_EVERY` inputs, the two
+    interleaved batch by batch, so that a burst of load from elsewhere on the machine lands
+    on one batch of one of them, not on a whole run.
+
+    The ceiling: ``orjson.loads`` and ``is_valid`` with the validator of the event's type, the
+    part of :func:`workflows.engine.decode` that no engine can skip. The core: ``Engine.feed``
+    on a fresh engine, draining ``engine.out`` after each batch as a consumer would.
+    """
+    validators = _VALIDATORS  # the engine's own, compiled from schemas/
+    loads = orjson.loads
+    engine = Engine(topology)
+    feed = engine.feed
+    drain = engine.drain
+    ceiling: Times = []
+    core: Times = []
+    outputs: list[Emitted | DeadLetter] = []
+    invalid = 0
+    for index, chunk in enumerate(chunks):
+        for part in ("core", "ceiling") if core_first else ("ceiling", "core"):
+            clock = Clock()
+            if part == "ceiling":
+                for raw in chunk:
+                    event = loads(raw)
+                    if not validators[event["type"]].is_valid(event):
+                        invalid += 1
+                ceiling.append(clock.stop())
+            else:
+                for raw in chunk:
+                    feed(raw)
+                if index == len(chunks) - 1:
+                    engine.finish()
+                outputs.extend(drain())
+                core.append(clock.stop())
+    assert invalid == 0, f"{invalid} generated events are invalid"
+    return Round(ceiling, core, outputs)
+
+
+def summed(times: Times) -> tuple[float, float]:
+    return sum(t[0] for t in times), sum(t[1] for t in times)
+
+
+def best(rounds: list[Round], part: str) -> tuple[float, float]:
+    """The sum over batches of each batch's best time in any round."""
+    per_round = [getattr(r, part) for r in rounds]
+    batches = range(len(per_round[0]))
+    return (
+        sum(min(times[i][0] for times in per_round) for i in batches),
+        sum(min(times[i][1] for times in per_round) for i in batches),
+    )
+
+
+@dataclass
+class Memory:
+    total: int  # bytes kept after the run, all of the engine
+    indexes: int  # bytes kept by Engine(topology) before any input
+    by_file: list[tuple[str, int]]  # where the kept bytes were allocated
+    topology: int  # the topology object itself, for reference (not in ``total``)
+    health_changes: int
+    fanned_out: int
+    parsed_times: int  # entries in the time-parse cache at the end
+
+
+def _traced() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def measure_memory(topology: Topology, text: str, chunks: list[list[bytes]]) -> Memory:
+    """Bytes the engine keeps, traced by ``tracemalloc`` (the method is printed with them)."""
+    tracemalloc.start()
+    try:
+        # The topology's own size, for reference: the C YAML loader, since the pure-Python
+        # one that Topology.parse uses takes a minute under tracemalloc; same document.
+        before = _traced()
+        copy = Topology.from_document(yaml.load(text, Loader=yaml.CSafeLoader), "<bench>")
+        topology_bytes = _traced() - before
+        del copy
+        # The time caches are the engine's too: empty them, so that they are counted.
+        timeutil._PARSED.clear()
+        timeutil.format_time.cache_clear()
+        timeutil.format_duration.cache_clear()
+        base = _traced()
+        engine = Engine(topology)
+        indexes = _traced() - base
+        counts = [0, 0]
+        fan_out = engine._fan_out
+
+        def counting(change: Any) -> None:
+            counts[0] += 1
+            counts[1] += len(topology.services_by_link[change.link])
+            fan_out(change)
+
+        engine._fan_out = counting  # type: ignore[method-assign]
+        start = tracemalloc.take_snapshot()
+        for chunk in chunks:
+            for raw in chunk:
+                engine.feed(raw)
+            engine.drain()
+        engine.finish()
+        engine.drain()
+        engine._fan_out = fan_out  # type: ignore[method-assign]
+        for service in topology.services:  # every service with a state of its own
+            engine.services.state_of(service)
+        assert len(engine.links.states) == len(topology.links)
+        total = _traced() - base
+        end = tracemalloc.take_snapshot()
+        by_file: Counter[str] = Counter()
+        for stat in end.compare_to(start, "filename"):
+            by_file[_short(stat.traceback[0].filename)] += stat.size_diff
+        by_file["(Engine(topology): indexes, machine)"] = indexes
+        del engine
+    finally:
+        tracemalloc.stop()
+    changes, fanned_out = counts
+    return Memory(
+        total,
+        indexes,
+        by_file.most_common(),
+        topology_bytes,
+        changes,
+        fanned_out,
+        len(timeutil._PARSED),
+    )
+
+
+def _short(filename: str) -> str:
+    for marker in ("/workflows/", "/site-packages/", "/lib/python"):
+        if marker in filename:
+            return filename[filename.index(marker) + 1 :]
+    return filename
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def digest(outputs: list[Emitted | DeadLetter]) -> str:
+    sha = hashlib.sha256()
+    for record in outputs:
+        sha.update(encode(record))
+        sha.update(b"\n")
+    return sha.hexdigest()[:16]
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:>12,.0f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="link.status.v1 events")
+    parser.add_argument("--sites", type=int, default=500, help="sites (10 services each)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each (best kept)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated readings")
+    args = parser.parse_args(argv)
+    out = print
+
+    out("$ " + shlex.join(sys.orig_argv))
+    out(f"python {sys.version.split()[0]}, orjson {orjson.__version__}")
+    began = time.perf_counter()
+    text, links = topology_yaml(args.sites)
+    topology = Topology.parse(text, "<bench>")
+    stream = make_stream(links, args.events, args.seed)
+    size = sum(map(len, stream.inputs))
+    chunks = [stream.inputs[i : i + DRAIN_EVERY] for i in range(0, len(stream.inputs), DRAIN_EVERY)]
+    out(
+        f"topology: {len(topology.sites):,} sites, {len(topology.links):,} links "
+        f"({len(links) - 2 * args.sites} regional uplinks), {len(topology.services):,} services "
+        f"({sum(not s.offline for s in topology.services.values()):,} online-only, "
+        f"{sum(any(len(g) > 1 for g in s.requires) for s in topology.services.values()):,} "
+        f"with a redundant group); {len(text):,} bytes of YAML"
+    )
+    flaky = sum(len(v) for v in stream.spells.values())
+    kinds = Counter(s.kind for v in stream.spells.values() for s in v)
+    out(
+        f"inputs: {stream.probes:,} link.status.v1 + {stream.ticks:,} clock.tick.v1 = "
+        f"{len(stream.inputs):,} messages, {size / len(stream.inputs):.0f} bytes on average, "
+        f"{stream.seconds / 3600:.2f} h of event time"
+    )
+    out(
+        f"spells: {flaky} on {len(stream.spells)} links ("
+        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        + "), plus one-reading latency spikes"
+    )
+    out(f"generated in {time.perf_counter() - began:.1f} s, before any timing")
+    out("")
+
+    n = len(stream.inputs)
+    rounds: list[Round] = []
+    for number in range(1, args.repeat + 1):
+        rounds.append(run_round(topology, chunks, core_first=number % 2 == 0))
+        ceiling, core = summed(rounds[-1].ceiling), summed(rounds[-1].core)
+        out(
+            f"  run {number}: ceiling {rate(n, ceiling[0]).strip()}/s, "
+            f"core {rate(n, core[0]).strip()}/s, ratio {ceiling[0] / core[0]:.1%}"
+            f"   (by CPU time: {ceiling[1] / core[1]:.1%})"
+        )
+    out("")
+
+    best_ceiling, cpu_ceiling = best(rounds, "ceiling")
+    best_core, cpu_core = best(rounds, "core")
+    ratio = best_ceiling / best_core
+    digests = {digest(r.outputs) for r in rounds}
+    outputs = rounds[-1].outputs
+    topics = Counter(r.topic if isinstance(r, Emitted) else DEADLETTER for r in outputs)
+    commands = Counter(
+        r.event["type"] for r in outputs if isinstance(r, Emitted) and r.topic == COMMANDS
+    )
+    moves = Counter(
+        f"{r.event['data']['from']}->{r.event['data']['to']}"
+        for r in outputs
+        if isinstance(r, Emitted) and r.topic == TRANSITIONS
+    )
+
+    memory = measure_memory(topology, text, chunks)
+    services = len(topology.services)
+    per_service = memory.total / services
+
+    out(
+        f"{'best of ' + str(args.repeat) + ' runs (see timing), one core':<44}{'messages/s':>12}"
+        f"{'µs/message':>12}"
+    )
+    out("-" * 68)
+    out(
+        f"{'ceiling: orjson.loads + is_valid':<44}{rate(n, best_ceiling)}"
+        f"{best_ceiling / n * 1e6:>12.2f}"
+    )
+    out(
+        f"{'core: Engine.feed (+ drain every 10,000)':<44}{rate(n, best_core)}"
+        f"{best_core / n * 1e6:>12.2f}"
+    )
+    out(
+        f"{'core / ceiling':<44}{ratio:>12.1%}   target >= 50%: "
+        f"{'met' if ratio >= 0.5 else 'NOT met'}"
+    )
+    out(
+        f"{'  the same by CPU time (process_time)':<44}{cpu_ceiling / cpu_core:>12.1%}"
+        f"   ceiling {rate(n, cpu_ceiling).strip()}/s, core {rate(n, cpu_core).strip()}/s"
+    )
+    out(
+        f"{'engine memory per service':<44}{per_service:>12,.0f} B   target <= 2,048 B: "
+        f"{'met' if per_service <= 2048 else 'NOT met'}"
+    )
+    out("-" * 68)
+    out(f"timing: {len(chunks)} batches of up to {DRAIN_EVERY:,} messages, ticks included; the")
+    out("  ceiling and the core alternate batch by batch (the core first in even runs). Each")
+    out(f"  figure sums, over the batches, a batch's best wall time in the {args.repeat} runs:")
+    out("  load from elsewhere on a shared machine then spoils one batch, not the result.")
+    out(
+        f"outputs of one core run: {topics[TRANSITIONS]:,} transitions, "
+        f"{topics[COMMANDS]:,} commands, {topics[DEADLETTER]:,} dead letters; "
+        f"{memory.health_changes:,} link health changes fanned out to "
+        f"{memory.fanned_out:,} service inputs"
+    )
+    out("  transitions: " + ", ".join(f"{k} {v:,}" for k, v in sorted(moves.items())))
+    out(
+        "  commands:    "
+        + ", ".join(f"{k.removeprefix('failover.')} {v:,}" for k, v in sorted(commands.items()))
+    )
+    same = "identical" if len(digests) == 1 else f"DIFFERENT ({len(digests)} digests)"
+    out(f"  output digest {next(iter(sorted(digests)))}, {same} across the {args.repeat} runs")
+    out("")
+    out(
+        f"memory: {memory.total:,} bytes kept by the engine for {services:,} services and "
+        f"{len(topology.links):,} links = {per_service:,.0f} B per service"
+    )
+    out("  method: tracemalloc, in a separate untimed pass after the timed runs. Tracing")
+    out("  starts after the topology is loaded; the bytes still allocated after")
+    out("  Engine(topology), every input fed and drained, finish(), and state_of() for every")
+    out("  service (so each service and each link has a state), after gc.collect(), are the")
+    out("  engine's: link states, service states, stage indexes, the transitions machine,")
+    out("  time caches. Divided by the number of services. Where they were allocated:")
+    for name, bytes_ in memory.by_file:
+        if bytes_ >= 1024:
+            out(f"    {bytes_:>12,} B  {name}")
+    out(
+        f"  the time-parse cache held {memory.parsed_times:,} entries at the end (it is emptied"
+        f" at {timeutil._PARSED_MAX:,}), about 140 B each"
+    )
+    out(
+        f"  not included: the Topology itself, {memory.topology:,} B "
+        f"({memory.topology / services:,.0f} B per service), configuration shared by any engine"
+    )
+    out(f"\ntotal wall time {time.perf_counter() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
