@@ -1,0 +1,252 @@
+"""Export over OTLP/HTTP, configured only by ``OTEL_*`` variables, to a receiver this test
+starts (an ``http.server`` on 127.0.0.1, port 0, in a thread), which decodes the protobuf
+with ``opentelemetry-proto``: the causal chain is there, ids and parents intact."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry import trace
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from streams.telemetry import configure
+from streams.tracing import Headers, Tracing, extract, traced_replay
+from workflows.records import Emitted
+from workflows.replay import read_lines
+from workflows.topology import Topology
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "streams" / "demo"
+PROBE_TRACE = 0x0123456789ABCDEF0123456789ABCDEF
+PROBE_SPAN = 0x1122334455667788
+# The fibre link's first bad reading, and the tick after which ektp degrades.
+BAD_READING = "probe/telkom-sto-pattimura/2019-02-04T23:10:05Z"
+LAST = b'"time":"2019-02-04T23:12:00Z"'
+
+
+class Receiver:
+    """What the OTLP/HTTP endpoint received, decoded."""
+
+    def __init__(self) -> None:
+        self.traces: list[ExportTraceServiceRequest] = []
+        self.metrics: list[ExportMetricsServiceRequest] = []
+        self.paths: list[str] = []
+        self.changed = threading.Condition()
+
+    def spans(self) -> list[tuple[dict[str, Any], Span]]:
+        """Every span received, with its resource's attributes."""
+        with self.changed:
+            requests = list(self.traces)
+        return [
+            (values(resource.resource.attributes), span)
+            for request in requests
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+
+    def metric_names(self) -> set[str]:
+        with self.changed:
+            requests = list(self.metrics)
+        return {
+            metric.name
+            for request in requests
+            for resource in request.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+
+    def wait(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not condition():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"not received in {timeout}s: {self.paths}")
+                self.changed.wait(left)
+
+
+def handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            response: ExportTraceServiceResponse | ExportMetricsServiceResponse
+            if self.path == "/v1/traces":
+                request: Any = ExportTraceServiceRequest.FromString(body)
+                response = ExportTraceServiceResponse()
+                store: list[Any] = receiver.traces
+            elif self.path == "/v1/metrics":
+                request = ExportMetricsServiceRequest.FromString(body)
+                response = ExportMetricsServiceResponse()
+                store = receiver.metrics
+            else:
+                self.send_error(404)
+                return
+            with receiver.changed:
+                store.append(request)
+                receiver.paths.append(self.path)
+                receiver.changed.notify_all()
+            payload = response.SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep the test output clean
+
+    return Handler
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    received = Receiver()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(received))
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="otlp-receiver", daemon=True
+    )
+    thread.start()
+    host, port = server.server_address[:2]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host!s}:{port}")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")  # only when flushed
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def value(any_value: AnyValue) -> Any:
+    kind = any_value.WhichOneof("value")
+    return getattr(any_value, kind) if kind is not None else None
+
+
+def values(attributes: Any) -> dict[str, Any]:
+    return {kv.key: value(kv.value) for kv in attributes if isinstance(kv, KeyValue)}
+
+
+def demo_start() -> list[tuple[int, bytes, Headers | None]]:
+    """The demo up to the tick at which ektp degrades; the bad reading carries a probe's
+    W3C context in its Kafka headers."""
+    lines: list[tuple[int, bytes, Headers | None]] = []
+    header = f"00-{PROBE_TRACE:032x}-{PROBE_SPAN:016x}-01".encode()
+    for number, raw in read_lines(DEMO / "ambon-events.jsonl"):
+        traced = BAD_READING.encode() in raw
+        lines.append((number, raw, [("traceparent", header)] if traced else None))
+        if LAST in raw and b"clock.tick.v1" in raw:
+            return lines
+    raise AssertionError("the demo changed: no tick at 23:12")
+
+
+def test_the_chain_arrives_over_otlp_http(receiver: Receiver) -> None:
+    telemetry = configure()
+    assert telemetry.traces
+    assert telemetry.metrics
+    topology = Topology.load(DEMO / "ambon.yaml")
+    tracing = Tracing(telemetry, topology)
+    lines = demo_start()
+    outputs = list(traced_replay(topology, lines, "ambon-events.jsonl", tracing))
+    assert telemetry.force_flush(10_000)
+
+    # The flush waits for the receiver's answers, and the receiver stores a request before
+    # it answers; wait on the condition anyway, with a deadline, rather than trust timing.
+    # A process span per line, the finish, and 3 transitions with 3 sends each.
+    expected = len(lines) + 1 + 3 * (1 + 3)
+    receiver.wait(lambda: len(receiver.spans()) >= expected)
+    receiver.wait(lambda: "failover.events.in" in receiver.metric_names())
+    telemetry.shutdown()
+
+    spans = receiver.spans()
+    assert len(spans) == expected
+    resource = spans[0][0]
+    assert resource["service.name"] == "failover-engine"
+    assert resource["deployment.environment.name"] == "test"
+    by_id = {span.span_id: span for _, span in spans}
+
+    [reading] = [
+        s for _, s in spans if values(s.attributes).get("failover.event.id") == BAD_READING
+    ]
+    assert reading.name == "process link-status"
+    assert reading.kind == Span.SPAN_KIND_CONSUMER
+    assert reading.trace_id == PROBE_TRACE.to_bytes(16, "big")
+    assert reading.parent_span_id == PROBE_SPAN.to_bytes(8, "big")
+    assert values(reading.attributes)["failover.event.time"] == "2019-02-04T23:10:05Z"
+    assert values(reading.attributes)["messaging.system"] == "kafka"
+    assert [event.name for event in reading.events] == ["failover.link.health"]
+
+    [opening] = [
+        s
+        for _, s in spans
+        if s.name == "transition online→degraded"
+        and values(s.attributes)["failover.service"] == "ektp"
+    ]
+    a = values(opening.attributes)
+    assert a["failover.incident"] == "ektp@20190204T231200Z"
+    assert a["failover.event.time"] == "2019-02-04T23:12:00Z"
+    assert opening.trace_id == reading.trace_id
+    assert opening.parent_span_id == reading.span_id
+    [trigger] = opening.links
+    assert values(by_id[trigger.span_id].attributes)["failover.event.type"] == "clock.tick.v1"
+    assert values(trigger.attributes) == {"failover.link.role": "trigger"}
+
+    sends = [s for _, s in spans if s.parent_span_id == opening.span_id]
+    commands = [
+        record
+        for record, _ in outputs
+        if isinstance(record, Emitted) and record.key == "ektp"
+    ]  # fmt: skip
+    assert sorted(values(s.attributes)["messaging.message.id"] for s in sends) == sorted(
+        record.event["id"] for record in commands
+    )
+    for send in sends:
+        assert send.kind == Span.SPAN_KIND_PRODUCER
+        assert send.trace_id == reading.trace_id
+        assert values(send.attributes)["messaging.operation.type"] == "send"
+
+    # What a notice sender downstream gets in the headers continues that same trace.
+    for record, headers in outputs:
+        if isinstance(record, Emitted) and record.key == "ektp":
+            context = trace.get_current_span(extract(headers)).get_span_context()
+            assert context.trace_id.to_bytes(16, "big") == reading.trace_id
+            assert by_id[context.span_id.to_bytes(8, "big")].parent_span_id == opening.span_id
+
+
+def test_nothing_is_exported_unless_configured(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    telemetry = configure()
+    assert not telemetry.enabled
+    event = {"id": "x", "type": "clock.tick.v1", "time": "2019-02-05T00:00:00Z"}
+    with Tracing(telemetry).input(event, orjson.dumps(event), destination="link-status"):
+        pass
+    assert telemetry.force_flush()
+    telemetry.shutdown()
+    assert receiver.paths == []
