@@ -1,8 +1,10 @@
 """``failover``: the command line.
 
-- ``failover replay TOPOLOGY EVENTS [--out FILE]``: the core over a file, no broker.
-- ``failover demo``: the Ambon case, bundled, through replay.
+- ``failover replay TOPOLOGY EVENTS [--out FILE] [--trace]``: the core over a file, no broker.
+- ``failover demo [--trace]``: the Ambon case, bundled, through replay.
 - ``failover diagram``: the state machine as a Mermaid diagram, generated from the code.
+- ``failover worker``: the engine on Kafka (faust), configured from the environment
+  (:mod:`streams.config`); faust is imported only by this command.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Annotated, BinaryIO
 import typer
 from rich.console import Console
 
-from workflows.replay import encode, read_lines, replay
+from workflows.replay import encode, read_lines
 from workflows.service import mermaid
 from workflows.topology import Topology, TopologyError
 
@@ -38,9 +40,13 @@ def _load(topology: Path) -> Topology:
         raise typer.Exit(2) from exc
 
 
-def _run(topology_path: Path, events: Path, out: Path | None, quiet: bool) -> int:
+def _run(
+    topology_path: Path, events: Path, out: Path | None, quiet: bool, trace: bool = False
+) -> int:
     # Imported here: the timeline needs rich tables, the JSONL path does not.
+    from streams.telemetry import configure
     from streams.timeline import Timeline
+    from streams.tracing import Tracing, traced_replay
 
     topology = _load(topology_path)
     if not events.is_file():
@@ -50,13 +56,17 @@ def _run(topology_path: Path, events: Path, out: Path | None, quiet: bool) -> in
     # JSONL on stdout leaves the terminal to the timeline on stderr, and vice versa.
     console = Console(stderr=out is None, highlight=False)
     sink: BinaryIO = out.open("wb") if out is not None else sys.stdout.buffer
+    # Spans (to stderr with --trace, or wherever OTEL_* says) never touch the JSONL.
+    telemetry = configure(console=trace)
     try:
         batch = []
-        for record in replay(topology, read_lines(events), events.name):
+        tracing = Tracing(telemetry, topology)
+        for record, _ in traced_replay(topology, read_lines(events), events.name, tracing):
             sink.write(encode(record) + b"\n")
             batch.append(record)
         timeline.add(batch)
     finally:
+        telemetry.shutdown()
         if out is not None:
             sink.close()
         else:
@@ -76,13 +86,17 @@ def replay_command(
         Path | None, typer.Option("--out", "-o", help="Write output records here (JSONL).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No timeline.")] = False,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Print the spans to stderr, one line each.")
+    ] = False,
 ) -> None:
     """Run the core over EVENTS in file order: JSONL records out, a timeline on the terminal.
 
     Same input, same output, byte for byte. Bad input lines become records on the
     failover-deadletter topic with their reason and line number; the run goes on.
+    Spans are exported as the OTEL_* variables say (off by default); --trace prints them.
     """
-    raise typer.Exit(_run(topology, events, out, quiet))
+    raise typer.Exit(_run(topology, events, out, quiet, trace))
 
 
 @app.command("demo")
@@ -90,19 +104,45 @@ def demo_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Where to write the output records (JSONL).")
     ] = Path("failover-demo.jsonl"),
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Print the spans to stderr, one line each.")
+    ] = False,
 ) -> None:
     """The Ambon exchange fire of 5 February 2019, replayed: no broker needed."""
     demo = resources.files("streams") / "demo"
-    with resources.as_file(demo / "ambon.yaml") as topology, resources.as_file(
-        demo / "ambon-events.jsonl"
-    ) as events:
-        raise typer.Exit(_run(topology, events, out, quiet=False))
+    with (
+        resources.as_file(demo / "ambon.yaml") as topology,
+        resources.as_file(demo / "ambon-events.jsonl") as events,
+    ):
+        raise typer.Exit(_run(topology, events, out, quiet=False, trace=trace))
 
 
 @app.command("diagram")
 def diagram_command() -> None:
     """Print the service state machine as a Mermaid diagram (generated from the code)."""
     typer.echo(mermaid(), nl=False)
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run the engine on Kafka: a faust worker, configured from the environment.
+
+    KAFKA_BOOTSTRAP_SERVERS and FAILOVER_* variables (FAILOVER_TOPOLOGY is required); see
+    streams/config.py for every one and its default. SIGTERM or SIGINT stops it cleanly.
+    """
+    from streams.config import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+        path = settings.topology_path()
+    except SettingsError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    topology = _load(path)
+    # Imported here: replay and demo must not pay for (or depend on) faust.
+    from streams.worker import run
+
+    raise typer.Exit(run(settings, topology))
 
 
 def main() -> None:

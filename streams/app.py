@@ -1,0 +1,300 @@
+"""The engine on Kafka: a faust app with two agents, two tables and a ticker.
+
+Built by :func:`build_app` from :class:`~streams.config.Settings` (nothing happens at import:
+tests build apps with their own ids and topics).
+
+- Topics: every topic is raw bytes; inputs are decoded by :func:`workflows.engine.decode`,
+  never by a faust codec. All of the engine's topics are created before the consumer starts
+  (:meth:`FailoverApp.on_first_start`); faust creates its own (the compacted changelogs of
+  the two tables, and its leader topic).
+- Agent ``links`` (stage 1) reads the link-status topic; agent ``services`` (stage 2) reads
+  the changes, overrides and feedback topics through one faust topic with three names (faust
+  subscribes to all three and hands the agent one stream of events; the partitions of one
+  number are co-partitioned: faust's assignor puts topics with the same partition count and
+  the same subscribers into one group and gives partition ``q`` of each to the same worker).
+- Per assigned partition, a :class:`~streams.partitions.LinkPartition` or
+  :class:`~streams.partitions.ServicePartition` does the work; its state is written through
+  to the ``link-health`` or ``service-state`` table, and it is rebuilt from the table the first
+  time an input of its partition arrives after a rebalance (faust has recovered the table from
+  its changelog by then: streams resume only after recovery).
+- Every record an input causes, table changelog records included, goes out through
+  :class:`~streams.eos.Outbox`, in the input partition's transaction under exactly-once.
+- The ticker (``FAILOVER_TICK_INTERVAL`` > 0) runs on the leader only and publishes
+  ``clock.tick.v1`` at the wall clock, the engine's only reading of it, to every partition of
+  the three input topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from typing import Any, cast
+
+import faust
+
+from streams.codec import Origin, tick_event
+from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
+from streams.eos import Outbox, patch_faust
+from streams.partitions import (
+    FEEDBACK_SOURCE,
+    OVERRIDES_SOURCE,
+    LinkPartition,
+    Record,
+    Routing,
+    ServicePartition,
+)
+from streams.topics import ensure_topics, topic_specs
+from workflows.engine import TICK_KEY
+from workflows.topology import Topology
+
+__all__ = ["LINK_TABLE", "SERVICE_TABLE", "FailoverApp", "build_app"]
+
+_log = logging.getLogger(__name__)
+
+LINK_TABLE = "link-health"
+SERVICE_TABLE = "service-state"
+
+
+class _TableView:
+    """One partition's view of a faust table, for :class:`~streams.partitions.StateTable`.
+
+    Writes go to the local store directly and their changelog records are collected here, to
+    be sent by the :class:`~streams.eos.Outbox` with the input's other records: faust's own
+    ``table[key] = value`` would send them through a buffer the commit does not wait for.
+    """
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self._store = table.data
+        self._changelog: str = table.changelog_topic.get_topic_name()
+        self._partition = partition
+        self.pending: list[Record] = []
+
+    def get(self, key: str) -> bytes | None:
+        value = self._store.get(key.encode())
+        return bytes(value) if value is not None else None
+
+    def put(self, key: str, value: bytes) -> None:
+        raw_key = key.encode()
+        self._store[raw_key] = value
+        self.pending.append(Record(self._changelog, raw_key, value, self._partition, []))
+
+    def drain(self) -> list[Record]:
+        pending, self.pending = self.pending, []
+        return pending
+
+
+class FailoverApp(faust.App):
+    """The faust app of the engine. Use :func:`build_app`."""
+
+    def __init__(self, settings: Settings, topology: Topology) -> None:
+        super().__init__(
+            settings.app_id,
+            broker=settings.broker_urls,
+            store=settings.store,
+            datadir=str(settings.data_dir),
+            autodiscover=False,
+            processing_guarantee=settings.processing_guarantee,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication,
+            topic_allow_declare=True,
+            table_standby_replicas=0,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=settings.commit_interval,
+            broker_commit_every=10_000,
+            broker_session_timeout=settings.session_timeout,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+            producer_max_request_size=INPUT_MAX_MESSAGE_BYTES + 64 * 1024,
+            consumer_max_fetch_size=INPUT_MAX_MESSAGE_BYTES + 64 * 1024,
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=settings.web_port > 0,
+            web_port=settings.web_port or 6066,
+        )
+        self.settings = settings
+        self.topology = topology
+        #: Inputs by type and dead letters by reason code, since start.
+        self.counts: Counter[str] = Counter()
+        self.outbox = Outbox(self, exactly_once=settings.exactly_once)
+        self.routing = Routing(settings)
+        self._links: dict[int, tuple[LinkPartition, _TableView]] = {}
+        self._services: dict[int, tuple[ServicePartition, _TableView]] = {}
+        self._wire()
+
+    def _wire(self) -> None:
+        s = self.settings
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": s.partitions,
+        }
+        self.link_table = self.Table(
+            LINK_TABLE, partitions=s.partitions, key_type=bytes, value_type=bytes
+        )
+        self.service_table = self.Table(
+            SERVICE_TABLE,
+            partitions=s.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            # A queued input keeps its raw bytes: allow states as large as inputs.
+            extra_topic_configs={"max.message.bytes": str(INPUT_MAX_MESSAGE_BYTES)},
+        )
+        link_topic = self.topic(s.topic_link_status, **raw)
+        service_topics = self.topic(s.topic_changes, s.topic_overrides, s.topic_feedback, **raw)
+
+        # Closures, not bound methods: faust inspects and wraps agent functions.
+        async def links(stream: Any) -> None:
+            await self._stage1(stream)
+
+        async def services(stream: Any) -> None:
+            await self._stage2(stream)
+
+        self.agent(link_topic, name="links")(links)
+        self.agent(service_topics, name="services")(services)
+        # cast: mode's handler type (mypy_extensions NamedArg unions) matches no plain method.
+        self.on_partitions_revoked.connect(cast(Any, self._on_revoked))
+        self.on_partitions_assigned.connect(cast(Any, self._on_assigned))
+        if s.tick_interval > 0:
+            self.timer(s.tick_interval, on_leader=True, name="ticker")(self._tick)
+
+    async def on_first_start(self) -> None:
+        """Create the engine's topics before the consumer subscribes to any of them.
+
+        Local RocksDB table data is deleted first: state comes from the changelogs only.
+        The local files may hold writes of transactions that were aborted when the previous
+        process died (the store is written as inputs are handled, the changelog commits
+        later); rebuilding a partition from such a write would treat the input, read again,
+        as a duplicate, and its output would be lost. The engine never records changelog
+        offsets in the store (see ``_TableView``), so faust re-reads the compacted changelogs
+        from the start anyway: keeping the files would save nothing.
+        """
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if str(self.conf.store).startswith("rocksdb"):
+            shutil.rmtree(self.conf.tabledir, ignore_errors=True)
+        await super().on_first_start()
+        _log.info("failover worker settings: %s", s.describe())
+        counts = await ensure_topics(s.bootstrap_servers, topic_specs(s), s.replication)
+        self.routing = Routing(s, counts)
+        self.outbox.install()
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Partitions are moving: rebuild every partition's stage from its table afterwards."""
+        self._links.clear()
+        self._services.clear()
+
+    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Sent after faust began the new transactions (``App._on_partitions_assigned``)."""
+        self._links.clear()
+        self._services.clear()
+        self.outbox.reopen()
+
+    async def _begin(self, event: Any) -> bool:
+        """Take the outbox lock for ``event``; false (lock not taken) if the event belongs to
+        an earlier consumer generation: its partition was re-read from the committed offset."""
+        await self.outbox.acquire()
+        if event.message.generation_id != self.consumer_generation_id:
+            self.outbox.lock.release()
+            _log.warning("skipping %s: consumer generation changed", event.message.tp)
+            return False
+        return True
+
+    def _link_partition(self, partition: int) -> tuple[LinkPartition, _TableView]:
+        entry = self._links.get(partition)
+        if entry is None:
+            view = _TableView(self.link_table, partition)
+            stage = LinkPartition(self.topology, self.routing, partition, view, self.counts)
+            entry = self._links[partition] = (stage, view)
+        return entry
+
+    def _service_partition(self, partition: int) -> tuple[ServicePartition, _TableView]:
+        entry = self._services.get(partition)
+        if entry is None:
+            view = _TableView(self.service_table, partition)
+            stage = ServicePartition(self.topology, self.routing, partition, view, self.counts)
+            entry = self._services[partition] = (stage, view)
+        return entry
+
+    async def _stage1(self, stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            origin = Origin(message.topic, message.partition, message.offset)
+            if not await self._begin(event):
+                continue
+            try:
+                stage, view = self._link_partition(message.partition)
+                records = stage.handle(message.value, message.key, origin)
+                records.extend(view.drain())
+                self._log_dead(records)
+                await self.outbox.send(records, message.topic, message.partition)
+            except Exception as exc:
+                await self._failed(origin, exc)
+                raise
+            finally:
+                self.outbox.lock.release()
+
+    async def _stage2(self, stream: Any) -> None:
+        s = self.settings
+        async for event in stream.events():
+            message = event.message
+            origin = Origin(message.topic, message.partition, message.offset)
+            if not await self._begin(event):
+                continue
+            try:
+                stage, view = self._service_partition(message.partition)
+                if message.topic == s.topic_changes:
+                    records = stage.handle_change(message.value, message.key, origin)
+                else:
+                    source = (
+                        OVERRIDES_SOURCE if message.topic == s.topic_overrides else FEEDBACK_SOURCE
+                    )
+                    records = stage.handle_input(source, message.value, message.key, origin)
+                records.extend(view.drain())
+                self._log_dead(records)
+                await self.outbox.send(records, message.topic, message.partition)
+            except Exception as exc:
+                await self._failed(origin, exc)
+                raise
+            finally:
+                self.outbox.lock.release()
+
+    async def _failed(self, origin: Origin, exc: Exception) -> None:
+        """A bug, or a record that cannot be sent: stop before committing past the input."""
+        _log.exception("cannot handle %s[%s]@%s: stopping", *origin)
+        self.outbox.fail(exc)
+        await self.crash(exc)
+
+    def _log_dead(self, records: list[Record]) -> None:
+        for record in records:
+            if record.topic == self.settings.topic_deadletter:
+                headers = dict(record.headers)
+                _log.warning(
+                    "dead letter from %s[%s]@%s: %s",
+                    headers.get("failover-source-topic", b"").decode(),
+                    headers.get("failover-source-partition", b"").decode(),
+                    headers.get("failover-source-offset", b"").decode(),
+                    headers.get("failover-reason", b"").decode("utf-8", "replace"),
+                )
+
+    async def _tick(self) -> None:
+        """Publish one ``clock.tick.v1`` at the wall clock (milliseconds) everywhere."""
+        s = self.settings
+        now = time.time_ns() // 1_000_000 * 1_000
+        _, value = tick_event(now)
+        key = TICK_KEY.encode()
+        topics = (s.topic_link_status, s.topic_overrides, s.topic_feedback)
+        await self.outbox.send_plain(
+            Record(topic, key, value, p, []) for topic in topics for p in range(s.partitions)
+        )
+
+
+def build_app(settings: Settings, topology: Topology | None = None) -> FailoverApp:
+    """The engine's faust app for ``settings`` (the topology is read from
+    ``FAILOVER_TOPOLOGY`` unless given)."""
+    if topology is None:
+        topology = Topology.load(settings.topology_path())
+    patch_faust()
+    return FailoverApp(settings, topology)

@@ -1,0 +1,247 @@
+"""The Kafka worker's settings, every one from the environment, with documented defaults.
+
+=================================  ==========================  ==================================
+variable                           default                     what
+=================================  ==========================  ==================================
+``KAFKA_BOOTSTRAP_SERVERS``        ``127.0.0.1:9092``          comma-separated ``host:port`` list
+``FAILOVER_TOPOLOGY``              (none: the worker needs it) path of the topology YAML
+``FAILOVER_APP_ID``                ``failover-engine``         faust app id = consumer group id,
+                                                               prefix of changelog topics and of
+                                                               transactional ids
+``FAILOVER_TOPIC_LINK_STATUS``     ``link-status``             input, key: link id
+``FAILOVER_TOPIC_OVERRIDES``       ``operator-overrides``      input, key: service id
+``FAILOVER_TOPIC_FEEDBACK``        ``service-feedback``        input, key: service id
+``FAILOVER_TOPIC_COMMANDS``        ``failover-commands``       output, key: service id
+``FAILOVER_TOPIC_TRANSITIONS``     ``service-transitions``     output, key: service id
+``FAILOVER_TOPIC_DEADLETTER``      ``failover-deadletter``     bad input, with the reason
+``FAILOVER_TOPIC_CHANGES``         ``failover-link-changes``   internal: link health changes,
+                                                               repartitioned by service id
+``FAILOVER_PARTITIONS``            ``6``                       partitions of the inputs, of the
+                                                               internal topic and of the tables
+``FAILOVER_REPLICATION``           ``1``                       replication factor of new topics
+``FAILOVER_STORE``                 ``rocksdb://``              faust table store (``memory://``)
+``FAILOVER_DATA_DIR``              ``./failover-data``         faust data directory (tables)
+``FAILOVER_PROCESSING_GUARANTEE``  ``exactly_once``            or ``at_least_once``
+``FAILOVER_TICK_INTERVAL``         ``1.0``                     seconds between ``clock.tick.v1``;
+                                                               ``0``: no ticker (ticks come from
+                                                               elsewhere, e.g. a replayed file)
+``FAILOVER_COMMIT_INTERVAL``       ``0.5``                     seconds between commits; under
+                                                               exactly-once, output becomes
+                                                               visible only when committed
+``FAILOVER_SESSION_TIMEOUT``       ``10``                      seconds before the group gives a
+                                                               silent worker's partitions to
+                                                               the others (6 to 1800)
+``FAILOVER_MAX_EVENT_BYTES``       ``65536``                   larger inputs are dead-lettered
+``FAILOVER_WEB_PORT``              ``0``                       faust web server port; 0: off
+``FAILOVER_LOG_LEVEL``             ``info``                    debug, info, warning, error
+=================================  ==========================  ==================================
+
+Nothing here imports faust: the settings are checked before anything heavy starts, and every
+error names the variable and what is wrong with its value.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Final
+
+from workflows.engine import MAX_EVENT_BYTES
+
+__all__ = ["INPUT_MAX_MESSAGE_BYTES", "Settings", "SettingsError"]
+
+#: ``max.message.bytes`` of the input and dead-letter topics: a 2 MB input must reach the
+#: engine whole, so that it can be refused as ``too-large`` and dead-lettered with its bytes.
+INPUT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_SERVER = re.compile(r"^[^\s:,]+:[0-9]{1,5}$")
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+_GUARANTEES: Final = ("exactly_once", "at_least_once")
+_STORES: Final = ("memory", "rocksdb")
+
+
+class SettingsError(ValueError):
+    """A variable of the environment is missing or invalid; the message names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = _text(env, name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingsError(name, f"{text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(name, f"{value} is out of range [{low}, {high}]")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool) -> float:
+    text = _text(env, name, str(default))
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(name, f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        allowed = "0 or more" if zero else "more than 0"
+        raise SettingsError(name, f"{text!r} must be {allowed} seconds")
+    return value
+
+
+def _session_timeout(env: Mapping[str, str]) -> float:
+    name = "FAILOVER_SESSION_TIMEOUT"
+    value = _seconds(env, name, 10.0, zero=False)
+    # The broker's group.min/max.session.timeout.ms defaults: it refuses others at join time.
+    if not 6 <= value <= 1800:
+        raise SettingsError(name, f"{value:g} is out of range [6, 1800] seconds")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _text(env, name, default).lower()
+    if value not in choices:
+        raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the worker is configured with. Build it with :meth:`from_env`."""
+
+    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    topology: Path | None = None
+    app_id: str = "failover-engine"
+    topic_link_status: str = "link-status"
+    topic_overrides: str = "operator-overrides"
+    topic_feedback: str = "service-feedback"
+    topic_commands: str = "failover-commands"
+    topic_transitions: str = "service-transitions"
+    topic_deadletter: str = "failover-deadletter"
+    topic_changes: str = "failover-link-changes"
+    partitions: int = 6
+    replication: int = 1
+    store: str = "rocksdb://"
+    data_dir: Path = Path("failover-data")
+    processing_guarantee: str = "exactly_once"
+    tick_interval: float = 1.0
+    commit_interval: float = 0.5
+    session_timeout: float = 10.0
+    max_event_bytes: int = MAX_EVENT_BYTES
+    web_port: int = 0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (``os.environ`` by default).
+
+        Raises:
+            SettingsError: a value is invalid; the message names the variable.
+        """
+        env = os.environ if env is None else env
+        servers = tuple(
+            s.strip()
+            for s in _text(env, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").split(",")
+            if s.strip()
+        )
+        for server in servers:
+            if not _SERVER.match(server):
+                raise SettingsError("KAFKA_BOOTSTRAP_SERVERS", f"{server!r} is not host:port")
+        topology_text = _text(env, "FAILOVER_TOPOLOGY", "")
+        app_id = _text(env, "FAILOVER_APP_ID", "failover-engine")
+        if not _APP_ID.match(app_id):
+            raise SettingsError("FAILOVER_APP_ID", f"{app_id!r}: use 1 to 200 of A-Z a-z 0-9 . _ -")
+        topics: dict[str, str] = {}
+        for field, variable, default in _TOPICS:
+            name = _text(env, variable, default)
+            if not _TOPIC.match(name) or name in (".", ".."):
+                raise SettingsError(
+                    variable, f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
+                )
+            if name in topics.values():
+                other = next(v for f, v, _ in _TOPICS if topics.get(f) == name)
+                raise SettingsError(variable, f"{name!r} is already the topic of {other}")
+            topics[field] = name
+        store = _text(env, "FAILOVER_STORE", "rocksdb://")
+        scheme = store.split("://", 1)[0].lower() if "://" in store else ""
+        if scheme not in _STORES:
+            raise SettingsError(
+                "FAILOVER_STORE", f"{store!r}: use memory:// or rocksdb:// (a faust store URL)"
+            )
+        max_event_bytes = _int(
+            env, "FAILOVER_MAX_EVENT_BYTES", MAX_EVENT_BYTES, 1, INPUT_MAX_MESSAGE_BYTES // 2
+        )
+        return cls(
+            bootstrap_servers=servers or ("127.0.0.1:9092",),
+            topology=Path(topology_text) if topology_text else None,
+            app_id=app_id,
+            partitions=_int(env, "FAILOVER_PARTITIONS", 6, 1, 10_000),
+            replication=_int(env, "FAILOVER_REPLICATION", 1, 1, 100),
+            store=store,
+            data_dir=Path(_text(env, "FAILOVER_DATA_DIR", "failover-data")),
+            processing_guarantee=_choice(
+                env, "FAILOVER_PROCESSING_GUARANTEE", "exactly_once", _GUARANTEES
+            ),
+            tick_interval=_seconds(env, "FAILOVER_TICK_INTERVAL", 1.0, zero=True),
+            commit_interval=_seconds(env, "FAILOVER_COMMIT_INTERVAL", 0.5, zero=False),
+            session_timeout=_session_timeout(env),
+            max_event_bytes=max_event_bytes,
+            web_port=_int(env, "FAILOVER_WEB_PORT", 0, 0, 65535),
+            log_level=_choice(env, "FAILOVER_LOG_LEVEL", "info", _LOG_LEVELS),
+            **topics,
+        )
+
+    def topology_path(self) -> Path:
+        """The topology file, which the worker cannot run without.
+
+        Raises:
+            SettingsError: ``FAILOVER_TOPOLOGY`` is not set, or names no file.
+        """
+        if self.topology is None:
+            raise SettingsError(
+                "FAILOVER_TOPOLOGY", "not set: the worker needs the path of the topology YAML"
+            )
+        if not self.topology.is_file():
+            raise SettingsError("FAILOVER_TOPOLOGY", f"{self.topology}: no such file")
+        return self.topology
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
+
+    @property
+    def broker_urls(self) -> list[str]:
+        """The bootstrap servers as faust broker URLs."""
+        return [f"kafka://{server}" for server in self.bootstrap_servers]
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text, for the worker's start-up log line."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+#: (field, variable, default) of every topic name.
+_TOPICS: Final = (
+    ("topic_link_status", "FAILOVER_TOPIC_LINK_STATUS", "link-status"),
+    ("topic_overrides", "FAILOVER_TOPIC_OVERRIDES", "operator-overrides"),
+    ("topic_feedback", "FAILOVER_TOPIC_FEEDBACK", "service-feedback"),
+    ("topic_commands", "FAILOVER_TOPIC_COMMANDS", "failover-commands"),
+    ("topic_transitions", "FAILOVER_TOPIC_TRANSITIONS", "service-transitions"),
+    ("topic_deadletter", "FAILOVER_TOPIC_DEADLETTER", "failover-deadletter"),
+    ("topic_changes", "FAILOVER_TOPIC_CHANGES", "failover-link-changes"),
+)

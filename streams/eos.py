@@ -1,0 +1,275 @@
+"""Exactly-once on faust: what faust-streaming 0.15.3 gets wrong for this engine, and the fix.
+
+faust's exactly-once mode keeps one transactional producer per assigned partition number
+(``{app_id}-{group}-{partition}``) and commits each input partition's offsets through the
+producer of that partition. But it picks the producer for an *output* record by the record's
+*destination* (``TransactionManager.send``, faust/transport/consumer.py:285-310:
+``key_partition(topic, key, partition)`` then ``group_for_topic(topic)``), not by the input
+that caused it. So:
+
+1. A record that stage 1 sends, while handling link-status partition ``p``, to partition
+   ``q != p`` of the changes topic goes into the transaction of producer ``q``. That
+   transaction commits whenever partition ``q``'s *own* offsets are committed
+   (``Producer.commit_transactions`` only touches producers that have offsets to commit,
+   faust/transport/drivers/aiokafka.py:1293-1322), not with ``p``'s offsets: the input can
+   be committed while its output is not, and a crash loses the output. With two workers,
+   producer ``q`` may not even exist in this process: ``ProducerSendError``.
+2. A record to a topic the consumer does not subscribe to (commands, transitions, dead
+   letters) has no partition in the consumer's metadata (``key_partition`` returns None),
+   so it goes out through the plain, non-transactional producer (faust issue #177): a crash
+   after it leaves duplicates, and read_committed consumers see it before its transaction
+   commits. (Had the topic been in the consumer's metadata, ``group_for_topic`` would raise
+   ``KeyError``: only subscribed topics are in the assignor's groups.)
+3. Table writes go through ``Topic.send_soon`` (faust/tables/base.py:266-288), a buffer
+   drained by a background task, and the commit does not drain it first
+   (``Consumer._commit_offsets``, faust/transport/consumer.py:1039-1080, flushes only when
+   *not* transactional): an offset can be committed before the state change it caused is in
+   the transaction.
+4. The periodic commit snapshots the acked offsets (``_filter_committable_offsets``) and then
+   commits the producer's open transaction, while agents keep running between the two: records
+   of an input not yet acked at the snapshot are committed without its offset. After a crash
+   the input is processed again and its records appear twice.
+5. Table recovery can start from nothing. Under exactly-once, faust takes the changelogs'
+   highwaters from ``AIOKafkaConsumer.last_stable_offset`` (faust/transport/drivers/
+   aiokafka.py:1058-1061), which is what the *last fetch response* said, and ``None`` before
+   the consumer has fetched from the partition (aiokafka documents it: "will not be available
+   until some messages are consumed"). A new worker often has not: faust then takes every
+   changelog for empty (highwater -1), declares recovery complete at once, and the worker
+   goes on from the committed offsets with empty tables. Seen in the kill test: a restarted
+   worker lost every service's state and queued inputs, and made no further output.
+   :func:`patch_faust` asks the broker instead (``end_offsets``: a ListOffsets request with
+   the consumer's isolation level, so the last stable offset).
+6. Inputs can be lost right after recovery. ``Recovery.on_recovery_completed``
+   (faust/tables/recovery.py:624-667) resumes the stream partitions, *then* awaits the seek
+   to the committed offsets, *then* resumes flow control, which clears every agent's queue
+   (mode/utils/queues.py:97-108, ``FlowControlEvent.resume``; agent channels are created
+   with ``clear_on_resume=True``, faust/channels.py:145). Whatever the fetcher delivered
+   in between is dropped unprocessed and unacked, and the consumer's read offset is already
+   past it, so it is never fetched again. Two or more dropped at the head of a partition:
+   ``Consumer._new_offset`` (faust/transport/consumer.py:1140) never finds a contiguous run
+   after the committed offset, and that partition's commits stop for good. Exactly one: the
+   same check tolerates a hole of one (``> 1``, written for a transaction marker right at
+   the committed offset), so the offset is committed past an input never handled. Seen in
+   the kill test as a stage-2 partition that never commits again, and as a service whose
+   transitions differ from replay's. :func:`patch_faust` seeks while the stream partitions
+   are still paused, then resumes them and the flow with no ``await`` in between.
+
+With faust's own routing, the kill test (tests/kafka/test_engine.py) fails: after two
+SIGKILLs the services' transitions differ from replay's.
+
+What this module does instead, the Kafka Streams way (one producer per input partition):
+
+- :meth:`Outbox.send` sends every record an input causes (outputs, dead letters, internal
+  records *and* table changelog records) through the transactional producer that commits the
+  input's own partition, ``{app_id}-{group_for_topic(input topic)}-{input partition}``, with
+  an explicit destination partition. ``await`` returns once the record is in the producer's
+  batch; aiokafka sends every pending batch before ``EndTxn`` (``Sender``, ``flush_for_commit``).
+- :attr:`Outbox.lock` is held while an input is handled, and the consumer's ``force_commit``
+  is wrapped to hold it too (:meth:`Outbox.install`). faust acks an input synchronously when
+  the agent asks for the next one, right after the lock is released, with no ``await``
+  between (faust/streams.py:1336-1348; faust/_cython/streams.pyx ``after``). So when a
+  commit takes its snapshot, every input is either handled and acked, or not started: the
+  transaction holds exactly the records of the offsets it commits.
+- A failed send, or an input whose handling raised, is fatal before the next commit: the
+  worker stops, and the next one starts from the last commit, instead of committing past a
+  lost record (faust acks an input whose handling raised; at-least-once needs this too).
+
+Ticks are not caused by an input: the ticker sends them with the plain idempotent producer
+(in a transaction they would stay invisible until some unrelated commit of that partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
+
+from streams.partitions import Record
+
+__all__ = ["FAUST_VERSION", "Outbox", "OutboxError", "patch_faust"]
+
+#: The faust-streaming release the patches below were written against (and copy from).
+FAUST_VERSION: Final = "0.15.3"
+
+_log = logging.getLogger(__name__)
+
+
+class OutboxError(RuntimeError):
+    """A record could not be produced; the inputs that caused it must not be committed."""
+
+
+class Outbox:
+    """Sends the records caused by an input in the input partition's transaction."""
+
+    def __init__(self, app: Any, *, exactly_once: bool) -> None:
+        self.app = app
+        self.exactly_once = exactly_once
+        self.lock = asyncio.Lock()
+        self.failure: BaseException | None = None
+        self.sent = 0
+        #: Cleared once faust ends its transactions without starting new ones (it does so
+        #: when it stops, and during a rebalance until it begins them again): inputs must
+        #: wait, their records would have no transaction to go into.
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def acquire(self) -> None:
+        """Take :attr:`lock` for one input, once transactions are open."""
+        while True:
+            await self.open.wait()
+            await self.lock.acquire()
+            if self.open.is_set():
+                return
+            self.lock.release()
+
+    def reopen(self) -> None:
+        """faust began transactions again (after a rebalance)."""
+        self.open.set()
+
+    def transactional_id(self, topic: str, partition: int) -> str | None:
+        """The id faust commits ``topic``/``partition``'s offsets with (``TransactionManager
+        .commit``, faust/transport/consumer.py:330-354); ``None`` when not exactly-once."""
+        if not self.exactly_once:
+            return None
+        group = self.app.assignor.group_for_topic(topic)
+        return f"{self.app.conf.id}-{group}-{partition}"
+
+    async def send(
+        self, records: Iterable[Record], source_topic: str, source_partition: int
+    ) -> None:
+        """Hand ``records`` to the producer that commits the source partition's offsets."""
+        if self.failure is not None:
+            raise OutboxError("an earlier record could not be produced") from self.failure
+        producer = self.app.producer
+        transactional_id = self.transactional_id(source_topic, source_partition)
+        for record in records:
+            future = await producer.send(
+                record.topic,
+                record.key,
+                record.value,
+                record.partition,
+                None,
+                record.headers or None,
+                transactional_id=transactional_id,
+            )
+            future.add_done_callback(self._delivered)
+            self.sent += 1
+
+    async def send_plain(self, records: Iterable[Record]) -> None:
+        """Send records outside any transaction (the ticker's), and wait for delivery."""
+        producer = self.app.producer
+        futures = [
+            await producer.send(r.topic, r.key, r.value, r.partition, None, r.headers or None)
+            for r in records
+        ]
+        await asyncio.gather(*futures)
+
+    def fail(self, exc: BaseException) -> None:
+        """An input could not be handled: commit nothing more (faust acks an input whose
+        handling raised, faust/streams.py:1336-1348, so its offset would be committed
+        without its records). The open transactions are aborted when the next worker starts
+        producers with the same ids."""
+        if self.failure is None:
+            self.failure = exc
+
+    def _delivered(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            exc: BaseException | None = asyncio.CancelledError()
+        else:
+            exc = future.exception()
+        if exc is not None and self.failure is None:
+            self.failure = exc
+            _log.error("a record could not be produced; stopping before the next commit: %r", exc)
+
+    def install(self) -> None:
+        """Make the consumer's commits wait for the input being handled (see module doc)."""
+        consumer = self.app.consumer
+        original: Callable[..., Awaitable[bool]] = consumer.force_commit
+
+        async def force_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+            async with self.lock:
+                if not self.exactly_once:
+                    # at-least-once: records out before their offsets are committed.
+                    await self.app.producer.flush()
+                elif not self.open.is_set():
+                    # faust commits a second time on stop (App.on_stop, then Consumer.on_stop,
+                    # both through wait_empty); its transactions ended with the first.
+                    return False
+                if self.failure is not None:
+                    await self.app.crash(OutboxError(f"not committing: {self.failure!r}"))
+                    return False
+                committed = await original(topics, start_new_transaction=start_new_transaction)
+                if self.exactly_once and not start_new_transaction:
+                    self.open.clear()
+                return committed
+
+        consumer.force_commit = force_commit
+
+
+async def _highwaters_from_broker(self: Any, partitions: list[Any]) -> Any:
+    """``AIOKafkaConsumerThread._highwaters``, asking the broker (see point 5 above)."""
+    consumer = self._ensure_consumer()
+    return await consumer.end_offsets(list(partitions))
+
+
+async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+    """``Recovery.on_recovery_completed`` of faust 0.15.3 (faust/tables/recovery.py:624-667),
+    with the stream partitions sought *before* they are resumed (see point 6 above)."""
+    consumer = self.app.consumer
+    self.log.info("Restore complete!")
+    await self.app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callback_coros = [
+        asyncio.ensure_future(
+            table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table]
+            )
+        )
+        for table in self.tables.values()
+    ]
+    if callback_coros:
+        await asyncio.wait(callback_coros)
+    assignment = consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning(
+            "Recovery rebalancing again app id %s param %s",
+            self.app.consumer_generation_id,
+            generation_id,
+        )
+        return
+    if assignment:
+        # The stream partitions are still paused: nothing reaches the agents' queues.
+        self.log.info("Seek stream partitions to committed offsets.")
+        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+    # No await from here to resume_flow: nothing is fetched between resuming the stream
+    # partitions and clearing the queues (which hold nothing fetched since the seek).
+    consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+    self.completed.set()
+    self.app.flow_control.resume()
+    consumer.resume_flow()
+    await self.app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not self.app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    self.app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+def patch_faust() -> None:
+    """Apply points 5 and 6 above to faust (idempotent; every faust app of the process).
+
+    Raises:
+        RuntimeError: faust is not the release the patches copy from.
+    """
+    import faust
+    from faust.tables.recovery import Recovery
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if faust.__version__ != FAUST_VERSION:
+        raise RuntimeError(
+            f"streams/eos.py patches faust-streaming {FAUST_VERSION}, found {faust.__version__}:"
+            " check each patch against the new release before running it"
+        )
+    AIOKafkaConsumerThread._highwaters = _highwaters_from_broker  # type: ignore[method-assign]
+    Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]

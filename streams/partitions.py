@@ -1,0 +1,405 @@
+"""The core, split by partition the way Kafka splits it: no faust here, only bytes in and out.
+
+:class:`LinkPartition` is stage 1 for the links of one partition of the link-status topic;
+:class:`ServicePartition` is stage 2 for the services of one partition of the (co-partitioned)
+changes, overrides and feedback topics. Each takes one input message at a time and returns the
+records to produce; each writes its state through to a :class:`StateTable` (a faust table in
+the worker, a dict in tests) and is rebuilt from it after a restart or a rebalance.
+
+They route every input exactly as :meth:`workflows.engine.Engine.feed` does, so that the Kafka
+path gives each service what replay gives it:
+
+- Ticks are published to every partition of the three input topics, in log order with the
+  other inputs. Stage 1 partition ``p`` applies a tick, fans out the health changes it causes,
+  then tells every stage-2 partition that ``links/p`` has reached the tick (a watermark
+  message on the changes topic, behind the changes it sent, on the same producer).
+- Stage 2 partition ``q`` advances its services to tick ``T`` when every source has reached
+  ``T``: ``links/p`` for every stage-1 partition, and its own partitions of the overrides and
+  feedback topics. Each source sees every tick, in order, so the minimum moves one tick at a
+  time, and at ``T`` every input ordered below ``(T, TICK)`` has arrived.
+- An override or feedback input is ordered with the last tick seen on *its own* topic
+  partition, which is replay's global watermark at the same point of the log, because ticks
+  are in every partition in file order. Health changes were ordered by stage 1 already.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple, Protocol
+
+import orjson
+
+from streams.codec import (
+    Headers,
+    Origin,
+    Watermark,
+    deadletter_headers,
+    decode_change,
+    emitted_headers,
+    encode_health,
+    encode_watermark,
+)
+from streams.config import Settings
+from streams.topics import partition_for
+from workflows.engine import decode
+from workflows.health import FEEDBACK, OVERRIDE, order_key
+from workflows.links import HealthChange, LinkStage, LinkState
+from workflows.records import COMMANDS, TRANSITIONS, Emitted
+from workflows.service import Input, ServiceStage, ServiceState
+from workflows.topology import Topology
+
+__all__ = [
+    "FEEDBACK_SOURCE",
+    "OVERRIDES_SOURCE",
+    "LinkPartition",
+    "Record",
+    "Routing",
+    "ServicePartition",
+    "StateTable",
+    "link_source",
+]
+
+#: Stage-2 source names of the two input topics it reads directly.
+OVERRIDES_SOURCE: Final = "overrides"
+FEEDBACK_SOURCE: Final = "feedback"
+
+
+def link_source(partition: int) -> str:
+    """The stage-2 source name of stage-1 partition ``partition``."""
+    return f"links/{partition}"
+
+
+class Record(NamedTuple):
+    """One record to produce, to an explicit partition."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int
+    headers: Headers
+
+
+class StateTable(Protocol):
+    """Where a partition keeps its state: string keys, bytes values, one partition's worth."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+
+class Routing:
+    """Topic names and partition counts: what both stages need to address their records."""
+
+    def __init__(self, settings: Settings, counts: Mapping[str, int] | None = None) -> None:
+        self.settings = settings
+        self.partitions = settings.partitions
+        counts = counts or {}
+        self._counts = {
+            name: counts.get(name, settings.partitions)
+            for name in (
+                settings.topic_commands,
+                settings.topic_transitions,
+                settings.topic_deadletter,
+            )
+        }
+        self._output = {COMMANDS: settings.topic_commands, TRANSITIONS: settings.topic_transitions}
+
+    def emitted(self, record: Emitted) -> Record:
+        topic = self._output[record.topic]
+        key = record.key.encode()
+        return Record(
+            topic,
+            key,
+            orjson.dumps(record.event),
+            partition_for(key, self._counts[topic]),
+            emitted_headers(record),
+        )
+
+    def dead(self, key: bytes | None, reason: str, raw: bytes, origin: Origin) -> Record:
+        topic = self.settings.topic_deadletter
+        count = self._counts[topic]
+        partition = partition_for(key, count) if key else origin.partition % count
+        return Record(topic, key, raw, partition, deadletter_headers(reason, origin))
+
+
+def _text(key: bytes | None) -> str | None:
+    return key.decode("utf-8", "replace") if key is not None else None
+
+
+def _origin(value: Any) -> Origin | None:
+    """The origin of a queued input: an :class:`Origin`, or its JSON form after a restore."""
+    if isinstance(value, Origin):
+        return value
+    if isinstance(value, list | tuple) and len(value) == 3:
+        return Origin(str(value[0]), int(value[1]), int(value[2]))
+    return None
+
+
+class _Partition:
+    """What both stages share: dead letters, counts, writing state through."""
+
+    def __init__(
+        self, routing: Routing, partition: int, table: StateTable, counts: Counter[str]
+    ) -> None:
+        self.routing = routing
+        self.partition = partition
+        self.table = table
+        self.counts = counts
+        self._written: dict[str, bytes] = {}
+
+    def _load(self, key: str) -> Any:
+        raw = self.table.get(key)
+        if raw is None:
+            return None
+        self._written[key] = raw
+        return orjson.loads(raw)
+
+    def _save(self, key: str, value: Any) -> None:
+        raw = orjson.dumps(value)
+        if self._written.get(key) != raw:
+            self._written[key] = raw
+            self.table.put(key, raw)
+
+    def _dead(
+        self, out: list[Record], key: bytes | None, reason: str, raw: bytes, origin: Origin
+    ) -> None:
+        self.counts[f"deadletter:{reason.split(':', 1)[0]}"] += 1
+        out.append(self.routing.dead(key, reason, raw, origin))
+
+
+class LinkPartition(_Partition):
+    """Stage 1 for the links of one partition of the link-status topic."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        routing: Routing,
+        partition: int,
+        table: StateTable,
+        counts: Counter[str] | None = None,
+    ) -> None:
+        super().__init__(routing, partition, table, counts if counts is not None else Counter())
+        self.topology = topology
+        n = routing.partitions
+        self.links = {link for link in topology.links if partition_for(link, n) == partition}
+        self.stage = LinkStage(topology, self.links)
+        self._services_by_link = topology.services_by_link
+        self._watermark_key = f"__watermark__/{partition}"
+        for link in sorted(self.links):
+            saved = self._load(link)
+            if saved is not None:
+                self.stage.restore(link, LinkState.from_json(saved))
+        saved = self._load(self._watermark_key)
+        if saved is not None:
+            self.stage.watermark = saved["tick"]
+
+    def handle(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Record]:
+        """One message of this partition of the link-status topic."""
+        out: list[Record] = []
+        raw = raw if raw is not None else b""
+        decoded = decode(raw, _text(key), self.routing.settings.max_event_bytes)
+        if isinstance(decoded, str):
+            self._dead(out, key, decoded, raw, origin)
+            return out
+        event, time = decoded
+        type_ = event["type"]
+        self.counts[type_] += 1
+        if type_ == "link.status.v1":
+            link = event["subject"]
+            if link not in self._services_by_link:
+                self._dead(out, key, f"unknown-link: {link!r} is not in the topology", raw, origin)
+                return out
+            if link not in self.links:
+                self._dead(out, key, self._misrouted(link), raw, origin)
+                return out
+            data = event["data"]
+            change = self.stage.on_status(
+                link, event["id"], time, data["status"], data.get("latency_ms"),
+                data.get("loss_pct"),
+            )  # fmt: skip
+            self._save(link, self.stage.states[link].to_json())
+            if change is not None:
+                self._fan_out(out, change)
+        elif type_ == "clock.tick.v1":
+            before = self.stage.watermark
+            changes = self.stage.on_tick(time, event["id"])
+            if self.stage.watermark == before:
+                return out  # a tick older than one applied already (two tickers for a moment)
+            for link, state in self.stage.states.items():
+                self._save(link, state.to_json())
+            self._save(self._watermark_key, {"tick": time, "id": event["id"]})
+            for change in changes:
+                self._fan_out(out, change)
+            value = encode_watermark(time, event["id"], link_source(self.partition))
+            changes_topic = self.routing.settings.topic_changes
+            out.extend(
+                Record(changes_topic, b"__watermark__", value, q, [])
+                for q in range(self.routing.partitions)
+            )
+        else:
+            subject = event.get("subject")
+            if subject not in self.topology.services:
+                reason = f"unknown-service: {subject!r} is not in the topology"
+            else:
+                reason = (
+                    f"wrong-topic: {type_} is read from the operator-overrides and "
+                    "service-feedback topics, not link-status"
+                )
+            self._dead(out, key, reason, raw, origin)
+        return out
+
+    def _misrouted(self, link: str) -> str:
+        right = partition_for(link, self.routing.partitions)
+        return (
+            f"wrong-partition: link {link!r} belongs to partition {right} (murmur2 of the key), "
+            f"not {self.partition}"
+        )
+
+    def _fan_out(self, out: list[Record], change: HealthChange) -> None:
+        value = encode_health(change)
+        topic = self.routing.settings.topic_changes
+        n = self.routing.partitions
+        for service in self._services_by_link[change.link]:
+            key = service.encode()
+            out.append(Record(topic, key, value, partition_for(key, n), []))
+
+
+class ServicePartition(_Partition):
+    """Stage 2 for the services of one partition of the changes, overrides and feedback
+    topics (co-partitioned: partition ``q`` of each holds the same services)."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        routing: Routing,
+        partition: int,
+        table: StateTable,
+        counts: Counter[str] | None = None,
+    ) -> None:
+        super().__init__(routing, partition, table, counts if counts is not None else Counter())
+        self.topology = topology
+        n = routing.partitions
+        self.services = {sid for sid in topology.services if partition_for(sid, n) == partition}
+        self.stage = ServiceStage(topology, self.services)
+        self.expected = frozenset(
+            [*(link_source(p) for p in range(n)), OVERRIDES_SOURCE, FEEDBACK_SOURCE]
+        )
+        self.sources: dict[str, tuple[int, str]] = {}
+        self._meta_key = f"__partition__/{partition}"
+        for service in sorted(self.services):
+            saved = self._load(service)
+            if saved is not None:
+                self.stage.restore(service, ServiceState.from_json(saved))
+        meta = self._load(self._meta_key)
+        if meta is not None:
+            self.stage.watermark = meta["watermark"]
+            self.sources = {name: (tick, ident) for name, (tick, ident) in meta["sources"].items()}
+
+    def handle_change(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Record]:
+        """One message of the internal changes topic (written by stage 1)."""
+        out: list[Record] = []
+        message = decode_change(raw)
+        if isinstance(message, str):
+            self._dead(out, key, message, raw or b"", origin)
+        elif isinstance(message, Watermark):
+            if message.source in self.expected:
+                self._source(message.source, message.tick, message.id)
+            else:
+                reason = f"internal: unknown watermark source {message.source!r}"
+                self._dead(out, key, reason, raw or b"", origin)
+        else:
+            service = _text(key)
+            if service is None or service not in self.services:
+                reason = f"internal: service {service!r} is not in partition {self.partition}"
+                self._dead(out, key, reason, raw or b"", origin)
+            else:
+                c = message
+                item = Input(c.time, c.rank, c.id, "health", (c.link, c.health, c.cause))
+                self.stage.offer(service, item)
+                self._save(service, self.stage.states[service].to_json())
+        self._drain(out)
+        return out
+
+    def handle_input(
+        self, source: str, raw: bytes | None, key: bytes | None, origin: Origin
+    ) -> list[Record]:
+        """One message of this partition of the overrides (``source="overrides"``) or the
+        feedback (``"feedback"``) topic."""
+        out: list[Record] = []
+        raw = raw if raw is not None else b""
+        decoded = decode(raw, _text(key), self.routing.settings.max_event_bytes)
+        if isinstance(decoded, str):
+            self._dead(out, key, decoded, raw, origin)
+            return out
+        event, time = decoded
+        type_ = event["type"]
+        self.counts[type_] += 1
+        if type_ == "clock.tick.v1":
+            self._source(source, time, event["id"])
+            self._drain(out)
+            return out
+        if type_ == "link.status.v1":
+            reason = "wrong-topic: link.status.v1 is read from the link-status topic"
+            self._dead(out, key, reason, raw, origin)
+            return out
+        service = event["subject"]
+        if service not in self.topology.services:
+            reason = f"unknown-service: {service!r} is not in the topology"
+            self._dead(out, key, reason, raw, origin)
+            return out
+        if service not in self.services:
+            right = partition_for(service, self.routing.partitions)
+            reason = (
+                f"wrong-partition: service {service!r} belongs to partition {right} (murmur2 "
+                f"of the key), not {self.partition}"
+            )
+            self._dead(out, key, reason, raw, origin)
+            return out
+        data = event["data"]
+        fields: tuple[Any, ...]
+        if type_ == "operator.override.v1":
+            kind, rank = "override", OVERRIDE
+            fields = (data["action"], data["actor"], data["role"], data["reason"])
+        elif type_ == "manual.record.v1":
+            kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
+        else:
+            kind, rank = "reconcile", FEEDBACK
+            fields = (tuple(data["record_ids"]), data.get("incident"))
+        seen = self.sources.get(source)
+        watermark = seen[0] if seen is not None else None
+        at, rank = order_key(time, rank, watermark)
+        item = Input(at, rank, event["id"], kind, fields, raw, list(origin))
+        self.stage.offer(service, item, time, watermark)
+        if service in self.stage.states:
+            self._save(service, self.stage.states[service].to_json())
+        self._drain(out)
+        return out
+
+    def _source(self, source: str, tick: int, tick_id: str) -> None:
+        seen = self.sources.get(source)
+        if seen is not None and tick <= seen[0]:
+            return
+        self.sources[source] = (tick, tick_id)
+        if len(self.sources) == len(self.expected):
+            low, low_id = min(self.sources.values())
+            if self.stage.watermark is None or low > self.stage.watermark:
+                self.stage.advance(low, low_id)
+                for service, state in self.stage.states.items():
+                    self._save(service, state.to_json())
+        self._save(
+            self._meta_key,
+            {"watermark": self.stage.watermark, "sources": {k: list(v) for k, v in
+                                                              sorted(self.sources.items())}},
+        )  # fmt: skip
+
+    def _drain(self, out: list[Record]) -> None:
+        stage_out = self.stage.out
+        for record in stage_out:
+            if isinstance(record, Emitted):
+                out.append(self.routing.emitted(record))
+            else:
+                origin = _origin(record.origin) or Origin("", self.partition, -1)
+                key = record.key.encode() if record.key is not None else None
+                self._dead(out, key, record.reason, record.raw, origin)
+        stage_out.clear()

@@ -1,0 +1,150 @@
+"""``Settings.from_env``: every setting from the environment, and errors that name it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.config import Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.bootstrap_servers == ("127.0.0.1:9092",)
+    assert s.topology is None
+    assert s.app_id == "failover-engine"
+    assert (s.topic_link_status, s.topic_overrides, s.topic_feedback) == (
+        "link-status",
+        "operator-overrides",
+        "service-feedback",
+    )
+    assert (s.topic_commands, s.topic_transitions, s.topic_deadletter, s.topic_changes) == (
+        "failover-commands",
+        "service-transitions",
+        "failover-deadletter",
+        "failover-link-changes",
+    )
+    assert (s.partitions, s.replication) == (6, 1)
+    assert (s.store, s.data_dir) == ("rocksdb://", Path("failover-data"))
+    assert s.processing_guarantee == "exactly_once"
+    assert s.exactly_once
+    assert (s.tick_interval, s.commit_interval, s.session_timeout) == (1.0, 0.5, 10.0)
+    assert (s.max_event_bytes, s.web_port, s.log_level) == (65536, 0, "info")
+    assert s == Settings()
+
+
+def test_every_variable_is_read() -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "a:1, b:2",
+        "FAILOVER_TOPOLOGY": "/etc/failover/topology.yaml",
+        "FAILOVER_APP_ID": "ambon-1",
+        "FAILOVER_TOPIC_LINK_STATUS": "in.links",
+        "FAILOVER_TOPIC_OVERRIDES": "in.overrides",
+        "FAILOVER_TOPIC_FEEDBACK": "in.feedback",
+        "FAILOVER_TOPIC_COMMANDS": "out.commands",
+        "FAILOVER_TOPIC_TRANSITIONS": "out.transitions",
+        "FAILOVER_TOPIC_DEADLETTER": "out.dead",
+        "FAILOVER_TOPIC_CHANGES": "internal.changes",
+        "FAILOVER_PARTITIONS": "12",
+        "FAILOVER_REPLICATION": "3",
+        "FAILOVER_STORE": "memory://",
+        "FAILOVER_DATA_DIR": "/var/lib/failover",
+        "FAILOVER_PROCESSING_GUARANTEE": "AT_LEAST_ONCE",
+        "FAILOVER_TICK_INTERVAL": "0",
+        "FAILOVER_COMMIT_INTERVAL": "0.1",
+        "FAILOVER_SESSION_TIMEOUT": "45",
+        "FAILOVER_MAX_EVENT_BYTES": "1000",
+        "FAILOVER_WEB_PORT": "6066",
+        "FAILOVER_LOG_LEVEL": "DEBUG",
+    }
+    s = Settings.from_env(env)
+    assert s.bootstrap_servers == ("a:1", "b:2")
+    assert s.broker_urls == ["kafka://a:1", "kafka://b:2"]
+    assert s.topology == Path("/etc/failover/topology.yaml")
+    assert s.app_id == "ambon-1"
+    assert [s.topic_link_status, s.topic_overrides, s.topic_feedback, s.topic_commands,
+            s.topic_transitions, s.topic_deadletter, s.topic_changes] == [
+        "in.links", "in.overrides", "in.feedback", "out.commands", "out.transitions",
+        "out.dead", "internal.changes",
+    ]  # fmt: skip
+    assert (s.partitions, s.replication, s.store) == (12, 3, "memory://")
+    assert s.data_dir == Path("/var/lib/failover")
+    assert s.processing_guarantee == "at_least_once"
+    assert not s.exactly_once
+    assert (s.tick_interval, s.commit_interval, s.max_event_bytes) == (0.0, 0.1, 1000)
+    assert s.session_timeout == 45.0
+    assert (s.web_port, s.log_level) == (6066, "debug")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("KAFKA_BOOTSTRAP_SERVERS", "localhost", "is not host:port"),
+        ("FAILOVER_APP_ID", "has space", "use 1 to 200"),
+        ("FAILOVER_TOPIC_COMMANDS", "bad/name", "is not a Kafka topic name"),
+        ("FAILOVER_TOPIC_COMMANDS", "link-status", "already the topic of"),
+        ("FAILOVER_PARTITIONS", "six", "is not a whole number"),
+        ("FAILOVER_PARTITIONS", "0", "out of range"),
+        ("FAILOVER_REPLICATION", "-1", "out of range"),
+        ("FAILOVER_STORE", "redis://", "use memory:// or rocksdb://"),
+        ("FAILOVER_PROCESSING_GUARANTEE", "maybe_once", "is not one of"),
+        ("FAILOVER_TICK_INTERVAL", "-1", "must be 0 or more"),
+        ("FAILOVER_TICK_INTERVAL", "soon", "is not a number"),
+        ("FAILOVER_TICK_INTERVAL", "nan", "must be 0 or more"),
+        ("FAILOVER_COMMIT_INTERVAL", "0", "must be more than 0"),
+        ("FAILOVER_SESSION_TIMEOUT", "1", "out of range [6, 1800]"),
+        ("FAILOVER_MAX_EVENT_BYTES", "4194304", "out of range"),
+        ("FAILOVER_WEB_PORT", "70000", "out of range"),
+        ("FAILOVER_LOG_LEVEL", "loud", "is not one of"),
+    ],
+)
+def test_errors_name_the_variable(variable: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert problem in str(caught.value)
+
+
+def test_the_worker_needs_a_topology(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="FAILOVER_TOPOLOGY: not set"):
+        Settings.from_env({}).topology_path()
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(SettingsError, match="no such file"):
+        Settings.from_env({"FAILOVER_TOPOLOGY": str(missing)}).topology_path()
+
+
+def _failover(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from streams.cli import main; sys.argv[0] = 'failover'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_worker_command_reports_bad_settings() -> None:
+    result = _failover("worker", env={"PATH": "/usr/bin:/bin", "FAILOVER_PARTITIONS": "x"})
+    assert result.returncode == 2
+    assert "FAILOVER_PARTITIONS" in result.stderr
+    result = _failover("worker", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "FAILOVER_TOPOLOGY" in result.stderr
+
+
+def test_replay_and_demo_do_not_import_faust() -> None:
+    code = (
+        "import sys, streams.cli, streams.config;"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('faust', 'mode', 'aiokafka')]"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, timeout=60)
+    assert result.returncode == 0

@@ -1,0 +1,191 @@
+"""The exactly-once patch (streams/eos.py) against fakes of the faust pieces it touches: the
+producer is chosen by the input's partition, commits wait for the input being handled, a
+failed record stops commits, and no commit follows faust's last one."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from streams.eos import Outbox
+from streams.partitions import Record
+
+pytestmark = pytest.mark.asyncio
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, str | None]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.flushed = 0
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, partition: int,
+                   timestamp: float | None, headers: Any, *,
+                   transactional_id: str | None = None) -> asyncio.Future[Any]:  # fmt: skip
+        self.sent.append((topic, partition, transactional_id))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+    async def flush(self) -> None:
+        self.flushed += 1
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[bool] = []
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        self.commits.append(start_new_transaction)
+        return True
+
+
+def fake_app() -> Any:
+    app = SimpleNamespace(
+        conf=SimpleNamespace(id="engine"),
+        assignor=SimpleNamespace(group_for_topic=lambda topic: {"in": 1, "other": 2}[topic]),
+        producer=FakeProducer(),
+        consumer=FakeConsumer(),
+        crashed=[],
+    )
+
+    async def crash(exc: BaseException) -> None:
+        app.crashed.append(exc)
+
+    app.crash = crash
+    return app
+
+
+def record(topic: str, partition: int) -> Record:
+    return Record(topic, b"k", b"v", partition, [])
+
+
+async def test_records_go_through_the_producer_of_the_input_partition() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    await outbox.send([record("out", 0), record("changes", 5), record("dead", 3)], "in", 2)
+    # faust would pick producers engine-?-0, -5, -3 (by destination); the input is in/2.
+    assert app.producer.sent == [
+        ("out", 0, "engine-1-2"),
+        ("changes", 5, "engine-1-2"),
+        ("dead", 3, "engine-1-2"),
+    ]
+    plain = Outbox(app, exactly_once=False)
+    await plain.send([record("out", 1)], "in", 2)
+    assert app.producer.sent[-1] == ("out", 1, None)
+
+
+async def test_a_commit_waits_for_the_input_being_handled() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    await outbox.acquire()  # an agent is handling an input
+    commit = asyncio.ensure_future(app.consumer.force_commit())
+    await asyncio.sleep(0.01)
+    assert not commit.done()
+    assert app.consumer.commits == []
+    outbox.lock.release()  # handled (and acked, synchronously, by faust)
+    assert await commit is True
+    assert app.consumer.commits == [True]
+
+
+async def test_a_failed_record_stops_commits() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    await outbox.send([record("out", 0)], "in", 0)
+    app.producer.futures[0].set_exception(RuntimeError("MessageSizeTooLarge"))
+    await asyncio.sleep(0)
+    assert await app.consumer.force_commit() is False
+    assert app.consumer.commits == []
+    assert len(app.crashed) == 1
+    with pytest.raises(RuntimeError, match="could not be produced"):
+        await outbox.send([record("out", 0)], "in", 0)
+
+
+async def test_at_least_once_flushes_before_committing() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=False)
+    outbox.install()
+    assert await app.consumer.force_commit() is True
+    assert app.producer.flushed == 1
+
+
+async def test_no_input_is_handled_after_faust_ended_its_transactions() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    await app.consumer.force_commit(start_new_transaction=False)  # faust stopping
+    assert await app.consumer.force_commit(start_new_transaction=False) is False  # again
+    assert app.consumer.commits == [False]
+    waiting = asyncio.ensure_future(outbox.acquire())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    outbox.reopen()  # faust began new transactions (a rebalance)
+    await asyncio.wait_for(waiting, 1)
+    assert outbox.lock.locked()
+
+
+async def test_an_input_that_failed_stops_commits() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    outbox.fail(KeyError("bug"))  # faust acks the input anyway: its offset must not commit
+    assert await app.consumer.force_commit() is False
+    assert app.consumer.commits == []
+    assert len(app.crashed) == 1
+
+
+async def test_recovery_seeks_before_it_resumes_the_streams() -> None:
+    """faust resumes the stream partitions, awaits the seek, then clears the agents' queues:
+    inputs fetched in between are dropped. The patched order leaves no gap."""
+    from streams.eos import _on_recovery_completed
+
+    calls: list[str] = []
+
+    class Consumer:
+        def assignment(self) -> set[str]:
+            return {"stream/0", "changelog/0"}
+
+        async def perform_seek(self) -> None:
+            calls.append("seek")
+            await asyncio.sleep(0)  # the fetcher may run here: streams must still be paused
+
+        def resume_partitions(self, tps: set[str]) -> None:
+            calls.append(f"resume {sorted(tps)}")
+
+        def resume_flow(self) -> None:
+            calls.append("resume_flow")
+
+    async def noop(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def wait(coro: Any, timeout: float | None = None) -> None:
+        await coro
+
+    app = SimpleNamespace(
+        consumer=Consumer(),
+        consumer_generation_id=7,
+        on_rebalance_complete=SimpleNamespace(send=noop),
+        flow_control=SimpleNamespace(resume=lambda: calls.append("clear queues")),
+        conf=SimpleNamespace(broker_request_timeout=1.0),
+        _fetcher=SimpleNamespace(maybe_start=noop),
+        assignor=SimpleNamespace(assigned_standbys=lambda: set()),
+        on_rebalance_end=lambda: None,
+    )
+    recovery = SimpleNamespace(
+        app=app,
+        log=SimpleNamespace(info=lambda *a: None, warning=lambda *a: None),
+        tables=SimpleNamespace(
+            values=lambda: [], on_actives_ready=lambda: None, on_standbys_ready=lambda: None
+        ),
+        completed=asyncio.Event(),
+        _set_recovery_ended=lambda: None,
+        _wait=wait,
+        _is_changelog_tp=lambda tp: tp.startswith("changelog"),
+    )
+    await _on_recovery_completed(recovery, generation_id=7)
+    assert calls == ["seek", "resume ['stream/0']", "clear queues", "resume_flow"]
