@@ -1,7 +1,16 @@
-"""The failover engine's wiring to the world: command line now; Kafka and telemetry next.
+"""The failover engine's wiring to the world: Kafka (faust), telemetry and the command line.
 
-Start with :mod:`streams.cli` (``failover``), which runs the pure core in
-:mod:`workflows` over a file (``replay``, ``demo``).
+A reading guide:
+
+- :mod:`streams.cli` - ``failover``: ``replay``, ``demo``, ``diagram``, ``worker``.
+- :mod:`streams.config` - every worker setting, from the environment.
+- :mod:`streams.app` - the faust app: two agents (stage 1 by link, stage 2 by service).
+- :mod:`streams.partitions` - one partition's stage, its table, its watermarks.
+- :mod:`streams.eos` - exactly-once: every record an input causes, in its transaction.
+- :mod:`streams.topics` - the topics, their partitions and configs, created at start.
+- :mod:`streams.telemetry`, :mod:`streams.tracing` - OpenTelemetry providers and spans.
+
+The decisions themselves are made by the pure core, :mod:`workflows`.
 """
 
 __all__: list[str] = []
