@@ -18,7 +18,9 @@ tests build apps with their own ids and topics).
   time an input of its partition arrives after a rebalance (faust has recovered the table from
   its changelog by then: streams resume only after recovery).
 - Every record an input causes, table changelog records included, goes out through
-  :class:`~streams.eos.Outbox`, in the input partition's transaction under exactly-once.
+  :class:`~streams.eos.Outbox`, in the input partition's transaction under exactly-once;
+  :func:`~streams.eos.patch_faust` fixes the faust bugs that lose state, inputs or offsets
+  after a restart. streams/eos.py says what faust gets wrong, and why each fix is right.
 - The ticker (``FAILOVER_TICK_INTERVAL`` > 0) runs on the leader only and publishes
   ``clock.tick.v1`` at the wall clock, the engine's only reading of it, to every partition of
   the three input topics.
