@@ -32,6 +32,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, cast
 
 import faust
@@ -220,41 +221,39 @@ class FailoverApp(faust.App):
             entry = self._services[partition] = (stage, view)
         return entry
 
+    def _handle_link(self, message: Any, origin: Origin) -> list[Record]:
+        stage, view = self._link_partition(message.partition)
+        records = stage.handle(message.value, message.key, origin)
+        records.extend(view.drain())
+        return records
+
+    def _handle_service(self, message: Any, origin: Origin) -> list[Record]:
+        s = self.settings
+        stage, view = self._service_partition(message.partition)
+        if message.topic == s.topic_changes:
+            records = stage.handle_change(message.value, message.key, origin)
+        else:
+            source = OVERRIDES_SOURCE if message.topic == s.topic_overrides else FEEDBACK_SOURCE
+            records = stage.handle_input(source, message.value, message.key, origin)
+        records.extend(view.drain())
+        return records
+
     async def _stage1(self, stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            origin = Origin(message.topic, message.partition, message.offset)
-            if not await self._begin(event):
-                continue
-            try:
-                stage, view = self._link_partition(message.partition)
-                records = stage.handle(message.value, message.key, origin)
-                records.extend(view.drain())
-                self._log_dead(records)
-                await self.outbox.send(records, message.topic, message.partition)
-            except Exception as exc:
-                await self._failed(origin, exc)
-                raise
-            finally:
-                self.outbox.lock.release()
+        await self._consume(stream, self._handle_link)
 
     async def _stage2(self, stream: Any) -> None:
-        s = self.settings
+        await self._consume(stream, self._handle_service)
+
+    async def _consume(self, stream: Any, handle: Callable[[Any, Origin], list[Record]]) -> None:
+        """The loop both agents run: one input at a time under the outbox lock, every record
+        it causes sent in its partition's transaction, any failure fatal before a commit."""
         async for event in stream.events():
             message = event.message
             origin = Origin(message.topic, message.partition, message.offset)
             if not await self._begin(event):
                 continue
             try:
-                stage, view = self._service_partition(message.partition)
-                if message.topic == s.topic_changes:
-                    records = stage.handle_change(message.value, message.key, origin)
-                else:
-                    source = (
-                        OVERRIDES_SOURCE if message.topic == s.topic_overrides else FEEDBACK_SOURCE
-                    )
-                    records = stage.handle_input(source, message.value, message.key, origin)
-                records.extend(view.drain())
+                records = handle(message, origin)
                 self._log_dead(records)
                 await self.outbox.send(records, message.topic, message.partition)
             except Exception as exc:

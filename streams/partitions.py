@@ -25,7 +25,7 @@ path gives each service what replay gives it:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
@@ -140,13 +140,24 @@ class _Partition:
     """What both stages share: dead letters, counts, writing state through."""
 
     def __init__(
-        self, routing: Routing, partition: int, table: StateTable, counts: Counter[str]
+        self,
+        topology: Topology,
+        routing: Routing,
+        partition: int,
+        table: StateTable,
+        counts: Counter[str] | None,
     ) -> None:
+        self.topology = topology
         self.routing = routing
         self.partition = partition
         self.table = table
-        self.counts = counts
+        self.counts = counts if counts is not None else Counter()
         self._written: dict[str, bytes] = {}
+
+    def _owned(self, keys: Iterable[str]) -> set[str]:
+        """The keys (link or service ids) that Kafka's partitioner puts in this partition."""
+        n = self.routing.partitions
+        return {key for key in keys if partition_for(key, n) == self.partition}
 
     def _load(self, key: str) -> Any:
         raw = self.table.get(key)
@@ -179,10 +190,8 @@ class LinkPartition(_Partition):
         table: StateTable,
         counts: Counter[str] | None = None,
     ) -> None:
-        super().__init__(routing, partition, table, counts if counts is not None else Counter())
-        self.topology = topology
-        n = routing.partitions
-        self.links = {link for link in topology.links if partition_for(link, n) == partition}
+        super().__init__(topology, routing, partition, table, counts)
+        self.links = self._owned(topology.links)
         self.stage = LinkStage(topology, self.links)
         self._services_by_link = topology.services_by_link
         self._watermark_key = f"__watermark__/{partition}"
@@ -277,14 +286,13 @@ class ServicePartition(_Partition):
         table: StateTable,
         counts: Counter[str] | None = None,
     ) -> None:
-        super().__init__(routing, partition, table, counts if counts is not None else Counter())
-        self.topology = topology
-        n = routing.partitions
-        self.services = {sid for sid in topology.services if partition_for(sid, n) == partition}
+        super().__init__(topology, routing, partition, table, counts)
+        self.services = self._owned(topology.services)
         self.stage = ServiceStage(topology, self.services)
         self.expected = frozenset(
-            [*(link_source(p) for p in range(n)), OVERRIDES_SOURCE, FEEDBACK_SOURCE]
-        )
+            [*(link_source(p) for p in range(routing.partitions)), OVERRIDES_SOURCE,
+             FEEDBACK_SOURCE]
+        )  # fmt: skip
         self.sources: dict[str, tuple[int, str]] = {}
         self._meta_key = f"__partition__/{partition}"
         for service in sorted(self.services):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
@@ -117,10 +119,6 @@ class Timeline:
         console.print(f"[bold]{summary or 'no output'}[/bold]")
 
 
-def _local(micros: int, zone: object) -> str:
-    from datetime import UTC, datetime, timedelta
-    from zoneinfo import ZoneInfo
-
-    assert isinstance(zone, ZoneInfo)
+def _local(micros: int, zone: ZoneInfo) -> str:
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
     return moment.astimezone(zone).strftime("%a %d %b %H:%M:%S")

@@ -86,7 +86,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 from streams.telemetry import Telemetry
 from workflows.engine import INPUT_TYPES, MAX_EVENT_BYTES, Engine
-from workflows.health import HEALTH_NAMES, HEALTHY
+from workflows.health import HEALTH_NAMES, HEALTHY, service_health
 from workflows.links import HealthChange
 from workflows.records import COMMANDS, DEADLETTER, TRANSITIONS, DeadLetter, Emitted
 from workflows.replay import Origin, replay
@@ -217,6 +217,23 @@ class Message(NamedTuple):
     event: Mapping[str, Any] | None = None
     key: str | None = None
     offset: int | None = None
+
+
+def _consumer_attributes(
+    destination: str, partition: int | None, group: str | None
+) -> dict[str, Any]:
+    """The messaging attributes of a ``process`` span, one message's or a batch's."""
+    attrs: dict[str, Any] = {
+        msg.MESSAGING_SYSTEM: _KAFKA,
+        msg.MESSAGING_OPERATION_TYPE: _PROCESS,
+        msg.MESSAGING_OPERATION_NAME: "process",
+        msg.MESSAGING_DESTINATION_NAME: destination,
+    }
+    if partition is not None:
+        attrs[msg.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+    if group is not None:
+        attrs[msg.MESSAGING_CONSUMER_GROUP_NAME] = group
+    return attrs
 
 
 class Scope:
@@ -460,19 +477,10 @@ class Tracing:
         if not self.telemetry.traces:
             return Scope(self, stage=stage)
         ident = _str(event.get("id")) if event is not None else None
-        attrs: dict[str, Any] = {
-            msg.MESSAGING_SYSTEM: _KAFKA,
-            msg.MESSAGING_OPERATION_TYPE: _PROCESS,
-            msg.MESSAGING_OPERATION_NAME: "process",
-            msg.MESSAGING_DESTINATION_NAME: destination,
-            msg.MESSAGING_MESSAGE_BODY_SIZE: len(raw),
-        }
-        if partition is not None:
-            attrs[msg.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+        attrs = _consumer_attributes(destination, partition, group)
+        attrs[msg.MESSAGING_MESSAGE_BODY_SIZE] = len(raw)
         if offset is not None:
             attrs[msg.MESSAGING_KAFKA_OFFSET] = offset
-        if group is not None:
-            attrs[msg.MESSAGING_CONSUMER_GROUP_NAME] = group
         if key is not None:
             attrs[msg.MESSAGING_KAFKA_MESSAGE_KEY] = key
         if event is not None:
@@ -533,17 +541,8 @@ class Tracing:
                 if message.offset is not None:
                     link_attrs[msg.MESSAGING_KAFKA_OFFSET] = message.offset
                 links.append(Link(remote, link_attrs))
-        attrs: dict[str, Any] = {
-            msg.MESSAGING_SYSTEM: _KAFKA,
-            msg.MESSAGING_OPERATION_TYPE: _PROCESS,
-            msg.MESSAGING_OPERATION_NAME: "process",
-            msg.MESSAGING_DESTINATION_NAME: destination,
-            msg.MESSAGING_BATCH_MESSAGE_COUNT: len(messages),
-        }
-        if partition is not None:
-            attrs[msg.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
-        if group is not None:
-            attrs[msg.MESSAGING_CONSUMER_GROUP_NAME] = group
+        attrs = _consumer_attributes(destination, partition, group)
+        attrs[msg.MESSAGING_BATCH_MESSAGE_COUNT] = len(messages)
         return Scope(
             self, f"process {destination}", SpanKind.CONSUMER, Context(), attrs, links, ids, stage
         )
@@ -602,10 +601,7 @@ class Tracing:
             self._link_health[link] = level
         bad = self._link_health
         for service in self._services_by_link.get(link, ()):
-            new = max(
-                min(bad.get(member, HEALTHY) for member in group)
-                for group in self._requires[service]
-            )
+            new = service_health(self._requires[service], bad)
             old = self._service_level.get(service, HEALTHY)
             if new == old:
                 continue

@@ -14,6 +14,7 @@ applied right after that tick on every path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "OVERRIDE",
     "TICK",
     "order_key",
+    "service_health",
 ]
 
 HEALTHY: Final = 0
@@ -48,3 +50,13 @@ def order_key(time: int, rank: int, watermark: int | None) -> tuple[int, int]:
     if watermark is not None and time <= watermark:
         return watermark, LATE
     return time, rank
+
+
+def service_health(requires: Iterable[tuple[str, ...]], bad: Mapping[str, int] | None) -> int:
+    """The worst over the requirements, each group of redundant links counting its best.
+
+    ``bad`` holds only the links that are not healthy; a link it lacks is healthy.
+    """
+    if not bad:
+        return HEALTHY
+    return max(min(bad.get(link, HEALTHY) for link in group) for group in requires)

@@ -27,6 +27,7 @@ from workflows.health import (
     HEALTHY,
     OVERRIDE,
     TICK,
+    service_health,
 )
 from workflows.notices import render
 from workflows.records import COMMANDS, DeadLetter, Emitted, cloudevent, output_id
@@ -446,7 +447,7 @@ class ServiceStage:
                 s.link_health[link] = health
             if not s.link_health:
                 s.link_health = None
-            s.set_health(self._service_health(svc, s), item.time)
+            s.set_health(service_health(svc.requires, s.link_health), item.time)
             self._evaluate(service, s, item.time, cause)
         elif item.kind == "override":
             self._override(svc, s, item)
@@ -454,13 +455,6 @@ class ServiceStage:
             self._record(svc, s, item)
         else:
             self._reconciled(svc, s, item)
-
-    @staticmethod
-    def _service_health(svc: Service, s: ServiceState) -> int:
-        bad = s.link_health
-        if not bad:
-            return HEALTHY
-        return max(min(bad.get(link, HEALTHY) for link in group) for group in svc.requires)
 
     def _reject(self, service: str, item: Input, reason: str) -> None:
         self.out.append(DeadLetter(service, reason, item.raw, item.origin))
