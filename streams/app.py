@@ -1,4 +1,4 @@
-"""The engine on Kafka: a faust app with two agents, two tables and a ticker.
+"""The engine on Kafka: a faust app with two stages, two tables and a ticker.
 
 Built by :func:`build_app` from :class:`~streams.config.Settings` (nothing happens at import:
 tests build apps with their own ids and topics).
@@ -7,11 +7,13 @@ tests build apps with their own ids and topics).
   never by a faust codec. All of the engine's topics are created before the consumer starts
   (:meth:`FailoverApp.on_first_start`); faust creates its own (the compacted changelogs of
   the two tables, and its leader topic).
-- Agent ``links`` (stage 1) reads the link-status topic; agent ``services`` (stage 2) reads
-  the changes, overrides and feedback topics through one faust topic with three names (faust
-  subscribes to all three and hands the agent one stream of events; the partitions of one
-  number are co-partitioned: faust's assignor puts topics with the same partition count and
-  the same subscribers into one group and gives partition ``q`` of each to the same worker).
+- Stage 1 reads the link-status topic; stage 2 reads the changes, overrides and feedback
+  topics, registered as one faust topic with three names (faust's assignor puts topics with
+  the same partition count and the same subscribers into one group and gives partition ``q``
+  of each to the same worker: they are co-partitioned). Neither is a faust agent: faust's
+  per-event path costs some 30 times what the engine does per event, so the records of each
+  topic-partition come to :meth:`FailoverApp._handle` one fetch at a time
+  (:mod:`streams.batches`).
 - Per assigned partition, a :class:`~streams.partitions.LinkPartition` or
   :class:`~streams.partitions.ServicePartition` does the work; its state is written through
   to the ``link-health`` or ``service-state`` table, and it is rebuilt from the table the first
@@ -28,6 +30,7 @@ tests build apps with their own ids and topics).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -37,6 +40,8 @@ from typing import Any, cast
 
 import faust
 
+from streams.batches import BatchHandler, ConsumerRecord
+from streams.batches import forget as forget_batches
 from streams.codec import Origin, tick_event
 from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
 from streams.eos import Outbox, patch_faust
@@ -69,18 +74,31 @@ class _TableView:
     """
 
     def __init__(self, table: Any, partition: int) -> None:
-        self._store = table.data
+        store = table.data
         self._changelog: str = table.changelog_topic.get_topic_name()
         self._partition = partition
         self.pending: list[Record] = []
+        # faust's RocksDB store finds the partition's database through the current faust
+        # event, and the batch path has none: address the partition's database directly.
+        self._db: Any = None
+        self._key_index: Any = None
+        if hasattr(store, "_db_for_partition"):
+            self._db = store._db_for_partition(partition)
+            self._key_index = store._key_index
+        self._store = store
 
     def get(self, key: str) -> bytes | None:
-        value = self._store.get(key.encode())
+        raw_key = key.encode()
+        value = self._db.get(raw_key) if self._db is not None else self._store.get(raw_key)
         return bytes(value) if value is not None else None
 
     def put(self, key: str, value: bytes) -> None:
         raw_key = key.encode()
-        self._store[raw_key] = value
+        if self._db is not None:
+            self._db.put(raw_key, value)
+            self._key_index[raw_key] = self._partition
+        else:
+            self._store[raw_key] = value
         self.pending.append(Record(self._changelog, raw_key, value, self._partition, []))
 
     def drain(self) -> list[Record]:
@@ -106,6 +124,8 @@ class FailoverApp(faust.App):
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=settings.commit_interval,
             broker_commit_every=10_000,
+            # One fetch hands the batch path up to this many records (streams/batches.py).
+            broker_max_poll_records=10_000,
             broker_session_timeout=settings.session_timeout,
             broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
             producer_max_request_size=INPUT_MAX_MESSAGE_BYTES + 64 * 1024,
@@ -145,18 +165,16 @@ class FailoverApp(faust.App):
             # A queued input keeps its raw bytes: allow states as large as inputs.
             extra_topic_configs={"max.message.bytes": str(INPUT_MAX_MESSAGE_BYTES)},
         )
-        link_topic = self.topic(s.topic_link_status, **raw)
-        service_topics = self.topic(s.topic_changes, s.topic_overrides, s.topic_feedback, **raw)
-
-        # Closures, not bound methods: faust inspects and wraps agent functions.
-        async def links(stream: Any) -> None:
-            await self._stage1(stream)
-
-        async def services(stream: Any) -> None:
-            await self._stage2(stream)
-
-        self.agent(link_topic, name="links")(links)
-        self.agent(service_topics, name="services")(services)
+        # faust subscribes to, and its assignor groups, the topics its conductor holds; the
+        # records reach the engine in batches (streams/batches.py), not through agents.
+        self.topics.add(self.topic(s.topic_link_status, **raw))
+        self.topics.add(self.topic(s.topic_changes, s.topic_overrides, s.topic_feedback, **raw))
+        self.batch_handlers: dict[str, BatchHandler] = {
+            s.topic_link_status: self._on_links,
+            s.topic_changes: self._on_services,
+            s.topic_overrides: self._on_services,
+            s.topic_feedback: self._on_services,
+        }
         # cast: mode's handler type (mypy_extensions NamedArg unions) matches no plain method.
         self.on_partitions_revoked.connect(cast(Any, self._on_revoked))
         self.on_partitions_assigned.connect(cast(Any, self._on_assigned))
@@ -186,6 +204,7 @@ class FailoverApp(faust.App):
 
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Partitions are moving: rebuild every partition's stage from its table afterwards."""
+        forget_batches(self.consumer)
         self._links.clear()
         self._services.clear()
 
@@ -194,16 +213,6 @@ class FailoverApp(faust.App):
         self._links.clear()
         self._services.clear()
         self.outbox.reopen()
-
-    async def _begin(self, event: Any) -> bool:
-        """Take the outbox lock for ``event``; false (lock not taken) if the event belongs to
-        an earlier consumer generation: its partition was re-read from the committed offset."""
-        await self.outbox.acquire()
-        if event.message.generation_id != self.consumer_generation_id:
-            self.outbox.lock.release()
-            _log.warning("skipping %s: consumer generation changed", event.message.tp)
-            return False
-        return True
 
     def _link_partition(self, partition: int) -> tuple[LinkPartition, _TableView]:
         entry = self._links.get(partition)
@@ -221,50 +230,70 @@ class FailoverApp(faust.App):
             entry = self._services[partition] = (stage, view)
         return entry
 
-    def _handle_link(self, message: Any, origin: Origin) -> list[Record]:
-        stage, view = self._link_partition(message.partition)
-        records = stage.handle(message.value, message.key, origin)
-        records.extend(view.drain())
-        return records
+    def _handle_links(self, partition: int, records: list[ConsumerRecord]) -> list[Record]:
+        stage, view = self._link_partition(partition)
+        out = stage.handle_batch(records)
+        out.extend(view.drain())
+        return out
 
-    def _handle_service(self, message: Any, origin: Origin) -> list[Record]:
+    def _handle_services(self, topic: str, partition: int, records: list[Any]) -> list[Record]:
         s = self.settings
-        stage, view = self._service_partition(message.partition)
-        if message.topic == s.topic_changes:
-            records = stage.handle_change(message.value, message.key, origin)
+        stage, view = self._service_partition(partition)
+        if topic == s.topic_changes:
+            out = stage.handle_batch(None, records)
         else:
-            source = OVERRIDES_SOURCE if message.topic == s.topic_overrides else FEEDBACK_SOURCE
-            records = stage.handle_input(source, message.value, message.key, origin)
-        records.extend(view.drain())
-        return records
+            source = OVERRIDES_SOURCE if topic == s.topic_overrides else FEEDBACK_SOURCE
+            out = stage.handle_batch(source, records)
+        out.extend(view.drain())
+        return out
 
-    async def _stage1(self, stream: Any) -> None:
-        await self._consume(stream, self._handle_link)
+    async def _on_links(self, tp: Any, records: list[Any], generation: int) -> bool:
+        return await self._handle(tp, records, generation, self._handle_links)
 
-    async def _stage2(self, stream: Any) -> None:
-        await self._consume(stream, self._handle_service)
+    async def _on_services(self, tp: Any, records: list[Any], generation: int) -> bool:
+        return await self._handle(
+            tp, records, generation, lambda p, rs: self._handle_services(tp.topic, p, rs)
+        )
 
-    async def _consume(self, stream: Any, handle: Callable[[Any, Origin], list[Record]]) -> None:
-        """The loop both agents run: one input at a time under the outbox lock, every record
-        it causes sent in its partition's transaction, any failure fatal before a commit."""
-        async for event in stream.events():
-            message = event.message
-            origin = Origin(message.topic, message.partition, message.offset)
-            if not await self._begin(event):
-                continue
+    async def _handle(
+        self,
+        tp: Any,
+        records: list[Any],
+        generation: int,
+        handle: Callable[[int, list[Any]], list[Record]],
+    ) -> bool:
+        """One batch of one partition (a :data:`~streams.batches.BatchHandler`): handled under
+        the outbox lock, every record it causes sent in the partition's transaction, any
+        failure fatal before a commit. False (nothing handled) if the batch belongs to an
+        earlier consumer generation: its partition is re-read from the committed offset."""
+        await self.outbox.acquire()
+        try:
+            if generation != self.consumer_generation_id:
+                _log.warning("skipping %s: consumer generation changed", tp)
+                return False
+            origin = Origin(tp.topic, tp.partition, records[0].offset)
             try:
-                records = handle(message, origin)
-                self._log_dead(records)
-                await self.outbox.send(records, message.topic, message.partition)
+                out = handle(tp.partition, records)
+                self._log_dead(out)
             except Exception as exc:
                 await self._failed(origin, exc)
                 raise
-            finally:
-                self.outbox.lock.release()
+            try:
+                await self.outbox.send(out, tp.topic, tp.partition)
+            except asyncio.CancelledError as exc:
+                # Stopping mid-send: part of the batch's records may be in the transaction.
+                self.outbox.fail(exc)
+                raise
+            except Exception as exc:
+                await self._failed(origin, exc)
+                raise
+            return True
+        finally:
+            self.outbox.lock.release()
 
     async def _failed(self, origin: Origin, exc: Exception) -> None:
         """A bug, or a record that cannot be sent: stop before committing past the input."""
-        _log.exception("cannot handle %s[%s]@%s: stopping", *origin)
+        _log.exception("cannot handle the batch %s[%s]@%s: stopping", *origin)
         self.outbox.fail(exc)
         await self.crash(exc)
 

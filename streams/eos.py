@@ -196,6 +196,11 @@ class Outbox:
                     # faust commits a second time on stop (App.on_stop, then Consumer.on_stop,
                     # both through wait_empty); its transactions ended with the first.
                     return False
+                if isinstance(self.failure, asyncio.CancelledError):
+                    # A batch was cut short by the worker stopping: its partition's open
+                    # transaction is aborted by the next owner, which handles it again.
+                    _log.warning("not committing: a batch was cut short by the stop")
+                    return False
                 if self.failure is not None:
                     await self.app.crash(OutboxError(f"not committing: {self.failure!r}"))
                     return False
@@ -273,8 +278,8 @@ async def _add_gap_before(self: Any, tp: Any, offset_from: int, offset_to: int) 
 
 
 def patch_faust() -> None:
-    """Apply points 5 and 6 above, and the gap fix of :func:`_add_gap_before`, to faust
-    (idempotent; every faust app of the process).
+    """Apply points 5 and 6 above, the gap fix of :func:`_add_gap_before`, and the batch
+    path of :mod:`streams.batches` to faust (idempotent; every faust app of the process).
 
     Raises:
         RuntimeError: faust is not the release the patches copy from.
@@ -296,3 +301,6 @@ def patch_faust() -> None:
     if Consumer._add_gap is not _add_gap_before:
         _ORIGINAL_ADD_GAP = Consumer._add_gap
         Consumer._add_gap = _add_gap_before  # type: ignore[method-assign]
+    from streams import batches
+
+    batches.install()

@@ -30,6 +30,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 
+from streams.batches import ConsumerRecord
 from streams.codec import (
     Headers,
     Origin,
@@ -153,6 +154,8 @@ class _Partition:
         self.table = table
         self.counts = counts if counts is not None else Counter()
         self._written: dict[str, bytes] = {}
+        #: Keys whose state changed since the last :meth:`flush`: a batch writes each once.
+        self._dirty: set[str] = set()
 
     def _owned(self, keys: Iterable[str]) -> set[str]:
         """The keys (link or service ids) that Kafka's partitioner puts in this partition."""
@@ -171,6 +174,19 @@ class _Partition:
         if self._written.get(key) != raw:
             self._written[key] = raw
             self.table.put(key, raw)
+
+    def _state(self, key: str) -> Any:
+        """The JSON form of ``key``'s state now (``None``: nothing to write)."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Write the state of every key changed since the last flush to the table."""
+        if self._dirty:
+            for key in sorted(self._dirty):
+                value = self._state(key)
+                if value is not None:
+                    self._save(key, value)
+            self._dirty.clear()
 
     def _dead(
         self, out: list[Record], key: bytes | None, reason: str, raw: bytes, origin: Origin
@@ -203,14 +219,34 @@ class LinkPartition(_Partition):
         if saved is not None:
             self.stage.watermark = saved["tick"]
 
+    def _state(self, key: str) -> Any:
+        return self.stage.states[key].to_json()
+
     def handle(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Record]:
-        """One message of this partition of the link-status topic."""
+        """One message of this partition of the link-status topic, its state written."""
         out: list[Record] = []
+        self._handle(raw, key, origin, out)
+        self.flush()
+        return out
+
+    def handle_batch(self, records: Iterable[ConsumerRecord]) -> list[Record]:
+        """Records of this partition of the link-status topic, in offset order: what
+        :meth:`handle` gives for each in turn, with each link's state written once."""
+        out: list[Record] = []
+        handle = self._handle
+        for r in records:
+            handle(r.value, r.key, Origin(r.topic, r.partition, r.offset), out)
+        self.flush()
+        return out
+
+    def _handle(
+        self, raw: bytes | None, key: bytes | None, origin: Origin, out: list[Record]
+    ) -> None:
         raw = raw if raw is not None else b""
         decoded = decode(raw, _text(key), self.routing.settings.max_event_bytes)
         if isinstance(decoded, str):
             self._dead(out, key, decoded, raw, origin)
-            return out
+            return
         event, time = decoded
         type_ = event["type"]
         self.counts[type_] += 1
@@ -218,23 +254,23 @@ class LinkPartition(_Partition):
             link = event["subject"]
             if link not in self._services_by_link:
                 self._dead(out, key, f"unknown-link: {link!r} is not in the topology", raw, origin)
-                return out
+                return
             if link not in self.links:
                 self._dead(out, key, self._misrouted(link), raw, origin)
-                return out
+                return
             data = event["data"]
             change = self.stage.on_status(
                 link, event["id"], time, data["status"], data.get("latency_ms"),
                 data.get("loss_pct"),
             )  # fmt: skip
-            self._save(link, self.stage.states[link].to_json())
+            self._dirty.add(link)
             if change is not None:
                 self._fan_out(out, change)
         elif type_ == "clock.tick.v1":
             before = self.stage.watermark
             changes = self.stage.on_tick(time, event["id"])
             if self.stage.watermark == before:
-                return out  # a tick older than one applied already (two tickers for a moment)
+                return  # a tick older than one applied already (two tickers for a moment)
             for link, state in self.stage.states.items():
                 self._save(link, state.to_json())
             self._save(self._watermark_key, {"tick": time, "id": event["id"]})
@@ -256,7 +292,6 @@ class LinkPartition(_Partition):
                     "service-feedback topics, not link-status"
                 )
             self._dead(out, key, reason, raw, origin)
-        return out
 
     def _misrouted(self, link: str) -> str:
         right = partition_for(link, self.routing.partitions)
@@ -304,9 +339,45 @@ class ServicePartition(_Partition):
             self.stage.watermark = meta["watermark"]
             self.sources = {name: (tick, ident) for name, (tick, ident) in meta["sources"].items()}
 
+    def _state(self, key: str) -> Any:
+        state = self.stage.states.get(key)
+        return state.to_json() if state is not None else None
+
     def handle_change(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Record]:
-        """One message of the internal changes topic (written by stage 1)."""
+        """One message of the internal changes topic (written by stage 1), its state written."""
         out: list[Record] = []
+        self._change(raw, key, origin, out)
+        self.flush()
+        return out
+
+    def handle_input(
+        self, source: str, raw: bytes | None, key: bytes | None, origin: Origin
+    ) -> list[Record]:
+        """One message of this partition of the overrides (``source="overrides"``) or the
+        feedback (``"feedback"``) topic, its state written."""
+        out: list[Record] = []
+        self._input(source, raw, key, origin, out)
+        self.flush()
+        return out
+
+    def handle_batch(self, source: str | None, records: Iterable[ConsumerRecord]) -> list[Record]:
+        """Records of one partition, in offset order: of the changes topic (``source`` None)
+        or of the overrides or feedback topic (``source`` as for :meth:`handle_input`). What
+        the one-message methods give for each in turn, with each service's state written once.
+        """
+        out: list[Record] = []
+        for r in records:
+            origin = Origin(r.topic, r.partition, r.offset)
+            if source is None:
+                self._change(r.value, r.key, origin, out)
+            else:
+                self._input(source, r.value, r.key, origin, out)
+        self.flush()
+        return out
+
+    def _change(
+        self, raw: bytes | None, key: bytes | None, origin: Origin, out: list[Record]
+    ) -> None:
         message = decode_change(raw)
         if isinstance(message, str):
             self._dead(out, key, message, raw or b"", origin)
@@ -325,37 +396,33 @@ class ServicePartition(_Partition):
                 c = message
                 item = Input(c.time, c.rank, c.id, "health", (c.link, c.health, c.cause))
                 self.stage.offer(service, item)
-                self._save(service, self.stage.states[service].to_json())
+                self._dirty.add(service)
         self._drain(out)
-        return out
 
-    def handle_input(
-        self, source: str, raw: bytes | None, key: bytes | None, origin: Origin
-    ) -> list[Record]:
-        """One message of this partition of the overrides (``source="overrides"``) or the
-        feedback (``"feedback"``) topic."""
-        out: list[Record] = []
+    def _input(
+        self, source: str, raw: bytes | None, key: bytes | None, origin: Origin, out: list[Record]
+    ) -> None:
         raw = raw if raw is not None else b""
         decoded = decode(raw, _text(key), self.routing.settings.max_event_bytes)
         if isinstance(decoded, str):
             self._dead(out, key, decoded, raw, origin)
-            return out
+            return
         event, time = decoded
         type_ = event["type"]
         self.counts[type_] += 1
         if type_ == "clock.tick.v1":
             self._source(source, time, event["id"])
             self._drain(out)
-            return out
+            return
         if type_ == "link.status.v1":
             reason = "wrong-topic: link.status.v1 is read from the link-status topic"
             self._dead(out, key, reason, raw, origin)
-            return out
+            return
         service = event["subject"]
         if service not in self.topology.services:
             reason = f"unknown-service: {service!r} is not in the topology"
             self._dead(out, key, reason, raw, origin)
-            return out
+            return
         if service not in self.services:
             right = partition_for(service, self.routing.partitions)
             reason = (
@@ -363,7 +430,7 @@ class ServicePartition(_Partition):
                 f"of the key), not {self.partition}"
             )
             self._dead(out, key, reason, raw, origin)
-            return out
+            return
         data = event["data"]
         fields: tuple[Any, ...]
         if type_ == "operator.override.v1":
@@ -379,10 +446,8 @@ class ServicePartition(_Partition):
         at, rank = order_key(time, rank, watermark)
         item = Input(at, rank, event["id"], kind, fields, raw, list(origin))
         self.stage.offer(service, item, time, watermark)
-        if service in self.stage.states:
-            self._save(service, self.stage.states[service].to_json())
+        self._dirty.add(service)
         self._drain(out)
-        return out
 
     def _source(self, source: str, tick: int, tick_id: str) -> None:
         seen = self.sources.get(source)

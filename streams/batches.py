@@ -1,0 +1,208 @@
+"""A batch path through faust's consumer: the engine's topics reach it as one list of records
+per topic-partition and fetch, not as one faust event at a time.
+
+Why: faust 0.15.3 delivers every record through ``Consumer._drain_messages`` ->
+``Conductor.on_message`` -> an ``Event`` in the agent's channel queue -> ``Stream`` -> ack,
+and awaits each one through ``Service.wait_first`` (faust/transport/consumer.py:1208-1240),
+which creates and cancels tasks per record. Measured (shared/PERFORMANCE.md, and
+``bench/kafka.py`` in the 0.5% row of issue #4) that path runs at 1-3% of what aiokafka's
+``getmany`` + ``orjson`` reads on the same topic: the engine's own code was about 5% of the
+worker's time. A batch costs one ``await`` per topic-partition and fetch instead.
+
+What faust still does: group membership and the assignor (co-partitioned topics on one
+worker), the transactional producers and the periodic commit, table recovery from the
+changelogs, rebalancing, pausing and seeking. The engine registers its input topics with the
+app's conductor (so faust subscribes to them and groups them) and a handler per topic
+(``app.batch_handlers``). :func:`drain_batches` replaces ``Consumer._drain_messages`` for every
+faust app in the process; records of topics with no handler (the changelogs, while tables
+recover) take faust's own path, unchanged.
+
+Offsets. A handled batch is done from the first offset not yet read (the committed offset
+after a seek) to its last record, transaction markers and aborted records in between
+included: they are the reason faust's per-record gap bookkeeping exists, and a batch has no
+use for it. :func:`new_offset` answers ``Consumer._new_offset`` for such a partition with the
+offset after its last handled batch (faust's ``_should_commit`` still refuses anything not
+past the committed offset). A handler that returns ``False`` (the consumer generation
+changed while the batch waited) handled nothing: the partition is read again from its
+committed offset once the rebalance ends (:func:`streams.eos.patch_faust` seeks there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol
+
+__all__ = ["BatchHandler", "ConsumerRecord", "drain_batches", "forget", "install", "new_offset"]
+
+#: Where a consumer keeps, per batch partition, the offset after its last handled batch.
+_DONE: Final = "_failover_batch_done"
+
+
+class ConsumerRecord(Protocol):
+    """What the engine reads of an aiokafka ``ConsumerRecord``."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+#: ``handler(tp, records, generation)``: handle ``records`` (one topic-partition, in offset
+#: order) if the consumer is still in ``generation``; true once they are handled.
+BatchHandler = Callable[[Any, list[Any], int], Awaitable[bool]]
+
+_ORIGINAL_DRAIN: Any = None
+_ORIGINAL_NEW_OFFSET: Any = None
+
+
+def _done(consumer: Any) -> dict[Any, int]:
+    done: dict[Any, int] | None = consumer.__dict__.get(_DONE)
+    if done is None:
+        done = consumer.__dict__[_DONE] = {}
+    return done
+
+
+def forget(consumer: Any) -> None:
+    """Partitions were revoked (every one: aiokafka's rebalances are eager): forget their
+    handled offsets, faust forgets its own acks then too (``on_partitions_revoked``)."""
+    _done(consumer).clear()
+
+
+def new_offset(self: Any, tp: Any) -> int | None:
+    """``Consumer._new_offset``: the offset to commit for ``tp``."""
+    done = self.__dict__.get(_DONE)
+    if done is not None:
+        offset = done.get(tp)
+        if offset is not None:
+            return int(offset)
+    return _ORIGINAL_NEW_OFFSET(self, tp)  # type: ignore[no-any-return]
+
+
+async def _batch(self: Any, tp: Any, records: list[Any], handler: BatchHandler, gen: int) -> None:
+    read = self._read_offset
+    first = read[tp]  # after a seek: the committed offset, the next one to handle
+    if first is not None and records[0].offset < first:
+        records = [r for r in records if r.offset >= first]
+        if not records:
+            return
+    commit_every = self._commit_every
+    if commit_every is not None and self._n_acked >= commit_every:
+        self._n_acked = 0
+        await self.commit()
+    if not await handler(tp, records, gen):
+        return
+    after = records[-1].offset + 1
+    read[tp] = after
+    _done(self)[tp] = after
+    self._acked.setdefault(tp, [])  # the commit looks only at partitions with an entry
+    self._n_acked += len(records)
+
+
+async def _one_by_one(self: Any, tp: Any, records: list[Any]) -> None:
+    """faust's own loop body (faust/transport/consumer.py:1215-1240) for one partition."""
+    read = self._read_offset
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    commit_every = self._commit_every
+    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+    for number, record in enumerate(records):
+        if not self.flow_active:
+            return
+        if number % 100 == 99:
+            await asyncio.sleep(0)
+        message = self._to_message(tp, record)
+        offset = message.offset
+        r_offset = read[tp]
+        if r_offset is None or offset >= r_offset:
+            gap = offset - (r_offset or 0)
+            if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                await self._add_gap(tp, r_offset + 1, offset)
+            if commit_every is not None and self._n_acked >= commit_every:
+                self._n_acked = 0
+                await self.commit()
+            await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            read[tp] = offset
+
+
+async def drain_batches(self: Any, fetcher: Any) -> None:
+    """``Consumer._drain_messages``, handing each topic-partition's records to its batch
+    handler (see the module doc); faust's own loop when the app has no batch handler."""
+    handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", None) or {}
+    if not handlers:
+        await _ORIGINAL_DRAIN(self, fetcher)
+        return
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    app = self.app
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            self.diag.set_flag(CONSUMER_FETCHING)
+            records, active = await self._wait_next_records(1.0)
+            await asyncio.sleep(0)
+            if records is None or self.should_stop:
+                continue
+            if not self.flow_active:
+                # faust's getmany: records fetched while the flow stopped are dropped, and
+                # the partitions are sought back to their committed offsets.
+                try:
+                    await self.perform_seek()
+                except Exception as exc:
+                    self.log.warning(f"exception performing seek when flow not active {exc}")
+                continue
+            generation = app.consumer_generation_id
+            buffered = self._buffered_partitions
+            for tp, batch in records.items():
+                if not self.flow_active or app.consumer_generation_id != generation:
+                    break
+                if not batch or (active is not None and tp not in active and tp not in buffered):
+                    continue
+                handler = handlers.get(tp.topic)
+                if handler is None:
+                    await _one_by_one(self, tp, batch)
+                else:
+                    await _batch(self, tp, batch, handler, generation)
+            self.diag.unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+def install() -> None:
+    """Put :func:`drain_batches` and :func:`new_offset` into faust's ``Consumer``
+    (idempotent)."""
+    global _ORIGINAL_DRAIN, _ORIGINAL_NEW_OFFSET
+    from faust.transport.consumer import Consumer
+
+    if Consumer._drain_messages is not drain_batches:
+        _ORIGINAL_DRAIN = Consumer._drain_messages
+        Consumer._drain_messages = drain_batches  # type: ignore[method-assign]
+    if Consumer._new_offset is not new_offset:
+        _ORIGINAL_NEW_OFFSET = Consumer._new_offset
+        Consumer._new_offset = new_offset  # type: ignore[method-assign]
