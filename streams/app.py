@@ -140,6 +140,7 @@ class FailoverApp(faust.App):
         #: Inputs by type and dead letters by reason code, since start.
         self.counts: Counter[str] = Counter()
         self.outbox = Outbox(self, exactly_once=settings.exactly_once)
+        self.outbox.before_commit = self._flush_state
         self.routing = Routing(settings)
         self._links: dict[int, tuple[LinkPartition, _TableView]] = {}
         self._services: dict[int, tuple[ServicePartition, _TableView]] = {}
@@ -231,21 +232,16 @@ class FailoverApp(faust.App):
         return entry
 
     def _handle_links(self, partition: int, records: list[ConsumerRecord]) -> list[Record]:
-        stage, view = self._link_partition(partition)
-        out = stage.handle_batch(records)
-        out.extend(view.drain())
-        return out
+        stage, _ = self._link_partition(partition)
+        return stage.handle_batch(records)
 
     def _handle_services(self, topic: str, partition: int, records: list[Any]) -> list[Record]:
         s = self.settings
-        stage, view = self._service_partition(partition)
+        stage, _ = self._service_partition(partition)
         if topic == s.topic_changes:
-            out = stage.handle_batch(None, records)
-        else:
-            source = OVERRIDES_SOURCE if topic == s.topic_overrides else FEEDBACK_SOURCE
-            out = stage.handle_batch(source, records)
-        out.extend(view.drain())
-        return out
+            return stage.handle_batch(None, records)
+        source = OVERRIDES_SOURCE if topic == s.topic_overrides else FEEDBACK_SOURCE
+        return stage.handle_batch(source, records)
 
     async def _on_links(self, tp: Any, records: list[Any], generation: int) -> bool:
         return await self._handle(tp, records, generation, self._handle_links)
@@ -290,6 +286,21 @@ class FailoverApp(faust.App):
             return True
         finally:
             self.outbox.lock.release()
+
+    async def _flush_state(self) -> None:
+        """Before each commit (under the outbox lock): the state each partition changed since
+        the last commit goes to its table, and the changelog records into the transaction
+        that commits the inputs that changed it. One record per key and commit, however many
+        readings changed it."""
+        s = self.settings
+        for partition, (links, view) in self._links.items():
+            links.flush()
+            if view.pending:
+                await self.outbox.send(view.drain(), s.topic_link_status, partition)
+        for partition, (services, view) in self._services.items():
+            services.flush()
+            if view.pending:
+                await self.outbox.send(view.drain(), s.topic_changes, partition)
 
     async def _failed(self, origin: Origin, exc: Exception) -> None:
         """A bug, or a record that cannot be sent: stop before committing past the input."""

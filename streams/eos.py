@@ -113,6 +113,9 @@ class Outbox:
         #: wait, their records would have no transaction to go into.
         self.open = asyncio.Event()
         self.open.set()
+        #: Called under :attr:`lock` right before each commit, to :meth:`send` what must be
+        #: in the transaction with the offsets (the state the inputs since the last changed).
+        self.before_commit: Callable[[], Awaitable[None]] | None = None
 
     async def acquire(self) -> None:
         """Take :attr:`lock` for one input, once transactions are open."""
@@ -182,6 +185,17 @@ class Outbox:
             self.failure = exc
             _log.error("a record could not be produced; stopping before the next commit: %r", exc)
 
+    async def _ready_to_commit(self) -> bool:
+        if isinstance(self.failure, asyncio.CancelledError):
+            # A batch was cut short by the worker stopping: its partition's open
+            # transaction is aborted by the next owner, which handles it again.
+            _log.warning("not committing: a batch was cut short by the stop")
+            return False
+        if self.failure is not None:
+            await self.app.crash(OutboxError(f"not committing: {self.failure!r}"))
+            return False
+        return True
+
     def install(self) -> None:
         """Make the consumer's commits wait for the input being handled (see module doc)."""
         consumer = self.app.consumer
@@ -189,21 +203,19 @@ class Outbox:
 
         async def force_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
             async with self.lock:
-                if not self.exactly_once:
-                    # at-least-once: records out before their offsets are committed.
-                    await self.app.producer.flush()
-                elif not self.open.is_set():
+                if self.exactly_once and not self.open.is_set():
                     # faust commits a second time on stop (App.on_stop, then Consumer.on_stop,
                     # both through wait_empty); its transactions ended with the first.
                     return False
-                if isinstance(self.failure, asyncio.CancelledError):
-                    # A batch was cut short by the worker stopping: its partition's open
-                    # transaction is aborted by the next owner, which handles it again.
-                    _log.warning("not committing: a batch was cut short by the stop")
+                if not await self._ready_to_commit():
                     return False
-                if self.failure is not None:
-                    await self.app.crash(OutboxError(f"not committing: {self.failure!r}"))
-                    return False
+                if self.before_commit is not None:
+                    await self.before_commit()
+                if not self.exactly_once:
+                    # at-least-once: records out before their offsets are committed.
+                    await self.app.producer.flush()
+                    if not await self._ready_to_commit():
+                        return False
                 committed = await original(topics, start_new_transaction=start_new_transaction)
                 if self.exactly_once and not start_new_transaction:
                     self.open.clear()

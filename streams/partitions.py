@@ -189,10 +189,16 @@ class _Partition:
             self._dirty.clear()
 
     def _dead(
-        self, out: list[Record], key: bytes | None, reason: str, raw: bytes, origin: Origin
+        self,
+        out: list[Record],
+        key: bytes | None,
+        reason: str,
+        raw: bytes,
+        origin: Origin | ConsumerRecord,
     ) -> None:
         self.counts[f"deadletter:{reason.split(':', 1)[0]}"] += 1
-        out.append(self.routing.dead(key, reason, raw, origin))
+        where = Origin(origin.topic, origin.partition, origin.offset)
+        out.append(self.routing.dead(key, reason, raw, where))
 
 
 class LinkPartition(_Partition):
@@ -216,10 +222,14 @@ class LinkPartition(_Partition):
             if saved is not None:
                 self.stage.restore(link, LinkState.from_json(saved))
         saved = self._load(self._watermark_key)
+        #: The last tick applied, as saved under ``__watermark__/{partition}``.
+        self._tick: dict[str, Any] | None = saved
         if saved is not None:
             self.stage.watermark = saved["tick"]
 
     def _state(self, key: str) -> Any:
+        if key == self._watermark_key:
+            return self._tick
         return self.stage.states[key].to_json()
 
     def handle(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Record]:
@@ -231,16 +241,21 @@ class LinkPartition(_Partition):
 
     def handle_batch(self, records: Iterable[ConsumerRecord]) -> list[Record]:
         """Records of this partition of the link-status topic, in offset order: what
-        :meth:`handle` gives for each in turn, with each link's state written once."""
+        :meth:`handle` gives for each in turn, but the state changed is written by the
+        next :meth:`flush` (the worker flushes before each commit: a link's state is written
+        once per commit, not once per reading)."""
         out: list[Record] = []
         handle = self._handle
         for r in records:
-            handle(r.value, r.key, Origin(r.topic, r.partition, r.offset), out)
-        self.flush()
+            handle(r.value, r.key, r, out)
         return out
 
     def _handle(
-        self, raw: bytes | None, key: bytes | None, origin: Origin, out: list[Record]
+        self,
+        raw: bytes | None,
+        key: bytes | None,
+        origin: Origin | ConsumerRecord,
+        out: list[Record],
     ) -> None:
         raw = raw if raw is not None else b""
         decoded = decode(raw, _text(key), self.routing.settings.max_event_bytes)
@@ -271,9 +286,9 @@ class LinkPartition(_Partition):
             changes = self.stage.on_tick(time, event["id"])
             if self.stage.watermark == before:
                 return  # a tick older than one applied already (two tickers for a moment)
-            for link, state in self.stage.states.items():
-                self._save(link, state.to_json())
-            self._save(self._watermark_key, {"tick": time, "id": event["id"]})
+            self._dirty.update(self.stage.states)
+            self._tick = {"tick": time, "id": event["id"]}
+            self._dirty.add(self._watermark_key)
             for change in changes:
                 self._fan_out(out, change)
             value = encode_watermark(time, event["id"], link_source(self.partition))
@@ -340,6 +355,9 @@ class ServicePartition(_Partition):
             self.sources = {name: (tick, ident) for name, (tick, ident) in meta["sources"].items()}
 
     def _state(self, key: str) -> Any:
+        if key == self._meta_key:
+            sources = {k: list(v) for k, v in sorted(self.sources.items())}
+            return {"watermark": self.stage.watermark, "sources": sources}
         state = self.stage.states.get(key)
         return state.to_json() if state is not None else None
 
@@ -363,8 +381,8 @@ class ServicePartition(_Partition):
     def handle_batch(self, source: str | None, records: Iterable[ConsumerRecord]) -> list[Record]:
         """Records of one partition, in offset order: of the changes topic (``source`` None)
         or of the overrides or feedback topic (``source`` as for :meth:`handle_input`). What
-        the one-message methods give for each in turn, with each service's state written once.
-        """
+        the one-message methods give for each in turn, but the state changed is written by
+        the next :meth:`flush` (the worker's, before each commit)."""
         out: list[Record] = []
         for r in records:
             origin = Origin(r.topic, r.partition, r.offset)
@@ -372,7 +390,6 @@ class ServicePartition(_Partition):
                 self._change(r.value, r.key, origin, out)
             else:
                 self._input(source, r.value, r.key, origin, out)
-        self.flush()
         return out
 
     def _change(
@@ -458,13 +475,8 @@ class ServicePartition(_Partition):
             low, low_id = min(self.sources.values())
             if self.stage.watermark is None or low > self.stage.watermark:
                 self.stage.advance(low, low_id)
-                for service, state in self.stage.states.items():
-                    self._save(service, state.to_json())
-        self._save(
-            self._meta_key,
-            {"watermark": self.stage.watermark, "sources": {k: list(v) for k, v in
-                                                              sorted(self.sources.items())}},
-        )  # fmt: skip
+                self._dirty.update(self.stage.states)
+        self._dirty.add(self._meta_key)
 
     def _drain(self, out: list[Record]) -> None:
         stage_out = self.stage.out
