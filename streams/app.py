@@ -123,7 +123,7 @@ class FailoverApp(faust.App):
             table_standby_replicas=0,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=settings.commit_interval,
-            broker_commit_every=10_000,
+            broker_commit_every=1_000_000,
             # One fetch hands the batch path up to this many records (streams/batches.py).
             broker_max_poll_records=10_000,
             broker_session_timeout=settings.session_timeout,
@@ -137,6 +137,8 @@ class FailoverApp(faust.App):
         )
         self.settings = settings
         self.topology = topology
+        #: Read by streams/batches.py when faust creates its consumer.
+        self.fetch_max_wait_ms = round(settings.fetch_max_wait * 1000)
         #: Inputs by type and dead letters by reason code, since start.
         self.counts: Counter[str] = Counter()
         self.outbox = Outbox(self, exactly_once=settings.exactly_once)

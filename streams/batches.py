@@ -194,11 +194,32 @@ async def drain_batches(self: Any, fetcher: Any) -> None:
         self.diag.unset_flag(CONSUMER_FETCHING)
 
 
+_ORIGINAL_CREATE_CONSUMER: Any = None
+
+
+def _create_worker_consumer(self: Any, transport: Any) -> Any:
+    """``AIOKafkaConsumerThread._create_worker_consumer``, with the app's
+    ``fetch_max_wait_ms`` (faust hard-codes 1500 ms, faust/transport/drivers/aiokafka.py:615).
+    aiokafka keeps one fetch in flight per broker, and a partition that has data only joins
+    the next one: an input behind a fetch of idle partitions waits out the whole wait."""
+    consumer = _ORIGINAL_CREATE_CONSUMER(self, transport)
+    wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+    if wait_ms is not None:
+        consumer._fetch_max_wait_ms = int(wait_ms)  # read by AIOKafkaConsumer.start
+    return consumer
+
+
 def install() -> None:
-    """Put :func:`drain_batches` and :func:`new_offset` into faust's ``Consumer``
-    (idempotent)."""
-    global _ORIGINAL_DRAIN, _ORIGINAL_NEW_OFFSET
+    """Put :func:`drain_batches` and :func:`new_offset` into faust's ``Consumer``, and the
+    app's fetch wait into its aiokafka consumer (idempotent)."""
+    global _ORIGINAL_DRAIN, _ORIGINAL_NEW_OFFSET, _ORIGINAL_CREATE_CONSUMER
     from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    thread: Any = AIOKafkaConsumerThread
+    if thread._create_worker_consumer is not _create_worker_consumer:
+        _ORIGINAL_CREATE_CONSUMER = thread._create_worker_consumer
+        thread._create_worker_consumer = _create_worker_consumer
 
     if Consumer._drain_messages is not drain_batches:
         _ORIGINAL_DRAIN = Consumer._drain_messages

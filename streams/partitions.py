@@ -474,8 +474,7 @@ class ServicePartition(_Partition):
         if len(self.sources) == len(self.expected):
             low, low_id = min(self.sources.values())
             if self.stage.watermark is None or low > self.stage.watermark:
-                self.stage.advance(low, low_id)
-                self._dirty.update(self.stage.states)
+                self._dirty.update(self.stage.advance(low, low_id))
         self._dirty.add(self._meta_key)
 
     def _drain(self, out: list[Record]) -> None:

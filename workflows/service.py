@@ -381,12 +381,16 @@ class ServiceStage:
         heapq.heappush(state.inbox, item)
         self._pending.add(service)
 
-    def advance(self, time: int, tick_id: str) -> None:
+    def advance(self, time: int, tick_id: str) -> list[str]:
         """The watermark reached ``time`` (a tick): apply every queued input ordered below
         ``(time, TICK)``, then evaluate every service whose conditions fall due by ``time``.
-        Services are handled in id order, so the output order is deterministic too."""
+        Services are handled in id order, so the output order is deterministic too.
+
+        Returns:
+            The services handled, in that order: no other service's state changed.
+        """
         if self.watermark is not None and time <= self.watermark:
-            return
+            return []
         self.watermark = time
         due: set[str] = set()
         timers = self._timers
@@ -396,12 +400,14 @@ class ServiceStage:
                 del self._scheduled[service]
                 due.add(service)
         pending = {sid for sid in self._pending if self.states[sid].inbox}
-        for service in sorted(due | pending):
+        handled = sorted(due | pending)
+        for service in handled:
             state = self.states[service]
             self._drain(service, state, (time, TICK))
             self._evaluate(service, state, time, tick_id)
             self._forget(state, time, self._services[service].policy)
             self._arm(service, state)
+        return handled
 
     def flush(self) -> None:
         """End of input (replay): apply everything still queued, in order."""
