@@ -30,6 +30,7 @@ committed offset once the rebalance ends (:func:`streams.eos.patch_faust` seeks 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -37,6 +38,8 @@ __all__ = ["BatchHandler", "ConsumerRecord", "drain_batches", "forget", "install
 
 #: Where a consumer keeps, per batch partition, the offset after its last handled batch.
 _DONE: Final = "_failover_batch_done"
+#: Where a consumer keeps when the batch path last began a commit (``time.monotonic``).
+_COMMITTED_AT: Final = "_failover_committed_at"
 
 
 class ConsumerRecord(Protocol):
@@ -92,24 +95,38 @@ def new_offset(self: Any, tp: Any) -> int | None:
     return _ORIGINAL_NEW_OFFSET(self, tp)  # type: ignore[no-any-return]
 
 
-async def _batch(self: Any, tp: Any, records: list[Any], handler: BatchHandler, gen: int) -> None:
+async def _maybe_commit(self: Any) -> None:
+    """Commit if the last commit began ``commit_interval`` ago or more.
+
+    faust's commit timer sleeps the whole interval *after* each commit (mode's ``itertimer``
+    in ``Consumer._commit_handler``), so with commits of 15-30 ms and the wait for the batch
+    in hand, a 50 ms interval committed every 130 ms, and under exactly-once output is
+    visible only then. The timer still commits while no input arrives."""
+    now = time.monotonic()
+    if now - self.__dict__.get(_COMMITTED_AT, 0.0) >= self.commit_interval:
+        self.__dict__[_COMMITTED_AT] = now
+        await self.commit()
+
+
+async def _batch(self: Any, tp: Any, records: list[Any], handler: BatchHandler, gen: int) -> bool:
     read = self._read_offset
     first = read[tp]  # after a seek: the committed offset, the next one to handle
     if first is not None and records[0].offset < first:
         records = [r for r in records if r.offset >= first]
         if not records:
-            return
+            return False
     commit_every = self._commit_every
     if commit_every is not None and self._n_acked >= commit_every:
         self._n_acked = 0
         await self.commit()
     if not await handler(tp, records, gen):
-        return
+        return False
     after = records[-1].offset + 1
     read[tp] = after
     _done(self)[tp] = after
     self._acked.setdefault(tp, [])  # the commit looks only at partitions with an entry
     self._n_acked += len(records)
+    return True
 
 
 async def _one_by_one(self: Any, tp: Any, records: list[Any]) -> None:
@@ -166,6 +183,7 @@ async def drain_batches(self: Any, fetcher: Any) -> None:
                 continue
             generation = app.consumer_generation_id
             buffered = self._buffered_partitions
+            handled = False
             for tp, batch in records.items():
                 if not self.flow_active or app.consumer_generation_id != generation:
                     break
@@ -175,7 +193,9 @@ async def drain_batches(self: Any, fetcher: Any) -> None:
                 if handler is None:
                     await _one_by_one(self, tp, batch)
                 else:
-                    await _batch(self, tp, batch, handler, generation)
+                    handled = await _batch(self, tp, batch, handler, generation) or handled
+            if handled:
+                await _maybe_commit(self)
             self.diag.unset_flag(CONSUMER_FETCHING)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
