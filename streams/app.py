@@ -52,9 +52,12 @@ from streams.partitions import (
     Record,
     Routing,
     ServicePartition,
+    Trace,
 )
+from streams.telemetry import Telemetry
 from streams.topics import ensure_topics, topic_specs
-from workflows.engine import TICK_KEY
+from streams.tracing import KafkaTopics, Tracing
+from workflows.engine import INPUT_TYPES, TICK_KEY
 from workflows.topology import Topology
 
 __all__ = ["LINK_TABLE", "SERVICE_TABLE", "FailoverApp", "build_app"]
@@ -109,7 +112,9 @@ class _TableView:
 class FailoverApp(faust.App):
     """The faust app of the engine. Use :func:`build_app`."""
 
-    def __init__(self, settings: Settings, topology: Topology) -> None:
+    def __init__(
+        self, settings: Settings, topology: Topology, tracing: Tracing | None = None
+    ) -> None:
         super().__init__(
             settings.app_id,
             broker=settings.broker_urls,
@@ -137,6 +142,7 @@ class FailoverApp(faust.App):
         )
         self.settings = settings
         self.topology = topology
+        self.tracing = tracing or Tracing(Telemetry(), topology, kafka=KafkaTopics.of(settings))
         #: Read by streams/batches.py when faust creates its consumer.
         self.fetch_max_wait_ms = round(settings.fetch_max_wait * 1000)
         #: Inputs by type and dead letters by reason code, since start.
@@ -233,32 +239,59 @@ class FailoverApp(faust.App):
             entry = self._services[partition] = (stage, view)
         return entry
 
-    def _handle_links(self, partition: int, records: list[ConsumerRecord]) -> list[Record]:
+    def _handle_links(
+        self, topic: str, partition: int, records: list[ConsumerRecord], trace: Trace | None
+    ) -> list[Record]:
         stage, _ = self._link_partition(partition)
-        return stage.handle_batch(records)
+        return stage.handle_batch(records, trace)
 
-    def _handle_services(self, topic: str, partition: int, records: list[Any]) -> list[Record]:
+    def _handle_services(
+        self, topic: str, partition: int, records: list[ConsumerRecord], trace: Trace | None
+    ) -> list[Record]:
         s = self.settings
         stage, _ = self._service_partition(partition)
         if topic == s.topic_changes:
-            return stage.handle_batch(None, records)
+            return stage.handle_batch(None, records, trace)
         source = OVERRIDES_SOURCE if topic == s.topic_overrides else FEEDBACK_SOURCE
-        return stage.handle_batch(source, records)
+        return stage.handle_batch(source, records, trace)
 
     async def _on_links(self, tp: Any, records: list[Any], generation: int) -> bool:
-        return await self._handle(tp, records, generation, self._handle_links)
+        return await self._handle(tp, records, generation, self._handle_links, "stage1")
 
     async def _on_services(self, tp: Any, records: list[Any], generation: int) -> bool:
-        return await self._handle(
-            tp, records, generation, lambda p, rs: self._handle_services(tp.topic, p, rs)
-        )
+        return await self._handle(tp, records, generation, self._handle_services, "stage2")
+
+    def _traced(
+        self,
+        tp: Any,
+        records: list[Any],
+        handle: Callable[[str, int, list[Any], Trace | None], list[Record]],
+        stage: str,
+    ) -> list[Record]:
+        """``handle`` the batch inside its ``process {topic}`` span (streams/tracing.py), and
+        feed the input and lag metrics."""
+        tracing = self.tracing
+        with tracing.process(tp.topic, tp.partition, self.conf.id, records, stage=stage) as batch:
+            trace = batch.handled if batch.active else None
+            if not tracing.telemetry.metrics:
+                return handle(tp.topic, tp.partition, records, trace)
+            before = [self.counts[t] for t in INPUT_TYPES]
+            out = handle(tp.topic, tp.partition, records, trace)
+        if tp.topic != self.settings.topic_changes:
+            counted = {t: self.counts[t] - n for t, n in zip(INPUT_TYPES, before, strict=True)}
+            counted["invalid"] = len(records) - sum(counted.values())
+            tracing.count_inputs(counted)
+        lag = self.consumer.highwater(tp) - records[-1].offset - 1
+        tracing.telemetry.set_consumer_lag(tp.topic, tp.partition, self.conf.id, max(0, lag))
+        return out
 
     async def _handle(
         self,
         tp: Any,
         records: list[Any],
         generation: int,
-        handle: Callable[[int, list[Any]], list[Record]],
+        handle: Callable[[str, int, list[Any], Trace | None], list[Record]],
+        stage: str,
     ) -> bool:
         """One batch of one partition (a :data:`~streams.batches.BatchHandler`): handled under
         the outbox lock, every record it causes sent in the partition's transaction, any
@@ -271,7 +304,7 @@ class FailoverApp(faust.App):
                 return False
             origin = Origin(tp.topic, tp.partition, records[0].offset)
             try:
-                out = handle(tp.partition, records)
+                out = self._traced(tp, records, handle, stage)
                 self._log_dead(out)
             except Exception as exc:
                 await self._failed(origin, exc)
@@ -334,10 +367,12 @@ class FailoverApp(faust.App):
         )
 
 
-def build_app(settings: Settings, topology: Topology | None = None) -> FailoverApp:
+def build_app(
+    settings: Settings, topology: Topology | None = None, tracing: Tracing | None = None
+) -> FailoverApp:
     """The engine's faust app for ``settings`` (the topology is read from
-    ``FAILOVER_TOPOLOGY`` unless given)."""
+    ``FAILOVER_TOPOLOGY`` unless given; telemetry is off unless ``tracing`` is given)."""
     if topology is None:
         topology = Topology.load(settings.topology_path())
     patch_faust()
-    return FailoverApp(settings, topology)
+    return FailoverApp(settings, topology, tracing)

@@ -25,7 +25,7 @@ path gives each service what replay gives it:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
@@ -58,6 +58,7 @@ __all__ = [
     "Routing",
     "ServicePartition",
     "StateTable",
+    "Trace",
     "link_source",
 ]
 
@@ -79,6 +80,11 @@ class Record(NamedTuple):
     value: bytes
     partition: int
     headers: Headers
+
+
+#: ``trace(record, caused)``: the records one input caused, as they are to be sent (with
+#: trace headers): :meth:`streams.tracing.Batch.handled`.
+Trace = Callable[[Any, list[Record]], list[Record]]
 
 
 class StateTable(Protocol):
@@ -239,15 +245,24 @@ class LinkPartition(_Partition):
         self.flush()
         return out
 
-    def handle_batch(self, records: Iterable[ConsumerRecord]) -> list[Record]:
+    def handle_batch(
+        self, records: Iterable[ConsumerRecord], trace: Trace | None = None
+    ) -> list[Record]:
         """Records of this partition of the link-status topic, in offset order: what
         :meth:`handle` gives for each in turn, but the state changed is written by the
         next :meth:`flush` (the worker flushes before each commit: a link's state is written
-        once per commit, not once per reading)."""
+        once per commit, not once per reading). ``trace(record, caused)`` is called for
+        every record with the records it caused, and returns them (with trace headers)."""
         out: list[Record] = []
         handle = self._handle
+        if trace is None:
+            for r in records:
+                handle(r.value, r.key, r, out)
+            return out
         for r in records:
+            start = len(out)
             handle(r.value, r.key, r, out)
+            out[start:] = trace(r, out[start:])
         return out
 
     def _handle(
@@ -378,18 +393,27 @@ class ServicePartition(_Partition):
         self.flush()
         return out
 
-    def handle_batch(self, source: str | None, records: Iterable[ConsumerRecord]) -> list[Record]:
+    def handle_batch(
+        self,
+        source: str | None,
+        records: Iterable[ConsumerRecord],
+        trace: Trace | None = None,
+    ) -> list[Record]:
         """Records of one partition, in offset order: of the changes topic (``source`` None)
         or of the overrides or feedback topic (``source`` as for :meth:`handle_input`). What
         the one-message methods give for each in turn, but the state changed is written by
-        the next :meth:`flush` (the worker's, before each commit)."""
+        the next :meth:`flush` (the worker's, before each commit). ``trace`` as for
+        :meth:`LinkPartition.handle_batch`."""
         out: list[Record] = []
         for r in records:
+            start = len(out)
             origin = Origin(r.topic, r.partition, r.offset)
             if source is None:
                 self._change(r.value, r.key, origin, out)
             else:
                 self._input(source, r.value, r.key, origin, out)
+            if trace is not None:
+                out[start:] = trace(r, out[start:])
         return out
 
     def _change(

@@ -14,6 +14,12 @@ How to call it, per input message::
         scope.health(link, health, reason)    # for each link health change (stage 1)
         headers = scope.outputs(records)      # per record, the headers to send it with
 
+On Kafka, per consumed batch of one topic partition (:meth:`Tracing.process`)::
+
+    with tracing.process(topic, partition, group, records) as batch:
+        for record in records:
+            out = batch.handled(record, handle(record))  # the records it caused, traced
+
 The spans (names and attributes follow OpenTelemetry's messaging conventions):
 
 - ``process {destination}`` (CONSUMER), one per input message: the W3C ``traceparent``
@@ -24,6 +30,10 @@ The spans (names and attributes follow OpenTelemetry's messaging conventions):
   time, as sent), ``failover.subject``. A link health change is an event on it
   (``failover.link.health``); so is a dead letter. :meth:`Tracing.batch` is the batch form:
   one span, a **link** to each message's context, as the conventions prescribe for batches.
+  :meth:`Tracing.process` is that form for consumed Kafka records (:class:`Batch`): what a
+  record causes hangs from the record's own context (the probe's span it came with, else
+  the batch's span), with a ``batch`` link to the batch's span; a change it sends to the
+  internal topic carries that context to stage 2, so the probe's trace goes on there.
 - ``transition {from}→{to}`` (INTERNAL), one per transition: ``failover.service``,
   ``.site``, ``.incident``, ``.from``, ``.to``, ``.reason``, ``.cause``, ``.event.time``.
 - ``send {topic}`` (PRODUCER), one per record sent (commands, the transition record itself,
@@ -67,12 +77,13 @@ returns at once and the headers are empty.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, Self, TypeVar
 
 import orjson
 from opentelemetry import context as otel_context
@@ -84,6 +95,7 @@ from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, Span, Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.status import Status, StatusCode
 
+from streams.codec import decode_change
 from streams.telemetry import Telemetry
 from workflows.engine import INPUT_TYPES, MAX_EVENT_BYTES, Engine
 from workflows.health import HEALTH_NAMES, HEALTHY, service_health
@@ -93,15 +105,24 @@ from workflows.replay import Origin, replay
 from workflows.service import NO_INCIDENT
 from workflows.topology import Topology
 
+if TYPE_CHECKING:
+    from streams.config import Settings
+
 __all__ = [
     "INPUT_TOPICS",
+    "MAX_BATCH_LINKS",
+    "Batch",
     "Headers",
     "HeadersIn",
+    "KafkaTopics",
     "Message",
+    "Produced",
+    "Received",
     "Scope",
     "Tracing",
     "extract",
     "inject",
+    "kafka_autoinstrumentation",
     "traced_replay",
 ]
 
@@ -130,6 +151,8 @@ _SEND: Final = msg.MessagingOperationTypeValues.SEND.value
 _NOT_HEALTH: Final = ("operator-", "reconciled")
 #: Commands that never belong to a transition, even when they follow one.
 _STANDALONE_TEMPLATES: Final = ("escalate-", "pinned-", "unpinned-")
+
+_log = logging.getLogger(__name__)
 
 _CURRENT: ContextVar[Scope | None] = ContextVar("failover_tracing_scope", default=None)
 
@@ -190,6 +213,23 @@ def _under(span_context: SpanContext) -> Context:
 
 def _same(a: SpanContext | None, b: SpanContext | None) -> bool:
     return a is not None and b is not None and (a.trace_id, a.span_id) == (b.trace_id, b.span_id)
+
+
+def _health_event(span: Span, link: str, level: int, reason: str) -> None:
+    if span.is_recording():
+        span.add_event("failover.link.health", {
+            "failover.link": link,
+            "failover.health": HEALTH_NAMES[level],
+            "failover.health.reason": reason,
+        })  # fmt: skip
+
+
+def _merged(headers: Sequence[tuple[str, bytes]], ours: Headers) -> list[tuple[str, bytes]]:
+    """``headers`` with ``ours`` (trace context) appended, and any trace context they had
+    before left out: a record carries one ``traceparent``, the engine's."""
+    kept = [(n, v) for n, v in headers if n.lower() not in ("traceparent", "tracestate")]
+    kept.extend(ours)
+    return kept
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -324,12 +364,7 @@ class Scope:
         tracing = self._tracing
         assert tracing is not None
         level = HEALTH_NAMES.index(health) if isinstance(health, str) else health
-        if self.span.is_recording():
-            self.span.add_event("failover.link.health", {
-                "failover.link": link,
-                "failover.health": HEALTH_NAMES[level],
-                "failover.health.reason": reason,
-            })  # fmt: skip
+        _health_event(self.span, link, level, reason)
         tracing._link_changed(link, level, self.context)
 
     def outputs(
@@ -354,7 +389,17 @@ class Scope:
     def inject(self) -> Headers:
         """Headers carrying the processing span's context: for a hop inside the engine
         (stage 1 to stage 2 through the repartition topic)."""
-        return inject(self.span) if self.context.is_valid else _NO_HEADERS
+        return inject(self.context) if self.context.is_valid else _NO_HEADERS
+
+    def _refused(self, reason: str, code: str, this_input: bool) -> None:
+        """A dead letter is sent from this scope; ``this_input``: of the input it processes."""
+        span = self.span
+        span.add_event("failover.deadletter", {
+            "failover.deadletter.reason": reason, ERROR_TYPE: code,
+        })  # fmt: skip
+        if this_input:
+            span.set_attribute(ERROR_TYPE, code)
+            span.set_status(Status(StatusCode.ERROR, reason))
 
 
 class _Off(Scope):
@@ -406,6 +451,347 @@ class _Transition(NamedTuple):
     incident: str
 
 
+# -- the Kafka batch path ------------------------------------------------------------------------
+
+#: At most this many links on a batch's processing span (the SDK's default span link limit,
+#: ``OTEL_SPAN_LINK_COUNT_LIMIT``); the others are counted in ``failover.batch.links_dropped``.
+MAX_BATCH_LINKS: Final = 128
+
+
+class Received(Protocol):
+    """What the batch path reads of a consumed record (aiokafka's ``ConsumerRecord``)."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class Produced(Protocol):
+    """A record to produce (:class:`streams.partitions.Record`): what the batch path reads of
+    it, and how it gets its headers replaced."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+    def _replace(self, *, headers: list[tuple[str, bytes]]) -> Self: ...
+
+
+_P = TypeVar("_P", bound=Produced)
+
+
+class KafkaTopics(NamedTuple):
+    """The configured topic names (:class:`streams.config.Settings`): which records of a batch
+    are outputs to trace, internal hops, or neither (table changelogs)."""
+
+    link_status: str = "link-status"
+    overrides: str = "operator-overrides"
+    feedback: str = "service-feedback"
+    commands: str = COMMANDS
+    transitions: str = TRANSITIONS
+    deadletter: str = DEADLETTER
+    changes: str = "failover-link-changes"
+
+    @classmethod
+    def of(cls, settings: Settings) -> KafkaTopics:
+        """The names ``settings`` configures (its ``topic_*`` fields)."""
+        return cls(*(getattr(settings, f"topic_{name}") for name in cls._fields))
+
+
+class Batch(Scope):
+    """The processing of one batch of one topic partition, as consumed: one ``process
+    {topic}`` CONSUMER span, and what each record of the batch caused (:meth:`handled`).
+
+    Each record has a context of its own in the story: the W3C context it came with (its
+    ``traceparent`` header, or the CloudEvent's extension attribute), else the batch's span.
+    What a record causes hangs from its context, with a ``batch`` link to the batch's span:
+    a transition's parent is chosen as for single messages (the context of the record that
+    made the service's health bad, else the cause's, else the record's own); a command
+    outside a transition, and a dead letter, are children of the record's context. A change
+    sent to the internal topic carries the record's context, so that stage 2 continues it.
+
+    When the batch's span is sampled, it links to every record's context that is sampled
+    (with ``messaging.kafka.offset``), at most ``max_links``. Headers are read lazily: for a
+    batch that is not sampled, only records that caused something (or that stage 2 must
+    remember: health changes, overrides, feedback) are looked at.
+    """
+
+    __slots__ = ("_by_offset", "_causes", "_changes", "_max_links", "_records", "_topics")
+
+    def __init__(
+        self,
+        tracing: Tracing | None,
+        topic: str = "",
+        partition: int | None = None,
+        group: str | None = None,
+        records: Sequence[Received] = (),
+        stage: str = "process",
+        max_links: int = MAX_BATCH_LINKS,
+    ) -> None:
+        attrs = _consumer_attributes(topic, partition, group)
+        attrs[msg.MESSAGING_BATCH_MESSAGE_COUNT] = len(records)
+        if records:
+            attrs["failover.batch.offset.first"] = records[0].offset
+            attrs["failover.batch.offset.last"] = records[-1].offset
+        super().__init__(
+            tracing, f"process {topic}", SpanKind.CONSUMER, Context(), attrs, stage=stage
+        )
+        self._records = records
+        self._max_links = max_links
+        self._by_offset: dict[int, SpanContext] = {}
+        kafka = tracing.kafka if tracing is not None else KafkaTopics()
+        self._topics = {
+            COMMANDS: kafka.commands,
+            TRANSITIONS: kafka.transitions,
+            DEADLETTER: kafka.deadletter,
+        }
+        #: Records of this topic may be a transition's cause (their ids are remembered).
+        self._causes = topic in (kafka.overrides, kafka.feedback)
+        #: Records of this topic are link health changes (stage 2 keeps track of them).
+        self._changes = topic == kafka.changes
+
+    #: False for the batch of telemetry that is off: :meth:`handled` returns its input.
+    active: bool = True
+
+    def __enter__(self) -> Batch:
+        super().__enter__()
+        span = self.span
+        if span.is_recording():
+            linked = dropped = 0
+            for record in self._records:
+                context = self.context_of(record)
+                if context.is_remote and context.trace_flags.sampled:
+                    if linked < self._max_links:
+                        span.add_link(context, {msg.MESSAGING_KAFKA_OFFSET: record.offset})
+                        linked += 1
+                    else:
+                        dropped += 1
+            if dropped:
+                span.set_attribute("failover.batch.links_dropped", dropped)
+        return self
+
+    def context_of(self, record: Received) -> SpanContext:
+        """The record's context: the one it came with, else the batch span's."""
+        offset = record.offset
+        found = self._by_offset.get(offset)
+        if found is None:
+            found = _remote(record.headers, None)
+            value = record.value
+            if found is None and value and b'"traceparent"' in value:
+                found = _remote(None, _parse(value))
+            if found is None:
+                found = self.span.get_span_context()
+            self._by_offset[offset] = found
+        return found
+
+    def handled(self, record: Received, out: list[_P]) -> list[_P]:
+        """``record`` (of this batch, in offset order) was handled and caused ``out``: the
+        same records, those the story traces with the headers to send them with.
+
+        Call it for every record, ``out`` empty or not: stage 2 learns the links' health
+        from the changes topic, and remembers overrides and feedback, through it.
+        """
+        tracing = self._tracing
+        assert tracing is not None
+        if tracing.telemetry.traces:
+            if self._causes:
+                event = _parse(record.value or b"")
+                ident = _str(event.get("id")) if event is not None else None
+                if ident is not None:
+                    tracing._remember(ident, self.context_of(record))
+            elif self._changes:
+                change = decode_change(record.value)
+                if isinstance(change, HealthChange):
+                    _Member(self, self.context_of(record)).health(
+                        change.link, change.health, change.reason
+                    )
+        if not out:
+            return out
+        return self._produced(record, out)
+
+    def _produced(self, record: Received, out: list[_P]) -> list[_P]:
+        tracing = self._tracing
+        assert tracing is not None
+        topics = tracing.kafka
+        traces = tracing.telemetry.traces
+        context = self.context_of(record) if traces else self.span.get_span_context()
+        hop = inject(context) if context.is_valid else _NO_HEADERS
+        member = _Member(self, context)
+        result = list(out)
+        traced: list[Emitted | DeadLetter] = []
+        where: list[int] = []
+        seen: set[tuple[str, int]] = set()
+        for i, produced in enumerate(out):
+            topic = produced.topic
+            if topic == topics.changes:
+                if not hop:
+                    continue
+                result[i] = produced._replace(headers=_merged(produced.headers, hop))
+                if self.span.is_recording():
+                    change = decode_change(produced.value)
+                    if (
+                        isinstance(change, HealthChange)
+                        and (change.link, change.health) not in seen
+                    ):
+                        seen.add((change.link, change.health))
+                        _health_event(self.span, change.link, change.health, change.reason)
+            elif topic in (topics.commands, topics.transitions):
+                logical = COMMANDS if topic == topics.commands else TRANSITIONS
+                key = produced.key.decode("utf-8", "replace") if produced.key is not None else ""
+                traced.append(Emitted(logical, key, orjson.loads(produced.value)))
+                where.append(i)
+            elif topic == topics.deadletter:
+                traced.append(_dead_letter(produced, record))
+                where.append(i)
+        if traced:
+            self._count += len(traced)
+            for i, headers in zip(where, tracing._outputs(member, traced, self._topics, None),
+                                  strict=True):  # fmt: skip
+                if headers:
+                    result[i] = out[i]._replace(headers=_merged(out[i].headers, headers))
+        return result
+
+
+def _dead_letter(produced: Produced, record: Received) -> DeadLetter:
+    """A dead-letter record as the core's :class:`~workflows.records.DeadLetter`: the reason
+    and origin are in its headers (:func:`streams.codec.deadletter_headers`)."""
+    headers = dict(produced.headers)
+    reason = headers.get("failover-reason", b"").decode("utf-8", "replace")
+    source = [headers.get(f"failover-source-{part}") for part in ("topic", "partition", "offset")]
+    topic, partition, offset = (
+        p.decode("utf-8", "replace") if p is not None else "?" for p in source
+    )
+    origin = f"{topic}[{partition}]@{offset}" if source[0] is not None else None
+    key = produced.key.decode("utf-8", "replace") if produced.key is not None else None
+    return DeadLetter(key, reason, produced.value, origin)
+
+
+class _Member(Scope):
+    """One record of a :class:`Batch`: the batch's span, the record's context."""
+
+    __slots__ = ("_member_context",)
+
+    def __init__(self, batch: Batch, context: SpanContext) -> None:
+        super().__init__(batch._tracing, stage=batch._stage)
+        self.span = batch.span
+        self._member_context = context
+
+    @property
+    def context(self) -> SpanContext:
+        return self._member_context
+
+    def _refused(self, reason: str, code: str, this_input: bool) -> None:
+        # One refused record does not make the batch's processing an error.
+        self.span.add_event("failover.deadletter", {
+            "failover.deadletter.reason": reason, ERROR_TYPE: code,
+        })  # fmt: skip
+
+
+class _OffBatch(Batch):
+    """Telemetry off: nothing recorded, records returned as they are."""
+
+    __slots__ = ()
+    active = False
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None
+
+    def context_of(self, record: Received) -> SpanContext:
+        return INVALID_SPAN.get_span_context()
+
+    def handled(self, record: Received, out: list[_P]) -> list[_P]:
+        return out
+
+    def health(self, link: str, health: int | str, reason: str = "probe") -> None:
+        return None
+
+    def outputs(
+        self,
+        records: Sequence[Emitted | DeadLetter],
+        *,
+        topics: Mapping[str, str] | None = None,
+        send: Send | None = None,
+    ) -> list[Headers]:
+        return _OFF.outputs(records, topics=topics, send=send)
+
+    def inject(self) -> Headers:
+        return _NO_HEADERS
+
+
+_OFF_BATCH: Final = _OffBatch(None)
+
+
+def kafka_autoinstrumentation(*, disable: bool = True) -> bool:
+    """Whether ``opentelemetry-instrumentation-aiokafka`` has wrapped aiokafka in this
+    process (``opentelemetry-instrument``, or ``AIOKafkaInstrumentor().instrument()``), and,
+    with ``disable``, undo it. Call it once in the worker, after installing the globals.
+
+    Its consumer wrappers (``AIOKafkaConsumer.getone``, ``.getmany``) never run under faust,
+    which reads through aiokafka's fetcher; but its ``AIOKafkaProducer.send`` wrapper runs for
+    every record faust sends, starts a PRODUCER span of its own (a new root: nothing of ours
+    is current when faust sends) and *appends* a second ``traceparent`` to the headers, after
+    the engine's: consumers that read the last one (the Java agent does) would follow that
+    span instead of the command's send span. It also asks for the topic's metadata again on
+    every send. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=aiokafka`` keeps
+    ``opentelemetry-instrument`` from installing it in the first place.
+    """
+    try:
+        import aiokafka  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - aiokafka comes with faust
+        return False
+    wrapped = [
+        f"{cls.__name__}.{name}"
+        for cls, name in (
+            (aiokafka.AIOKafkaProducer, "send"),
+            (aiokafka.AIOKafkaConsumer, "getone"),
+            (aiokafka.AIOKafkaConsumer, "getmany"),
+        )
+        if hasattr(cls.__dict__.get(name), "__wrapped__")
+    ]
+    if not wrapped:
+        return False
+    log = _log
+    if not disable:
+        log.warning("aiokafka is instrumented (%s): the engine's commands will carry two "
+                    "traceparent headers", ", ".join(wrapped))  # fmt: skip
+        return True
+    import importlib
+
+    try:
+        module = importlib.import_module("opentelemetry.instrumentation.aiokafka")
+        instrumentor = module.AIOKafkaInstrumentor()
+    except (ImportError, AttributeError):
+        log.warning("aiokafka is wrapped (%s), not by opentelemetry-instrumentation-"
+                    "aiokafka: left as it is", ", ".join(wrapped))  # fmt: skip
+        return True
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+        log.warning("opentelemetry-instrumentation-aiokafka was enabled (%s): disabled, the "
+                    "engine traces its Kafka records itself", ", ".join(wrapped))  # fmt: skip
+    return True
+
+
 # -- the tracer ----------------------------------------------------------------------------------
 
 
@@ -421,9 +807,16 @@ class Tracing:
     """
 
     def __init__(
-        self, telemetry: Telemetry, topology: Topology | None = None, *, remember: int = 10_000
+        self,
+        telemetry: Telemetry,
+        topology: Topology | None = None,
+        *,
+        remember: int = 10_000,
+        kafka: KafkaTopics | None = None,
     ) -> None:
         self.telemetry = telemetry
+        #: The topic names the batch path (:meth:`process`) tells records apart by.
+        self.kafka = kafka if kafka is not None else KafkaTopics()
         #: False when telemetry is off: every call returns at once.
         self.enabled = telemetry.enabled
         self._instruments = telemetry.instruments
@@ -546,6 +939,37 @@ class Tracing:
         return Scope(
             self, f"process {destination}", SpanKind.CONSUMER, Context(), attrs, links, ids, stage
         )
+
+    def process(
+        self,
+        topic: str,
+        partition: int,
+        group: str | None,
+        records: Sequence[Received],
+        *,
+        stage: str = "process",
+        max_links: int = MAX_BATCH_LINKS,
+    ) -> Batch:
+        """The processing of one consumed batch of ``topic`` partition ``partition`` (records
+        in offset order) by consumer group ``group``: ``with tracing.process(...) as batch:``,
+        then :meth:`Batch.handled` for each record. ``stage`` names the batch in
+        ``failover.stage.duration``. Input counts are not recorded here (see
+        :meth:`count_inputs`): that would mean decoding every record.
+        """
+        if not self.enabled:
+            return _OFF_BATCH
+        return Batch(self, topic, partition, group, records, stage, max_links)
+
+    def count_inputs(self, types: Mapping[str, int]) -> None:
+        """Add to ``failover.events.in``: ``types`` maps an input type (anything else counts
+        as ``invalid``) to a number of messages."""
+        if not self.telemetry.metrics:
+            return
+        for type_, n in types.items():
+            if n:
+                self._instruments.events_in.add(
+                    n, {"event.type": type_ if type_ in INPUT_TYPES else "invalid"}
+                )
 
     def scope(
         self,
@@ -732,6 +1156,7 @@ class Tracing:
 
         link(current, "trigger")
         link(cause, "cause")
+        link(scope.span.get_span_context(), "batch")  # a batch's span, when not the trigger
         if health_driven:
             link(self._service_last.get(service), "health")
         if not opening:
@@ -797,6 +1222,9 @@ class Tracing:
             root = self._incidents.get(incident)
             if root is not None:
                 links.append(Link(root, {"failover.link.role": "incident"}))
+            processing = scope.span.get_span_context()
+            if processing.is_valid and not _same(processing, parent):
+                links.append(Link(processing, {"failover.link.role": "batch"}))
         attrs = self._emitted_attributes(event)
         attrs["failover.command.type"] = event["type"]
         if "audience" in data:
@@ -812,20 +1240,15 @@ class Tracing:
         ident = _str(event.get("id")) if event is not None else None
         origin = self._recent.get(ident) if ident is not None else None
         reason = record.reason[:512]
-        span = scope.span
-        if span.is_recording():
-            span.add_event("failover.deadletter", {
-                "failover.deadletter.reason": reason, ERROR_TYPE: code,
-            })  # fmt: skip
-            if origin is None or _same(origin, current):
-                # The input being processed is the one refused.
-                span.set_attribute(ERROR_TYPE, code)
-                span.set_status(Status(StatusCode.ERROR, reason))
+        if scope.span.is_recording():
+            scope._refused(reason, code, origin is None or _same(origin, current))
         attrs: dict[str, Any] = {"failover.deadletter.reason": reason, ERROR_TYPE: code}
         if ident is not None:
             attrs["failover.event.id"] = ident
         if isinstance(record.origin, Origin):
             attrs["failover.origin"] = f"{record.origin.file}:{record.origin.line}"
+        elif isinstance(record.origin, str):
+            attrs["failover.origin"] = record.origin
         if event is not None and isinstance(event.get("time"), str):
             attrs["failover.event.time"] = event["time"]
         return self._send(origin or current, record, topic, attrs, (), send)

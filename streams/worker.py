@@ -1,5 +1,7 @@
 """``failover worker``: run the faust app until SIGTERM or SIGINT (mode's worker handles both
-by stopping the app cleanly: the agents finish their input, the last commit is made)."""
+by stopping the app cleanly: the batch in hand is finished, the last commit is made).
+Telemetry comes from the standard ``OTEL_*`` variables (streams/telemetry.py), and is
+flushed and shut down when the worker stops."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import faust
 
 from streams.app import build_app
 from streams.config import Settings
+from streams.telemetry import configure, install_globals
+from streams.tracing import KafkaTopics, Tracing, kafka_autoinstrumentation
 from workflows.topology import Topology
 
 __all__ = ["run"]
@@ -16,7 +20,12 @@ __all__ = ["run"]
 
 def run(settings: Settings, topology: Topology) -> int:
     """Run the worker in this process; return its exit status (non-zero after a crash)."""
-    app = build_app(settings, topology)
+    telemetry = configure("failover-engine")
+    install_globals(telemetry)
+    # The aiokafka auto-instrumentation would add a second traceparent to every record.
+    kafka_autoinstrumentation()
+    tracing = Tracing(telemetry, topology, kafka=KafkaTopics.of(settings))
+    app = build_app(settings, topology, tracing)
     # ``transitions`` logs every callback at INFO: one line per state change, per service.
     logging.getLogger("transitions").setLevel(logging.WARNING)
     worker = faust.Worker(
@@ -30,3 +39,5 @@ def run(settings: Settings, topology: Topology) -> int:
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        telemetry.shutdown()
