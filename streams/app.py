@@ -45,6 +45,7 @@ from streams.batches import forget as forget_batches
 from streams.codec import Origin, tick_event
 from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
 from streams.eos import Outbox, patch_faust
+from streams.outage import PRODUCER_REQUEST_TIMEOUT, patch_aiokafka
 from streams.partitions import (
     FEEDBACK_SOURCE,
     OVERRIDES_SOURCE,
@@ -134,6 +135,8 @@ class FailoverApp(faust.App):
             broker_session_timeout=settings.session_timeout,
             broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
             producer_max_request_size=INPUT_MAX_MESSAGE_BYTES + 64 * 1024,
+            # How long a broker outage records wait out (streams/outage.py).
+            producer_request_timeout=PRODUCER_REQUEST_TIMEOUT,
             consumer_max_fetch_size=INPUT_MAX_MESSAGE_BYTES + 64 * 1024,
             key_serializer="raw",
             value_serializer="raw",
@@ -145,6 +148,8 @@ class FailoverApp(faust.App):
         self.tracing = tracing or Tracing(Telemetry(), topology, kafka=KafkaTopics.of(settings))
         #: Read by streams/batches.py when faust creates its consumer.
         self.fetch_max_wait_ms = round(settings.fetch_max_wait * 1000)
+        #: Read by streams/outage.py when faust creates a transactional producer.
+        self.transaction_timeout_ms = round(settings.transaction_timeout * 1000)
         #: Inputs by type and dead letters by reason code, since start.
         self.counts: Counter[str] = Counter()
         self.outbox = Outbox(self, exactly_once=settings.exactly_once)
@@ -375,4 +380,5 @@ def build_app(
     if topology is None:
         topology = Topology.load(settings.topology_path())
     patch_faust()
+    patch_aiokafka()
     return FailoverApp(settings, topology, tracing)

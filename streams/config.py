@@ -32,6 +32,11 @@ variable                           default                     what
                                                                with no new record: how late an
                                                                input on an idle partition can
                                                                be seen (faust's own is 1.5 s)
+``FAILOVER_TRANSACTION_TIMEOUT``   ``300``                     seconds a transaction may stay
+                                                               open: the longest broker outage
+                                                               exactly-once rides out (at most
+                                                               the broker's
+                                                               transaction.max.timeout.ms)
 ``FAILOVER_SESSION_TIMEOUT``       ``10``                      seconds before the group gives a
                                                                silent worker's partitions to
                                                                the others (6 to 1800)
@@ -147,6 +152,7 @@ class Settings:
     tick_interval: float = 1.0
     commit_interval: float = 0.5
     fetch_max_wait: float = 0.02
+    transaction_timeout: float = 300.0
     session_timeout: float = 10.0
     max_event_bytes: int = MAX_EVENT_BYTES
     web_port: int = 0
@@ -206,6 +212,7 @@ class Settings:
             tick_interval=_seconds(env, "FAILOVER_TICK_INTERVAL", 1.0, zero=True),
             commit_interval=_seconds(env, "FAILOVER_COMMIT_INTERVAL", 0.5, zero=False),
             fetch_max_wait=_seconds(env, "FAILOVER_FETCH_MAX_WAIT", 0.02, zero=True),
+            transaction_timeout=_seconds(env, "FAILOVER_TRANSACTION_TIMEOUT", 300.0, zero=False),
             session_timeout=_session_timeout(env),
             max_event_bytes=max_event_bytes,
             web_port=_int(env, "FAILOVER_WEB_PORT", 0, 0, 65535),

@@ -4,9 +4,11 @@ otherwise the one ``infra/kafka/up`` starts (and this session stops again)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,70 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
         return f"t-{test}-{purpose}-{run}"
 
     return make
+
+
+def _free_port(taken: int | None = None) -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (as .ci/run picks them)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port != taken:
+            return port
+
+
+@dataclass(frozen=True)
+class PrivateKafka:
+    """A broker of one test's own (its own data dir and ports): the test may stop it and
+    start it again without disturbing the session's broker and the tests that use it."""
+
+    data_dir: Path
+    port: int
+    controller_port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _run(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "KAFKA_DATA_DIR": str(self.data_dir),
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+        }
+        return subprocess.run(
+            [str(ROOT / "infra" / "kafka" / script), *args],
+            env=env, capture_output=True, text=True, check=False, timeout=180,
+        )  # fmt: skip
+
+    def up(self) -> None:
+        """Start the broker (again: same data dir and ports, so topics and offsets stay)."""
+        started = self._run("up")
+        if started.returncode != 0:
+            pytest.fail(f"infra/kafka/up failed:\n{started.stdout}\n{started.stderr}")
+        assert started.stdout.strip().splitlines()[-1] == self.address
+
+    def down(self, *, wipe: bool = False) -> None:
+        """Stop the broker (SIGTERM, as an operator would); ``wipe`` also deletes its data."""
+        stopped = self._run("down", *(["--wipe"] if wipe else []))
+        if stopped.returncode != 0:
+            pytest.fail(f"infra/kafka/down failed:\n{stopped.stdout}\n{stopped.stderr}")
+
+    def server_log(self) -> Path:
+        return self.data_dir / "logs" / "server.log"
+
+
+@pytest.fixture
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateKafka]:
+    """A running broker of this test's own on free ports, stopped and wiped afterwards.
+
+    Call its ``down()`` and ``up()`` in a thread (``asyncio.to_thread``) from an async test:
+    each takes seconds, and the test's own Kafka clients must keep running meanwhile."""
+    port = _free_port()
+    broker = PrivateKafka(tmp_path_factory.mktemp("kafka"), port, _free_port(taken=port))
+    try:
+        broker.up()
+        yield broker
+    finally:
+        broker.down(wipe=True)

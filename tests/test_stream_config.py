@@ -34,6 +34,7 @@ def test_defaults() -> None:
     assert s.processing_guarantee == "exactly_once"
     assert s.exactly_once
     assert (s.tick_interval, s.commit_interval, s.session_timeout) == (1.0, 0.5, 10.0)
+    assert (s.fetch_max_wait, s.transaction_timeout) == (0.02, 300.0)
     assert (s.max_event_bytes, s.web_port, s.log_level) == (65536, 0, "info")
     assert s == Settings()
 
@@ -58,6 +59,8 @@ def test_every_variable_is_read() -> None:
         "FAILOVER_TICK_INTERVAL": "0",
         "FAILOVER_COMMIT_INTERVAL": "0.1",
         "FAILOVER_SESSION_TIMEOUT": "45",
+        "FAILOVER_FETCH_MAX_WAIT": "0.25",
+        "FAILOVER_TRANSACTION_TIMEOUT": "600",
         "FAILOVER_MAX_EVENT_BYTES": "1000",
         "FAILOVER_WEB_PORT": "6066",
         "FAILOVER_LOG_LEVEL": "DEBUG",
@@ -78,6 +81,7 @@ def test_every_variable_is_read() -> None:
     assert not s.exactly_once
     assert (s.tick_interval, s.commit_interval, s.max_event_bytes) == (0.0, 0.1, 1000)
     assert s.session_timeout == 45.0
+    assert (s.fetch_max_wait, s.transaction_timeout) == (0.25, 600.0)
     assert (s.web_port, s.log_level) == (6066, "debug")
 
 
@@ -98,6 +102,8 @@ def test_every_variable_is_read() -> None:
         ("FAILOVER_TICK_INTERVAL", "nan", "must be 0 or more"),
         ("FAILOVER_COMMIT_INTERVAL", "0", "must be more than 0"),
         ("FAILOVER_SESSION_TIMEOUT", "1", "out of range [6, 1800]"),
+        ("FAILOVER_FETCH_MAX_WAIT", "-0.5", "must be 0 or more"),
+        ("FAILOVER_TRANSACTION_TIMEOUT", "0", "must be more than 0"),
         ("FAILOVER_MAX_EVENT_BYTES", "4194304", "out of range"),
         ("FAILOVER_WEB_PORT", "70000", "out of range"),
         ("FAILOVER_LOG_LEVEL", "loud", "is not one of"),

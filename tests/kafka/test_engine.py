@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from streams.config import Settings
 from streams.topics import partition_for
@@ -33,6 +34,7 @@ from tests.kafka.workers import (
     Outputs,
     engine_env,
     engine_topics,
+    group_assignment,
     group_done,
     group_lag,
     publish,
@@ -41,6 +43,7 @@ from tests.kafka.workers import (
     stable_offsets,
     stage2_committed,
     start_worker,
+    stop_worker,
 )
 from workflows.engine import TICK_KEY
 from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted
@@ -400,4 +403,87 @@ async def test_kill_and_restart_mid_scenario_still_gives_replay_output(
                 worker.wait(timeout=30)
             async with running_worker(engine) as worker:
                 await finish(engine, outputs, worker)
+        assert_parity(engine, outputs)  # inside: FAILOVER_KEEP_TOPICS keeps them on failure
+
+
+@pytest.mark.slow
+async def test_two_workers_one_killed_the_other_takes_over_with_replay_output(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Two workers in one consumer group share the partitions; one is SIGKILLed while both
+    work through the demo (its open transactions are left hanging). The other takes its
+    partitions over, restores their state from the changelogs and handles the rest of the
+    demo on them: the committed output is still exactly replay's, nothing lost, nothing
+    twice."""
+    engine = engine_env(
+        kafka_bootstrap, unique_name, tmp_path, partitions=3, FAILOVER_SESSION_TIMEOUT="6"
+    )
+    s = engine.settings
+    total = demo_total(s)
+    lines = [raw for _, raw in read_lines(DEMO_EVENTS)]
+    quarter, half = len(lines) // 4, len(lines) // 2
+
+    async def publish_lines(part: list[bytes]) -> None:
+        await publish(
+            kafka_bootstrap, [(t, k, raw, p) for raw in part for t, k, p in route(s, raw)]
+        )
+
+    async with engine_topics(engine):
+        await publish_lines(lines[:quarter])
+        topics = [s.topic_commands, s.topic_transitions, s.topic_deadletter]
+        outputs = Outputs(kafka_bootstrap, topics)
+        async with outputs:
+            victim, survivor = start_worker(engine), start_worker(engine)
+            try:
+
+                async def shared() -> bool:
+                    for worker in (victim, survivor):
+                        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+                    await outputs.poll()
+                    state, members = await group_assignment(engine)
+                    return (
+                        state == "Stable"
+                        and len(members) == 2
+                        and all(members)
+                        and await stage2_committed(engine)
+                    )
+
+                try:
+                    await wait_for(shared, timeout=60, what="two workers sharing the partitions")
+                except AssertionError:
+                    print(engine.log_tail())
+                    print("lag:", await group_lag(engine))
+                    raise
+                # Both work on the second quarter; the kill comes as its first outputs do.
+                before = len(outputs.records)
+                await publish_lines(lines[quarter:half])
+
+                async def progressed() -> bool:
+                    await shared()
+                    return len(outputs.records) > before
+
+                await wait_for(progressed, timeout=60, what="output of the second quarter")
+                state, members = await group_assignment(engine)
+                assert (state, len(members)) == ("Stable", 2), "a rebalance before the kill"
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(timeout=30)
+                # The second half is all the survivor's, on the victim's partitions too.
+                await publish_lines(lines[half:])
+
+                async def taken_over() -> bool:
+                    assert survivor.poll() is None, f"survivor exited\n{engine.log_tail()}"
+                    state, members = await group_assignment(engine)
+                    return state == "Stable" and len(members) == 1
+
+                await wait_for(taken_over, timeout=30, what="the group to drop the killed worker")
+                (owned,) = (await group_assignment(engine))[1]
+                assert owned == {
+                    TopicPartition(t, p) for t in engine.inputs for p in range(s.partitions)
+                }
+                assert len(outputs.records) < total
+                await finish(engine, outputs, survivor)
+            finally:
+                for worker in (victim, survivor):
+                    if worker.poll() is None:
+                        await stop_worker(worker)
         assert_parity(engine, outputs)  # inside: FAILOVER_KEEP_TOPICS keeps them on failure

@@ -17,6 +17,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import CoordinatorNotAvailableError
 
 from streams.config import Settings
 from streams.topics import ensure_topics, partition_for, topic_specs
@@ -380,3 +382,29 @@ async def stable_offsets(engine: Engine, topic: str) -> dict[int, tuple[int, int
     for tp in tps:
         out[tp.partition] = (ends["read_committed"][tp], ends["read_uncommitted"][tp])
     return out
+
+
+async def group_assignment(engine: Engine) -> tuple[str, list[set[TopicPartition]]]:
+    """The consumer group's state (``Stable``, ``PreparingRebalance``, ...) and, for each
+    member, the partitions of the input topics the group gave it (DescribeGroups)."""
+    s = engine.settings
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([s.app_id])
+    except CoordinatorNotAvailableError:  # the group's coordinator is not loaded yet
+        return "", []
+    finally:
+        await admin.close()
+    ((error, _group, state, _protocol_type, _protocol, members, *_),) = response.groups
+    assert error == 0, f"DescribeGroups of {s.app_id}: error code {error}"
+    inputs = set(engine.inputs)
+    assigned: list[set[TopicPartition]] = []
+    for _member_id, _client_id, _host, _metadata, raw_assignment, *_ in members:
+        partitions = (
+            ConsumerProtocolMemberAssignment.decode(raw_assignment).partitions()
+            if raw_assignment
+            else []
+        )
+        assigned.append({tp for tp in partitions if tp.topic in inputs})
+    return str(state), assigned
