@@ -237,3 +237,39 @@ def test_parse_names_the_given_file() -> None:
     with pytest.raises(TopologyError) as caught:
         Topology.parse("sites: [", "operator.yaml")
     assert str(caught.value).startswith("operator.yaml: line ")
+
+
+# ---------------------------------------------------------------------------- JSON
+
+
+def test_a_json_topology_is_the_same_topology(tmp_path: Path) -> None:
+    """JSON is YAML: the same document as JSON (read by orjson, the fast path for large
+    topologies) gives exactly the topology the YAML gives."""
+    import orjson
+
+    from_yaml = Topology.load(write(tmp_path, DESIGN_EXAMPLE))
+    json_file = tmp_path / "topology.json"
+    json_file.write_bytes(orjson.dumps(design_document()))
+    assert Topology.load(json_file) == from_yaml
+
+
+def test_a_json_topology_names_the_path_of_what_is_wrong(tmp_path: Path) -> None:
+    import orjson
+
+    document = design_document()
+    document["services"]["ektp"]["requires"] = ["no-such-link"]
+    json_file = tmp_path / "topology.json"
+    json_file.write_bytes(orjson.dumps(document))
+    error = load_error(json_file)
+    assert error.path == "$.services.ektp.requires[0]"
+    assert "no-such-link" in error.message
+
+
+def test_flow_style_yaml_is_not_mistaken_for_json(tmp_path: Path) -> None:
+    """A YAML document in flow style starts with ``{`` too: orjson refuses it, YAML reads it;
+    broken, it is reported by the YAML parser with its line."""
+    flow = yaml.safe_dump(design_document(), default_flow_style=True)
+    assert flow.startswith("{")
+    assert Topology.load(write(tmp_path, flow)) == Topology.load(write(tmp_path, DESIGN_EXAMPLE))
+    error = load_error(write(tmp_path, "{sites: [", "broken.yaml"))
+    assert error.path.startswith("line ")
