@@ -6,6 +6,7 @@ What is decoded here is the engine's own internal topic, which only the engine w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -42,11 +43,13 @@ class Origin(NamedTuple):
 
 
 class Watermark(NamedTuple):
-    """Stage 1 partition ``source`` has applied every tick up to ``tick`` (event time)."""
+    """Stage 1 partition ``source`` has applied every tick up to ``tick`` (event time):
+    ``ticks``, in order, each ``(tick, id)``, the last of them ``(tick, id)``."""
 
     tick: int
     id: str
     source: str
+    ticks: tuple[tuple[int, str], ...] = ()
 
 
 def encode_health(change: HealthChange) -> bytes:
@@ -65,9 +68,14 @@ def encode_health(change: HealthChange) -> bytes:
     )
 
 
-def encode_watermark(tick: int, tick_id: str, source: str) -> bytes:
-    """Stage 1 partition ``source`` has seen the tick ``tick_id`` at ``tick``."""
-    return orjson.dumps({"kind": "watermark", "tick": tick, "id": tick_id, "source": source})
+def encode_watermark(ticks: Sequence[tuple[int, str]], source: str) -> bytes:
+    """Stage 1 partition ``source`` has applied ``ticks`` (``(tick, id)``, in order) since
+    its last watermark: one record for all the ticks of a batch, not one per tick. ``tick``
+    and ``id`` are the last one's (all a reader of the first form needs)."""
+    tick, tick_id = ticks[-1]
+    return orjson.dumps(
+        {"kind": "watermark", "tick": tick, "id": tick_id, "source": source, "ticks": ticks}
+    )
 
 
 def decode_change(raw: bytes | None) -> HealthChange | Watermark | str:
@@ -86,7 +94,9 @@ def decode_change(raw: bytes | None) -> HealthChange | Watermark | str:
                 str(value["reason"]),
             )
         if kind == "watermark":
-            return Watermark(int(value["tick"]), str(value["id"]), str(value["source"]))
+            tick, tick_id = int(value["tick"]), str(value["id"])
+            ticks = tuple((int(t), str(i)) for t, i in value.get("ticks") or [(tick, tick_id)])
+            return Watermark(tick, tick_id, str(value["source"]), ticks)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return f"internal: not a message of the changes topic: {exc!r}"
     return f"internal: unknown kind {kind!r}"

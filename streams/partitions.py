@@ -239,6 +239,8 @@ class LinkPartition(_Partition):
         self.stage = LinkStage(topology, self.links)
         self._services_by_link = topology.services_by_link
         self._watermark_key = f"__watermark__/{partition}"
+        #: Ticks applied since the last watermark records: ``(tick, id)``.
+        self._ticks: list[tuple[int, str]] = []
         for link in sorted(self.links):
             saved = self._load(link)
             if saved is not None:
@@ -258,8 +260,21 @@ class LinkPartition(_Partition):
         """One message of this partition of the link-status topic, its state written."""
         out: list[Record] = []
         self._handle(raw, key, origin, out)
+        self._watermarks(out)
         self.flush()
         return out
+
+    def _watermarks(self, out: list[Record]) -> None:
+        """Tell every stage-2 partition the ticks applied since the last time: one record
+        each, after the changes those ticks and the readings before them caused."""
+        if self._ticks:
+            value = encode_watermark(self._ticks, link_source(self.partition))
+            changes_topic = self.routing.settings.topic_changes
+            out.extend(
+                Record(changes_topic, b"__watermark__", value, q, [])
+                for q in range(self.routing.partitions)
+            )
+            self._ticks.clear()
 
     def handle_batch(
         self, records: Iterable[ConsumerRecord], trace: Trace | None = None
@@ -274,11 +289,12 @@ class LinkPartition(_Partition):
         if trace is None:
             for r in records:
                 handle(r.value, r.key, r, out)
-            return out
-        for r in records:
-            start = len(out)
-            handle(r.value, r.key, r, out)
-            out[start:] = trace(r, out[start:])
+        else:
+            for r in records:
+                start = len(out)
+                handle(r.value, r.key, r, out)
+                out[start:] = trace(r, out[start:])
+        self._watermarks(out)
         return out
 
     def _handle(
@@ -322,12 +338,7 @@ class LinkPartition(_Partition):
             self._dirty.add(self._watermark_key)
             for change in changes:
                 self._fan_out(out, change)
-            value = encode_watermark(time, event["id"], link_source(self.partition))
-            changes_topic = self.routing.settings.topic_changes
-            out.extend(
-                Record(changes_topic, b"__watermark__", value, q, [])
-                for q in range(self.routing.partitions)
-            )
+            self._ticks.append((time, event["id"]))
         else:
             subject = event.get("subject")
             if subject not in self.topology.services:
@@ -440,7 +451,8 @@ class ServicePartition(_Partition):
             self._dead(out, key, message, raw or b"", origin)
         elif isinstance(message, Watermark):
             if message.source in self.expected:
-                self._source(message.source, message.tick, message.id)
+                for tick, tick_id in message.ticks:
+                    self._source(message.source, tick, tick_id)
             else:
                 reason = f"internal: unknown watermark source {message.source!r}"
                 self._dead(out, key, reason, raw or b"", origin)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -79,8 +80,12 @@ def oracle() -> tuple[dict[str, list[bytes]], Counter[str]]:
 
 
 def simulate(
-    partitions: int, seed: int, restart_every: int | None
+    partitions: int, seed: int, restart_every: int | None, batched: bool = False
 ) -> tuple[dict[str, list[bytes]], Counter[str]]:
+    """Every input through the partitions in a random interleaving of the partitions' logs,
+    as Kafka could deliver them. ``batched``: as the worker does, several records of one
+    partition at once through ``handle_batch``, state written only at "commits" (a flush of
+    every partition), restarts only right after a commit."""
     settings = Settings(partitions=partitions)
     topology = Topology.load(TOPOLOGY)
     routing = Routing(settings)
@@ -120,6 +125,30 @@ def simulate(
             break
         tp = rng.choice(ready)
         topic, p = tp
+        if batched:
+            size = rng.randint(1, 40)
+            batch = [
+                SimpleNamespace(topic=topic, partition=p, offset=o, key=k, value=v)
+                for o, (k, v) in enumerate(logs[tp][offsets[tp] : offsets[tp] + size],
+                                           start=offsets[tp])
+            ]  # fmt: skip
+            offsets[tp] += len(batch)
+            if topic == settings.topic_link_status:
+                emit(links[p].handle_batch(batch))
+            elif topic == settings.topic_changes:
+                emit(services[p].handle_batch(None, batch))
+            else:
+                source = OVERRIDES_SOURCE if topic == settings.topic_overrides else FEEDBACK_SOURCE
+                emit(services[p].handle_batch(source, batch))
+            steps += 1
+            if rng.random() < 0.2:  # a commit
+                for stage in (*links.values(), *services.values()):
+                    stage.flush()
+                if restart_every and rng.randrange(restart_every) == 0:
+                    q = rng.randrange(partitions)
+                    links[q] = LinkPartition(topology, routing, q, tables[("links", q)])
+                    services[q] = ServicePartition(topology, routing, q, tables[("services", q)])
+            continue
         key, raw = logs[tp][offsets[tp]]
         origin = Origin(topic, p, offsets[tp])
         offsets[tp] += 1
@@ -140,14 +169,23 @@ def simulate(
 
 
 @pytest.mark.parametrize(
-    ("partitions", "seed", "restart_every"),
-    [(1, 0, None), (3, 1, None), (6, 2, None), (6, 3, 97), (4, 4, 13)],
+    ("partitions", "seed", "restart_every", "batched"),
+    [
+        (1, 0, None, False),
+        (3, 1, None, False),
+        (6, 2, None, False),
+        (6, 3, 97, False),
+        (4, 4, 13, False),
+        (3, 5, None, True),
+        (6, 6, 3, True),
+        (2, 7, 2, True),
+    ],
 )
 def test_partitioned_routing_matches_replay(
-    partitions: int, seed: int, restart_every: int | None
+    partitions: int, seed: int, restart_every: int | None, batched: bool
 ) -> None:
     expected, expected_reasons = oracle()
-    got, reasons = simulate(partitions, seed, restart_every)
+    got, reasons = simulate(partitions, seed, restart_every, batched)
     assert sum(len(v) for v in expected.values()) > 50  # the demo really does something
     assert set(got) == set(expected)
     for service, events in expected.items():
