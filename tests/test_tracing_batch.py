@@ -323,7 +323,8 @@ def test_the_opening_transition_continues_the_probes_trace(
         Out(CHANGELOG, b"ektp", b"{}", 3, []),
     ]
     tick = as_input(
-        Out(TOPICS.changes, b"__watermark__", encode_watermark([(1, "tick/1")], "links/0"), 3, []), 8
+        Out(TOPICS.changes, b"__watermark__", encode_watermark([(1, "tick/1")], "links/0"), 3, []),
+        8,
     )
     records = [as_input(hop, 7), tick]
     with tracing.process(TOPICS.changes, 3, GROUP, records, stage="stage2") as batch:
