@@ -4,9 +4,11 @@ A reading guide:
 
 - :mod:`streams.cli` - ``failover``: ``replay``, ``demo``, ``diagram``, ``worker``.
 - :mod:`streams.config` - every worker setting, from the environment.
-- :mod:`streams.app` - the faust app: two agents (stage 1 by link, stage 2 by service).
+- :mod:`streams.app` - the faust app: stage 1 by link, stage 2 by service, a batch each.
+- :mod:`streams.batches` - how a topic-partition's records reach the app one fetch at a time.
 - :mod:`streams.partitions` - one partition's stage, its table, its watermarks.
 - :mod:`streams.eos` - exactly-once: every record an input causes, in its transaction.
+- :mod:`streams.outage` - what carries a running worker through a broker outage.
 - :mod:`streams.topics` - the topics, their partitions and configs, created at start.
 - :mod:`streams.telemetry`, :mod:`streams.tracing` - OpenTelemetry providers and spans.
 

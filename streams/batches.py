@@ -190,9 +190,7 @@ def _restore(self: Any, tp: Any, records: list[Any]) -> bool:
     if seen is not None:
         records = [r for r in records if r.offset > seen]
     if records:
-        recovery.tp_to_table[tp].apply_changelog_batch(
-            [_ChangelogEvent(tp, r) for r in records]
-        )
+        recovery.tp_to_table[tp].apply_changelog_batch([_ChangelogEvent(tp, r) for r in records])
         offsets[tp] = records[-1].offset
         self._read_offset[tp] = records[-1].offset
     if highwater is not None and (offsets.get(tp) or -1) < highwater:

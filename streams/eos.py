@@ -64,12 +64,13 @@ What this module does instead, the Kafka Streams way (one producer per input par
   input's own partition, ``{app_id}-{group_for_topic(input topic)}-{input partition}``, with
   an explicit destination partition. ``await`` returns once the record is in the producer's
   batch; aiokafka sends every pending batch before ``EndTxn`` (``Sender``, ``flush_for_commit``).
-- :attr:`Outbox.lock` is held while an input is handled, and the consumer's ``force_commit``
-  is wrapped to hold it too (:meth:`Outbox.install`). faust acks an input synchronously when
-  the agent asks for the next one, right after the lock is released, with no ``await``
-  between (faust/streams.py:1336-1348; faust/_cython/streams.pyx ``after``). So when a
-  commit takes its snapshot, every input is either handled and acked, or not started: the
-  transaction holds exactly the records of the offsets it commits.
+- :attr:`Outbox.lock` is held while a batch of inputs is handled, and the consumer's
+  ``force_commit`` is wrapped to hold it too (:meth:`Outbox.install`). The batch path marks
+  a batch done right after the lock is released, with no ``await`` between
+  (:mod:`streams.batches`). So when a commit takes its snapshot, every batch is either
+  handled and done, or not started: the transaction holds exactly the records of the
+  offsets it commits. Right before the commit, still under the lock,
+  :attr:`Outbox.before_commit` sends the state the batches since the last commit changed.
 - A failed send, or an input whose handling raised, is fatal before the next commit: the
   worker stops, and the next one starts from the last commit, instead of committing past a
   lost record (faust acks an input whose handling raised; at-least-once needs this too).
