@@ -3,8 +3,9 @@
 Not a test: a script that prints one table from one run on one broker (infra/kafka/up's
 unless --bootstrap or KAFKA_BOOTSTRAP_SERVERS says otherwise)::
 
-    .venv/bin/python bench/kafka.py [--events N] [--partitions N] [--skip a,b,c,d,profile]
-        [--guarantee both|exactly_once|at_least_once] [--load RATE@TICK,...] [--worker-env K=V]
+    .venv/bin/python bench/kafka.py [--events N] [--partitions N]
+        [--skip a,b,c,d,tracing,profile] [--guarantee both|exactly_once|at_least_once]
+        [--load RATE@TICK,...] [--trace-ratio R] [--worker-env K=V]
 
 Every topic it creates is deleted at the end and every worker it starts is stopped, also on
 Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a temp dir).
@@ -29,11 +30,29 @@ Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a tem
     latency: from the tick that completed ``degrade_after`` (the transition's event time, the
     ticker's wall clock) to the first command. Arrival: when a read_committed ``getmany`` in
     this process returned the command. One run per RATE@TICK of ``--load``.
-(d) Restore: ``--restore-sites`` x 10 services. The two tables' changelogs are filled with
+(d) Restore: ``--restore-sites`` x 10 services, the topology as JSON (as a deployment that
+    large keeps it: workflows/topology.py). The two tables' changelogs are filled with
     what the worker writes (its ``LinkPartition`` and ``ServicePartition`` run here over a
     degraded then an up reading of every link, 1% forced to manual, and ticks: every service
     has a state), a new override and tick wait in the input, and a fresh worker with an empty
     store starts. Timed from process start to the override's first command.
+(t) Tracing (part ``tracing``): what traces cost on the Kafka path. Three engine runs as in
+    (b), exactly_once, over the same events, except that every ``link.status.v1`` record
+    carries a W3C ``traceparent`` Kafka header, as from probes that trace their readings: a
+    random trace id and span id, the sampled flag set when the trace id falls in the
+    ``--trace-ratio`` share (``TraceIdRatioBased``'s rule: its low 64 bits below ratio x 2^64,
+    so that a ratio sampler anywhere agrees). Ticks and overrides carry none. The inputs are
+    published twice more for it: once flagged at ``--trace-ratio`` (default 1%), once with
+    every reading sampled. The runs (worker environment; inherited ``OTEL_*`` are dropped):
+    (i) off: no ``OTEL_*`` at all, over the ``--trace-ratio`` input; (ii) parent-based
+    ``--trace-ratio``: ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``,
+    ``OTEL_TRACES_SAMPLER_ARG=R`` over the same input (the engine follows each probe's
+    decision; its own roots, the batch spans, are sampled at R); (iii) 100%:
+    ``parentbased_always_on`` over the all-sampled input. (ii) and (iii) export over OTLP/HTTP
+    (``OTEL_TRACES_EXPORTER=otlp``, the SDK's default batch processor settings) to a receiver
+    in this process, which decodes each request, counts its spans and discards them; metrics
+    are off (``OTEL_METRICS_EXPORTER=none``): this is the cost of traces. Each row: events/s
+    as in (b), as a share of (i), and the spans received. Target: (ii) at most 15% below (i).
 """
 
 from __future__ import annotations
@@ -41,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import itertools
 import logging
@@ -52,10 +72,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -93,7 +114,7 @@ from workflows.topology import Topology  # noqa: E402
 
 BIG: Final = 8 * 1024 * 1024
 SECOND: Final = 1_000_000  # event time is in microseconds
-PARTS: Final = ("a", "b", "c", "d", "profile")
+PARTS: Final = ("a", "b", "c", "d", "tracing", "profile")
 GUARANTEES: Final = ("exactly_once", "at_least_once")
 
 
@@ -247,13 +268,18 @@ class Bench:
         )
         await ensure_topics(settings.bootstrap_servers, specs, settings.replication)
 
-    def start_worker(self, label: str, env: dict[str, str]) -> Worker:
+    def start_worker(self, label: str, env: dict[str, str], *, own_otel: bool = False) -> Worker:
+        """Start ``failover worker``; with ``own_otel``, the ``OTEL_*`` variables are those of
+        ``env`` alone (none inherited from this process)."""
         log = self.out / f"worker-{label}.log"
+        inherited = {
+            k: v for k, v in os.environ.items() if not (own_otel and k.startswith("OTEL_"))
+        }
         with log.open("wb") as handle:
             spawned = time.time()
             process = subprocess.Popen(
                 self.failover,
-                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                env={**inherited, **env, "PYTHONUNBUFFERED": "1"},
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 cwd=self.out,
@@ -304,8 +330,12 @@ class Bench:
         return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-async def publish(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes, int]]) -> int:
-    """Send (topic, key, value, partition) in order with one idempotent producer."""
+Headers = list[tuple[str, bytes]]
+Message = tuple[str, bytes | None, bytes, int] | tuple[str, bytes | None, bytes, int, Headers]
+
+
+async def publish(bootstrap: str, messages: Iterable[Message]) -> int:
+    """Send (topic, key, value, partition[, headers]) in order with one idempotent producer."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
@@ -316,8 +346,10 @@ async def publish(bootstrap: str, messages: Iterable[tuple[str, bytes | None, by
     try:
         await producer.start()
         futures = [
-            await producer.send(topic, value, key=key, partition=partition)
-            for topic, key, value, partition in messages
+            await producer.send(
+                topic, value, key=key, partition=partition, headers=rest[0] if rest else None
+            )
+            for topic, key, value, partition, *rest in messages
         ]
         await asyncio.gather(*futures)
     finally:
@@ -479,6 +511,7 @@ class Inputs:
     link_messages: int = 0  # of which in the link-status topic
     bytes: int = 0
     ends: dict[TopicPartition, int] = field(default_factory=dict)
+    sampled: int = 0  # (t): link events whose traceparent has the sampled flag
 
 
 def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, bytes, int]]:
@@ -572,7 +605,21 @@ def make_inputs(bench: Bench, args: argparse.Namespace) -> Inputs:
     )
 
 
-async def publish_inputs(bench: Bench, data: Inputs) -> float:
+def probe_traceparents(ratio: float, seed: int) -> Iterator[Headers]:
+    """``traceparent`` headers of probes that sample ``ratio`` of their traces: random ids,
+    the sampled flag set as ``TraceIdRatioBased(ratio)`` would decide for the trace id."""
+    rng = random.Random(seed)
+    bound = round(ratio * (1 << 64))
+    while True:
+        trace_id = rng.getrandbits(128) or 1
+        span_id = rng.getrandbits(64) or 1
+        flags = "01" if trace_id & 0xFFFF_FFFF_FFFF_FFFF < bound else "00"
+        yield [("traceparent", f"00-{trace_id:032x}-{span_id:016x}-{flags}".encode())]
+
+
+async def publish_inputs(bench: Bench, data: Inputs, traced: float | None = None) -> float:
+    """Publish ``data`` to its input topics; with ``traced``, every link event carries a
+    probe's ``traceparent`` header, sampled at that ratio (:func:`probe_traceparents`)."""
     s = data.settings
     specs = [
         spec
@@ -581,7 +628,18 @@ async def publish_inputs(bench: Bench, data: Inputs) -> float:
     ]
     bench.topics.update(spec.name for spec in specs)
     await ensure_topics(s.bootstrap_servers, specs, s.replication)
-    messages = [m for raw in data.lines for m in route(s, raw)]
+    messages: list[Message] = []
+    parents = probe_traceparents(traced or 0.0, len(data.lines))
+    tick_key = TICK_KEY.encode()
+    for raw in data.lines:
+        routed = route(s, raw)
+        if traced is None or routed[0][0] != s.topic_link_status or routed[0][1] == tick_key:
+            messages.extend(routed)
+            continue
+        [(topic, key, value, partition)] = routed
+        headers = next(parents)
+        data.sampled += headers[0][1].endswith(b"-01")
+        messages.append((topic, key, value, partition, headers))
     data.messages = len(messages)
     data.link_messages = sum(m[0] == s.topic_link_status for m in messages)
     data.bytes = sum(len(m[2]) for m in messages if m[0] == s.topic_link_status)
@@ -713,8 +771,16 @@ async def engine_run(
     expected: tuple[dict[tuple[str, str], list[bytes]], Counter[str]] | None,
     profile_seconds: float,
     offsets_wait: float,
+    *,
+    label: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    own_otel: bool = False,
 ) -> EngineResult:
-    label = "b-eos" if guarantee == "exactly_once" else "b-alo"
+    """One worker over ``data`` (published), timed; ``label`` names its app, topics and log
+    (``b-eos``/``b-alo`` by default), ``extra_env`` is added to its environment, and with
+    ``own_otel`` its ``OTEL_*`` variables are those of ``extra_env`` alone."""
+    label = label or ("b-eos" if guarantee == "exactly_once" else "b-alo")
+    what = f"({label})" if label.startswith("t") else f"(b) {guarantee}"
     env = bench.env(
         label,
         data.topology_path,
@@ -722,13 +788,14 @@ async def engine_run(
         FAILOVER_PROCESSING_GUARANTEE=guarantee,
         FAILOVER_TICK_INTERVAL="0",
     )
+    env.update(extra_env or {})
     s = Settings.from_env(env)
     await bench.create(s)
     outputs = bench.reader([s.topic_transitions, s.topic_commands, s.topic_deadletter])
     await outputs.start(s.partitions)
     broker = broker_pid()
-    worker = bench.start_worker(label, env)
-    note(f"(b) {guarantee}: worker pid {worker.pid} started, log {worker.log}")
+    worker = bench.start_worker(label, env, own_otel=own_otel)
+    note(f"{what}: worker pid {worker.pid} started, log {worker.log}")
     waiting = set(data.sentinels)
     ready: float | None = None
     cpu0 = broker0 = 0.0
@@ -755,7 +822,7 @@ async def engine_run(
         assert ready is not None
         cpu = worker.cpu_seconds() - cpu0
         broker_cpu = cpu_seconds(broker) - broker0 if broker else None
-        note(f"(b) {guarantee}: every sentinel output after {done - ready:.1f} s; offsets...")
+        note(f"{what}: every sentinel output after {done - ready:.1f} s; offsets...")
         changes = [TopicPartition(s.topic_changes, p) for p in range(s.partitions)]
         target = {**data.ends, **await after_last_record(bench.bootstrap, changes)}
         to_offsets: float | None = None
@@ -820,6 +887,167 @@ def start_profiler(
     )
     bench.helpers.append(process)
     return process
+
+
+# -- (t) tracing --------------------------------------------------------------------------------
+
+
+class SpanSink:
+    """An OTLP/HTTP endpoint in this process (a thread): decodes each trace export request,
+    counts its spans by kind (the first word of their names: process, transition, send) and
+    discards them. Anything else posted (metrics) is accepted and ignored."""
+
+    def __init__(self) -> None:
+        import gzip
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        self.spans: Counter[str] = Counter()
+        self.requests = 0
+        self.lock = threading.Lock()
+        sink = self
+        answer = ExportTraceServiceResponse().SerializeToString()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the exporter's session expects
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                payload = b""
+                if self.path == "/v1/traces":
+                    if self.headers.get("Content-Encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    request = ExportTraceServiceRequest.FromString(body)
+                    kinds = Counter(
+                        span.name.split(" ", 1)[0]
+                        for resource in request.resource_spans
+                        for scope in resource.scope_spans
+                        for span in scope.spans
+                    )
+                    with sink.lock:
+                        sink.spans.update(kinds)
+                        sink.requests += 1
+                    payload = answer
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.1,), name="otlp-sink", daemon=True
+        )
+        self.thread.start()
+        host, port = self.server.server_address[:2]
+        #: ``OTEL_EXPORTER_OTLP_ENDPOINT`` of the sink.
+        self.endpoint = f"http://{host!s}:{port}"
+
+    def take(self) -> tuple[Counter[str], int]:
+        """Spans by kind and requests received since the last call."""
+        with self.lock:
+            spans, requests = self.spans, self.requests
+            self.spans, self.requests = Counter(), 0
+        return spans, requests
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class TracingResult:
+    mode: str
+    environment: dict[str, str]  # the worker's OTEL_* variables
+    ratio: float  # the share of link events whose traceparent is sampled, as generated
+    sampled: int  # link events whose traceparent is sampled
+    engine: EngineResult
+    spans: Counter[str]  # received by the sink, by kind
+    requests: int
+    queue_full: bool  # the SDK's batch processor said it dropped spans
+
+
+async def tracing_runs(
+    bench: Bench,
+    data: Inputs,
+    args: argparse.Namespace,
+    expected: tuple[dict[tuple[str, str], list[bytes]], Counter[str]] | None,
+    profile_seconds: float,
+) -> list[TracingResult]:
+    """(t): the inputs of (b) with probes' traceparent headers, twice (sampled at
+    ``--trace-ratio``, and all sampled); one exactly_once run per mode, ``--trace-repeat``
+    times in turn."""
+    ratio = args.trace_ratio
+    inputs: dict[float, Inputs] = {}
+    for name, share in (("t-in-ratio", ratio), ("t-in-all", 1.0)):
+        settings = Settings.from_env(bench.env(name, data.topology_path))
+        copy = dataclasses.replace(
+            data, settings=settings, messages=0, link_messages=0, bytes=0, ends={}, sampled=0
+        )
+        elapsed = await publish_inputs(bench, copy, traced=share)
+        note(
+            f"(t) input with traceparent headers, {copy.sampled:,} of {data.probes:,} sampled: "
+            f"published in {elapsed:.1f} s"
+        )
+        inputs[share] = copy
+    sink = SpanSink()
+    exporting = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+    }
+    modes: list[tuple[str, str, float, dict[str, str]]] = [
+        ("off", "t-off", ratio, {}),
+        (
+            f"parent-based {ratio:.0%}",
+            "t-ratio",
+            ratio,
+            {
+                **exporting,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": f"{ratio:g}",
+            },
+        ),
+        ("100%", "t-all", 1.0, {**exporting, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}),
+    ]
+    results: list[TracingResult] = []
+    try:
+        for repeat in range(args.trace_repeat):
+            for mode, label, share, env in modes:
+                sink.take()
+                engine = await engine_run(
+                    bench,
+                    inputs[share],
+                    "exactly_once",
+                    expected,
+                    profile_seconds,
+                    args.offsets_wait,
+                    label=f"{label}{repeat or ''}",
+                    extra_env=env,
+                    own_otel=True,
+                )
+                spans, requests = sink.take()  # the worker flushed its spans as it stopped
+                full = "Queue is full" in engine.log.read_text(errors="replace")
+                results.append(
+                    TracingResult(
+                        mode, env, share, inputs[share].sampled, engine, spans, requests, full
+                    )
+                )
+                note(
+                    f"(t) {mode}: {data.probes / engine.to_outputs:,.0f} events/s, "
+                    f"{sum(spans.values()):,} spans received"
+                )
+    finally:
+        sink.stop()
+    return results
 
 
 # -- the profile summary ----------------------------------------------------------------------
@@ -1235,10 +1463,12 @@ def simulate_tables(
 async def restore_run(bench: Bench, args: argparse.Namespace) -> RestoreResult:
     began = time.perf_counter()
     check_document()
-    text, _ = topology_yaml(args.restore_sites)
-    path = bench.out / "topology-restore.yaml"
-    path.write_text(text)
-    topology = Topology.from_document(topology_document(args.restore_sites), str(path))
+    # As JSON (which YAML includes): the form a deployment this large keeps its topology in,
+    # read by orjson in 0.1 s where libyaml takes 21 s (workflows/topology.py).
+    document = topology_document(args.restore_sites)
+    path = bench.out / "topology-restore.json"
+    path.write_bytes(orjson.dumps(document))
+    topology = Topology.from_document(document, str(path))
     env = bench.env(
         "d", path, FAILOVER_TICK_INTERVAL="0", FAILOVER_PROCESSING_GUARANTEE=args.main_guarantee
     )
@@ -1377,8 +1607,9 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             f"time, {data.spells} link spells"
         )
         need_b = "b" not in skip
+        need_t = "tracing" not in skip
         expected = None
-        if need_b:
+        if need_b or need_t:
             wall = time.perf_counter()
             expected = expected_outputs(topology, data.lines)
             note(f"pure core over the same input: {time.perf_counter() - wall:.1f} s")
@@ -1402,6 +1633,10 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             for _ in range(0 if "a" in skip else 2):
                 ceilings.append(await ceiling(bench, data))
                 note(f"(a) ceiling: {data.probes / ceilings[-1][0]:,.0f} events/s")
+        tracings: list[TracingResult] = []
+        if need_t:
+            profile = args.profile_seconds if "profile" not in skip else 0
+            tracings = await tracing_runs(bench, data, args, expected, profile)
         latencies: list[LatencyResult] = []
         if "c" not in skip:
             for number, (value, tick) in enumerate(args.load):
@@ -1416,7 +1651,8 @@ async def run(args: argparse.Namespace, out: Any) -> int:
     # ---- the table
     n = data.probes
     out("")
-    out(f"{'':<58}{'events/s':>10}  {'vs (a)':>7}  target")
+    versus = "vs (a)" if ceilings or engines else "vs off"
+    out(f"{'':<58}{'events/s':>10}  {versus:>7}  target")
     out("-" * 92)
     best: float | None = None
     if ceilings:
@@ -1447,6 +1683,20 @@ async def run(args: argparse.Namespace, out: Any) -> int:
                 f"{args.offsets_wait:.0f} s after the last output ({e.offsets_lag:,} "
                 "records not committed)"
             )
+    off = [t.engine.to_outputs for t in tracings if not t.environment]
+    for t in tracings:
+        e = t.engine
+        spans = sum(t.spans.values())
+        share = f"{min(off) / e.to_outputs:.1%}" if off else "-"
+        verdict = ""
+        if off and t.environment and t.ratio < 1:
+            cost = 1 - min(off) / e.to_outputs
+            verdict = f"  cost <= 15%: {'met' if cost <= 0.15 else 'NOT met'}"
+        out(
+            f"{f'(t) engine exactly_once, tracing {t.mode}':<58}{rate(n, e.to_outputs)}"
+            f"  {share:>7}  of off; {spans:,} spans exported; "
+            f"{e.worker_cpu / n * 1e6:.0f} µs CPU/event{verdict}"
+        )
     for c in latencies:
         for what, values in (("override", c.override), ("link down", c.link)):
             if values:
@@ -1487,6 +1737,26 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             )
         out("    outputs: " + ", ".join(f"{k} {v:,}" for k, v in sorted(e.outputs.items())))
         out(f"    {e.parity}")
+    for t in tracings:
+        e = t.engine
+        env = " ".join(f"{k}={v}" for k, v in t.environment.items() if "ENDPOINT" not in k)
+        out(
+            f"(t) {t.mode}: {env or 'no OTEL_* variables'}; input: {t.sampled:,} of {n:,} link "
+            f"events with a sampled traceparent ({t.ratio:.0%} generated)"
+        )
+        out(
+            f"    ready -> last output {e.to_outputs:.1f} s, every offset "
+            + (f"{e.to_offsets:.1f} s" if e.to_offsets is not None else "NOT reached")
+            + f"; worker CPU {e.worker_cpu:.1f} s ({e.worker_cpu / n * 1e6:.0f} µs per event)"
+        )
+        if t.environment:
+            kinds = ", ".join(f"{k} {v:,}" for k, v in t.spans.most_common())
+            out(
+                f"    spans received over OTLP/HTTP: {sum(t.spans.values()):,} in {t.requests:,} "
+                f"requests ({kinds or 'none'})"
+                + ("; the SDK's span queue was full: spans were dropped" if t.queue_full else "")
+            )
+        out(f"    {e.parity}")
     for c in latencies:
         out(
             f"(c) offered {c.rate:,.0f} link events/s for {c.duration:.0f} s (achieved "
@@ -1514,10 +1784,15 @@ async def run(args: argparse.Namespace, out: Any) -> int:
         out(f"    worker peak RSS {r.rss_mb:,.0f} MB")
         per = data.parse_seconds / len(data.topology.services)
         out(
-            f"    for scale: Topology.parse (pure-Python yaml.safe_load) took "
+            f"    for scale, had it been YAML: Topology.parse took "
             f"{data.parse_seconds:.1f} s here for the {len(data.topology.services):,} services "
             f"of (a)(b): {per * r.services:.0f} s at this size if linear"
         )
+    for t in tracings:
+        if t.engine.profile is not None:
+            out(f"profile of the (t) {t.mode} worker (py-spy raw, {t.engine.profile}):")
+            for line in summarize_profile(t.engine.profile):
+                out(line)
     for e in engines:
         if e.profile is not None:
             out(
@@ -1590,6 +1865,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="extra environment of every worker (faust reads its settings there too, e.g. "
         "PRODUCER_LINGER=0.005); repeatable",
+    )
+    parser.add_argument(
+        "--trace-ratio",
+        type=float,
+        default=0.01,
+        help="(t) share of probes' traces sampled, and the engine's parent-based ratio",
+    )
+    parser.add_argument(
+        "--trace-repeat", type=int, default=1, help="(t) runs of each mode, in turn"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="broker (default: infra/kafka/up)")

@@ -283,7 +283,7 @@ class LinkPartition(_Partition):
         :meth:`handle` gives for each in turn, but the state changed is written by the
         next :meth:`flush` (the worker flushes before each commit: a link's state is written
         once per commit, not once per reading). ``trace(record, caused)`` is called for
-        every record with the records it caused, and returns them (with trace headers)."""
+        every record that caused records, and returns them (with trace headers)."""
         out: list[Record] = []
         handle = self._handle
         if trace is None:
@@ -293,7 +293,8 @@ class LinkPartition(_Partition):
             for r in records:
                 start = len(out)
                 handle(r.value, r.key, r, out)
-                out[start:] = trace(r, out[start:])
+                if len(out) > start:  # a reading that caused nothing has nothing to trace
+                    out[start:] = trace(r, out[start:])
         self._watermarks(out)
         return out
 

@@ -1,34 +1,21 @@
 """Export over OTLP/HTTP, configured only by ``OTEL_*`` variables, to a receiver this test
-starts (an ``http.server`` on 127.0.0.1, port 0, in a thread), which decodes the protobuf
-with ``opentelemetry-proto``: the causal chain is there, ids and parents intact."""
+starts (tests/otlp.py: an ``http.server`` on 127.0.0.1, port 0, in a thread), which decodes
+the protobuf with ``opentelemetry-proto``: the causal chain is there, ids and parents intact."""
 
 from __future__ import annotations
 
-import gzip
 import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from opentelemetry import trace
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from streams.telemetry import configure
 from streams.tracing import Headers, Tracing, extract, traced_replay
+from tests.otlp import Receiver, serve, values
 from workflows.records import Emitted
 from workflows.replay import read_lines
 from workflows.topology import Topology
@@ -42,113 +29,17 @@ BAD_READING = "probe/telkom-sto-pattimura/2019-02-04T23:10:05Z"
 LAST = b'"time":"2019-02-04T23:12:00Z"'
 
 
-class Receiver:
-    """What the OTLP/HTTP endpoint received, decoded."""
-
-    def __init__(self) -> None:
-        self.traces: list[ExportTraceServiceRequest] = []
-        self.metrics: list[ExportMetricsServiceRequest] = []
-        self.paths: list[str] = []
-        self.changed = threading.Condition()
-
-    def spans(self) -> list[tuple[dict[str, Any], Span]]:
-        """Every span received, with its resource's attributes."""
-        with self.changed:
-            requests = list(self.traces)
-        return [
-            (values(resource.resource.attributes), span)
-            for request in requests
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-            for span in scope.spans
-        ]
-
-    def metric_names(self) -> set[str]:
-        with self.changed:
-            requests = list(self.metrics)
-        return {
-            metric.name
-            for request in requests
-            for resource in request.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-        }
-
-    def wait(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while not condition():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"not received in {timeout}s: {self.paths}")
-                self.changed.wait(left)
-
-
-def handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            response: ExportTraceServiceResponse | ExportMetricsServiceResponse
-            if self.path == "/v1/traces":
-                request: Any = ExportTraceServiceRequest.FromString(body)
-                response = ExportTraceServiceResponse()
-                store: list[Any] = receiver.traces
-            elif self.path == "/v1/metrics":
-                request = ExportMetricsServiceRequest.FromString(body)
-                response = ExportMetricsServiceResponse()
-                store = receiver.metrics
-            else:
-                self.send_error(404)
-                return
-            with receiver.changed:
-                store.append(request)
-                receiver.paths.append(self.path)
-                receiver.changed.notify_all()
-            payload = response.SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep the test output clean
-
-    return Handler
-
-
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     for name in list(os.environ):
         if name.startswith("OTEL_"):
             monkeypatch.delenv(name)
     received = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(received))
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="otlp-receiver", daemon=True
-    )
-    thread.start()
-    host, port = server.server_address[:2]
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host!s}:{port}")
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
-    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")  # only when flushed
-    try:
+    with serve(received) as endpoint:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
+        monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")  # only when flushed
         yield received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def value(any_value: AnyValue) -> Any:
-    kind = any_value.WhichOneof("value")
-    return getattr(any_value, kind) if kind is not None else None
-
-
-def values(attributes: Any) -> dict[str, Any]:
-    return {kv.key: value(kv.value) for kv in attributes if isinstance(kv, KeyValue)}
 
 
 def demo_start() -> list[tuple[int, bytes, Headers | None]]:
