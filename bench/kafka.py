@@ -1688,14 +1688,24 @@ async def run(args: argparse.Namespace, out: Any) -> int:
         e = t.engine
         spans = sum(t.spans.values())
         share = f"{min(off) / e.to_outputs:.1%}" if off else "-"
-        verdict = ""
-        if off and t.environment and t.ratio < 1:
-            cost = 1 - min(off) / e.to_outputs
-            verdict = f"  cost <= 15%: {'met' if cost <= 0.15 else 'NOT met'}"
         out(
             f"{f'(t) engine exactly_once, tracing {t.mode}':<58}{rate(n, e.to_outputs)}"
             f"  {share:>7}  of off; {spans:,} spans exported; "
-            f"{e.worker_cpu / n * 1e6:.0f} µs CPU/event{verdict}"
+            f"{e.worker_cpu / n * 1e6:.0f} µs CPU/event"
+        )
+    sampled = [t.engine for t in tracings if t.environment and t.ratio < 1]
+    if off and sampled:
+        # Best against best, as for (a): the runs alternate, and the best of each is the one
+        # the shared machine disturbed least.
+        best = min(e.to_outputs for e in sampled)
+        cost = 1 - min(off) / best
+        by_cpu = 1 - min(t.engine.worker_cpu for t in tracings if not t.environment) / min(
+            e.worker_cpu for e in sampled
+        )
+        out(
+            f"{'(t) cost of parent-based sampling, best run against best off':<58}"
+            f"{cost:>8.1%}  by CPU {by_cpu:.1%}  cost <= 15%: "
+            f"{'met' if cost <= 0.15 else 'NOT met'}"
         )
     for c in latencies:
         for what, values in (("override", c.override), ("link down", c.link)):

@@ -700,8 +700,9 @@ class _Member(Scope):
         })  # fmt: skip
 
 
-class _OffBatch(Batch):
-    """Telemetry off: nothing recorded, records returned as they are."""
+class _OffBatch(_Off, Batch):
+    """Telemetry off: nothing recorded, records returned as they are (:class:`_Off`'s
+    scope methods, and the batch's own)."""
 
     __slots__ = ()
     active = False
@@ -709,34 +710,11 @@ class _OffBatch(Batch):
     def __enter__(self) -> Batch:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
-
     def context_of(self, record: Received) -> SpanContext:
         return INVALID_SPAN.get_span_context()
 
     def handled(self, record: Received, out: list[_P]) -> list[_P]:
         return out
-
-    def health(self, link: str, health: int | str, reason: str = "probe") -> None:
-        return None
-
-    def outputs(
-        self,
-        records: Sequence[Emitted | DeadLetter],
-        *,
-        topics: Mapping[str, str] | None = None,
-        send: Send | None = None,
-    ) -> list[Headers]:
-        return _OFF.outputs(records, topics=topics, send=send)
-
-    def inject(self) -> Headers:
-        return _NO_HEADERS
 
 
 _OFF_BATCH: Final = _OffBatch(None)
