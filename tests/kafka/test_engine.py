@@ -32,6 +32,7 @@ from tests.kafka.workers import (
     ROOT,
     Engine,
     Outputs,
+    cloud_event,
     engine_env,
     engine_topics,
     group_assignment,
@@ -152,20 +153,7 @@ async def test_demo_on_kafka_matches_replay(
         assert_parity(engine, outputs)
 
 
-def _event(
-    type_: str, ident: str, time: str, subject: str | None, data: dict[str, object]
-) -> bytes:
-    event: dict[str, object] = {
-        "specversion": "1.0",
-        "id": ident,
-        "source": "/tests",
-        "type": type_,
-        "time": time,
-        "data": data,
-    }
-    if subject is not None:
-        event["subject"] = subject
-    return orjson.dumps(event)
+_event = cloud_event
 
 
 def _link(ident: str, link: str, time: str = "2019-02-05T00:00:00Z") -> bytes:

@@ -44,6 +44,7 @@ from tests.kafka.kafkatools import wait_for
 from tests.kafka.workers import (
     DEMO_TOPOLOGY,
     Engine,
+    cloud_event,
     engine_env,
     engine_topics,
     route,
@@ -64,17 +65,7 @@ TICK_AT = "2019-02-04T22:36:30Z"  # 325 s after the down reading: past manual_af
 
 
 def _event(type_: str, ident: str, time: str, subject: str | None, data: dict[str, Any]) -> bytes:
-    event: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": ident,
-        "source": "/tests/probe",
-        "type": type_,
-        "time": time,
-        "data": data,
-    }
-    if subject is not None:
-        event["subject"] = subject
-    return orjson.dumps(event)
+    return cloud_event(type_, ident, time, subject, data, source="/tests/probe")
 
 
 def _tick(time: str) -> bytes:

@@ -166,6 +166,28 @@ async def running_worker(engine: Engine) -> AsyncIterator[subprocess.Popen[bytes
             await stop_worker(process)
 
 
+def cloud_event(
+    type_: str,
+    ident: str,
+    time: str,
+    subject: str | None,
+    data: dict[str, object],
+    source: str = "/tests",
+) -> bytes:
+    """One input as a probe, an operator or an office would send it (CloudEvents, JSON)."""
+    event: dict[str, object] = {
+        "specversion": "1.0",
+        "id": ident,
+        "source": source,
+        "type": type_,
+        "time": time,
+        "data": data,
+    }
+    if subject is not None:
+        event["subject"] = subject
+    return orjson.dumps(event)
+
+
 def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
     """Where a line of a replay file goes on Kafka: (topic, key, partition) for each copy.
 
