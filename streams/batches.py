@@ -159,7 +159,7 @@ class _ChangelogEvent:
 def _position(self: Any, tp: Any) -> int | None:
     """The aiokafka consumer's fetch position of ``tp`` (past control records)."""
     try:
-        state = self._thread._ensure_consumer()._subscriptions.subscription.assignment
+        state = self._thread._ensure_consumer()._subscription.subscription.assignment
         return int(state.state_value(tp).position)
     except Exception:  # not assigned, no position yet, another driver: do without
         return None

@@ -74,7 +74,7 @@ def restoring(highwater: int, position: int | None) -> tuple[Any, FakeTable]:
     )
     state = SimpleNamespace(position=position)
     assignment = SimpleNamespace(state_value=lambda tp: state)
-    kafka = SimpleNamespace(_subscriptions=SimpleNamespace(subscription=SimpleNamespace(
+    kafka = SimpleNamespace(_subscription=SimpleNamespace(subscription=SimpleNamespace(
         assignment=assignment)))  # fmt: skip
     c = consumer()
     c.app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery))
