@@ -31,10 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
 
-__all__ = ["BatchHandler", "ConsumerRecord", "drain_batches", "forget", "install", "new_offset"]
+__all__ = [
+    "BatchHandler",
+    "ConsumerRecord",
+    "drain_batches",
+    "forget",
+    "install",
+    "new_offset",
+    "rewind",
+]
 
 #: Where a consumer keeps, per batch partition, the offset after its last handled batch.
 _DONE: Final = "_failover_batch_done"
@@ -93,6 +101,34 @@ def new_offset(self: Any, tp: Any) -> int | None:
         if offset is not None:
             return int(offset)
     return _ORIGINAL_NEW_OFFSET(self, tp)  # type: ignore[no-any-return]
+
+
+async def rewind(self: Any, tps: Iterable[Any]) -> None:
+    """Records of ``tps`` were fetched and not handled: fetch them again, from the first
+    offset not handled (``_read_offset``: the committed offset after a seek, the offset after
+    the last handled batch since), or from the beginning where there is none.
+
+    The consumer's position moved past them when they were handed out, so dropping them
+    loses them for good unless something seeks back. faust's own seek does not cover every
+    case: aiokafka's ``seek_to_committed`` does not move a partition whose committed offset
+    is 0 or none (aiokafka/consumer/consumer.py: ``if offset and offset > 0``), and records
+    dropped after a rebalance's seek (a batch that waited for the outbox through the
+    rebalance) are past it. Seen in the kill and two-worker tests, about one run in four on a
+    fresh broker: a worker handled nothing more of a partition and committed nothing.
+    """
+    thread = self._thread
+    assigned = self.assignment()
+    for tp in tps:
+        if tp not in assigned:
+            continue
+        offset = self._read_offset[tp]
+        try:
+            if offset is None:
+                await thread.seek_to_beginning(tp)
+            else:
+                thread.seek(tp, offset)
+        except Exception as exc:  # revoked meanwhile: the next owner seeks
+            self.log.warning(f"cannot rewind {tp}: {exc!r}")
 
 
 async def _maybe_commit(self: Any) -> None:
@@ -251,21 +287,32 @@ async def drain_batches(self: Any, fetcher: Any) -> None:
                     await self.perform_seek()
                 except Exception as exc:
                     self.log.warning(f"exception performing seek when flow not active {exc}")
+                await rewind(self, records)
                 continue
             generation = app.consumer_generation_id
             buffered = self._buffered_partitions
             handled = False
-            for tp, batch in records.items():
+            dropped: list[Any] = []
+            pending = list(records.items())
+            for number, (tp, batch) in enumerate(pending):
                 if not self.flow_active or app.consumer_generation_id != generation:
+                    dropped.extend(tp for tp, _ in pending[number:])
                     break
-                if not batch or (active is not None and tp not in active and tp not in buffered):
+                if not batch:
+                    continue
+                if active is not None and tp not in active and tp not in buffered:
+                    dropped.append(tp)  # paused since the fetch
                     continue
                 handler = handlers.get(tp.topic)
                 if handler is None:
                     if not (self._is_changelog_tp(tp) and _restore(self, tp, batch)):
                         await _one_by_one(self, tp, batch)
-                else:
-                    handled = await _batch(self, tp, batch, handler, generation) or handled
+                elif await _batch(self, tp, batch, handler, generation):
+                    handled = True
+                elif batch[-1].offset >= (self._read_offset[tp] or 0):
+                    dropped.append(tp)  # an earlier generation's: not handled
+            if dropped:
+                await rewind(self, [tp for tp in dropped if not self._is_changelog_tp(tp)])
             if handled:
                 await _maybe_commit(self)
             self.diag.unset_flag(CONSUMER_FETCHING)

@@ -260,6 +260,11 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
         # The stream partitions are still paused: nothing reaches the agents' queues.
         self.log.info("Seek stream partitions to committed offsets.")
         await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+        # And to the beginning where none was committed (aiokafka's seek_to_committed leaves
+        # those where they are, past whatever was fetched and dropped before).
+        from streams.batches import rewind
+
+        await rewind(consumer, [tp for tp in assignment if not self._is_changelog_tp(tp)])
     # No await from here to resume_flow: nothing is fetched between resuming the stream
     # partitions and clearing the queues (which hold nothing fetched since the seek).
     consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})

@@ -131,3 +131,70 @@ async def test_recovery_waits_are_capped(monkeypatch: pytest.MonkeyPatch) -> Non
     assert await shim.wait_for(get(), timeout=5.0) == "event"
     assert await shim.wait_for(get(), timeout=0.05) == "event"
     assert asked == [batches.RECOVERY_POLL, 0.05]
+
+
+@pytest.mark.asyncio
+async def test_fetched_records_not_handled_are_fetched_again() -> None:
+    """From the first offset not handled, or from the beginning where nothing was committed
+    (aiokafka's seek_to_committed leaves such a partition past what it dropped)."""
+    sought: list[tuple[Any, Any]] = []
+
+    async def seek_to_beginning(tp: Any) -> None:
+        sought.append((tp, "beginning"))
+
+    c = consumer()
+    c._thread = SimpleNamespace(
+        seek=lambda tp, offset: sought.append((tp, offset)), seek_to_beginning=seek_to_beginning
+    )
+    c.assignment = lambda: {("t", 0), ("t", 1)}
+    c.log = SimpleNamespace(warning=lambda text: None)
+    c._read_offset[("t", 0)] = 24
+    await batches.rewind(c, [("t", 0), ("t", 1), ("t", 9)])  # ("t", 9): revoked meanwhile
+    assert sought == [(("t", 0), 24), (("t", 1), "beginning")]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_of_an_earlier_generation_is_fetched_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drain loop, end to end over fakes: a batch whose handler refuses it (the
+    generation changed while it waited) is rewound; a handled one is not."""
+    rewound: list[Any] = []
+
+    async def fake_rewind(self: Any, tps: list[Any]) -> None:
+        rewound.extend(tps)
+
+    monkeypatch.setattr(batches, "rewind", fake_rewind)
+    c = consumer()
+    from aiokafka import TopicPartition  # type: ignore[import-untyped]
+
+    a, b = TopicPartition("a", 0), TopicPartition("b", 0)
+    fetches = iter([{a: [record(0, topic="a")], b: [record(0, topic="b")]}])
+    done: list[bool] = []
+    stop = SimpleNamespace(is_set=lambda: bool(done))
+
+    async def wait_next_records(timeout: float) -> tuple[Any, Any]:
+        try:
+            return next(fetches), None
+        except StopIteration:
+            done.append(True)
+            return {}, None
+
+    async def handler(tp: Any, records: list[Any], generation: int) -> bool:
+        return tp[0] == "a"
+
+    c.app = SimpleNamespace(batch_handlers={"a": handler, "b": handler}, consumer_generation_id=1)
+    c._stopped = stop
+    c._wait_next_records = wait_next_records
+    c.flow_active = True
+    c.should_stop = False
+    c._buffered_partitions = set()
+    c._is_changelog_tp = lambda tp: False
+    c.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+    c.commit_interval = 1e9
+    c.consumer_stopped_errors = ()
+    c.transport = SimpleNamespace(app=SimpleNamespace(should_stop=True))
+    c.log = SimpleNamespace(info=lambda text: None, exception=lambda *a: None)
+    await batches.drain_batches(c, SimpleNamespace(_stopped=stop))
+    assert rewound == [b]
+    assert batches.new_offset(c, a) == 1
