@@ -116,17 +116,20 @@ async def rewind(self: Any, tps: Iterable[Any]) -> None:
     rebalance) are past it. Seen in the kill and two-worker tests, about one run in four on a
     fresh broker: a worker handled nothing more of a partition and committed nothing.
     """
+    from aiokafka import TopicPartition  # type: ignore[import-untyped]  # not faust's TP
+
     thread = self._thread
     assigned = self.assignment()
     for tp in tps:
         if tp not in assigned:
             continue
         offset = self._read_offset[tp]
+        partition = TopicPartition(tp.topic, tp.partition)
         try:
             if offset is None:
-                await thread.seek_to_beginning(tp)
+                await thread.seek_to_beginning(partition)
             else:
-                thread.seek(tp, offset)
+                thread.seek(partition, offset)
         except Exception as exc:  # revoked meanwhile: the next owner seeks
             self.log.warning(f"cannot rewind {tp}: {exc!r}")
 

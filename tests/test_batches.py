@@ -146,11 +146,16 @@ async def test_fetched_records_not_handled_are_fetched_again() -> None:
     c._thread = SimpleNamespace(
         seek=lambda tp, offset: sought.append((tp, offset)), seek_to_beginning=seek_to_beginning
     )
-    c.assignment = lambda: {("t", 0), ("t", 1)}
+    from aiokafka import TopicPartition  # type: ignore[import-untyped]
+    from faust.types import TP
+
+    c.assignment = lambda: {TP("t", 0), TP("t", 1)}
     c.log = SimpleNamespace(warning=lambda text: None)
-    c._read_offset[("t", 0)] = 24
-    await batches.rewind(c, [("t", 0), ("t", 1), ("t", 9)])  # ("t", 9): revoked meanwhile
-    assert sought == [(("t", 0), 24), (("t", 1), "beginning")]
+    c._read_offset[TP("t", 0)] = 24
+    await batches.rewind(c, [TP("t", 0), TP("t", 1), TP("t", 9)])  # t/9: revoked meanwhile
+    assert sought == [(TopicPartition("t", 0), 24), (TopicPartition("t", 1), "beginning")]
+    # aiokafka's seek_to_beginning refuses anything but its own TopicPartition.
+    assert all(type(tp) is TopicPartition for tp, _ in sought)
 
 
 @pytest.mark.asyncio

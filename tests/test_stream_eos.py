@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from streams.eos import Outbox
 from streams.partitions import Record
@@ -151,25 +152,27 @@ async def test_recovery_seeks_before_it_resumes_the_streams() -> None:
 
         def __init__(self) -> None:
             # After the seek: stream/0 at its committed offset, stream/1 never committed.
-            self._read_offset: dict[str, int | None] = {"stream/0": 5, "stream/1": None}
+            self._read_offset: dict[TP, int | None] = {TP("stream", 0): 5, TP("stream", 1): None}
 
-            async def seek_to_beginning(tp: str) -> None:
-                calls.append(f"rewind {tp} to the beginning")
+            async def seek_to_beginning(tp: Any) -> None:
+                calls.append(f"rewind {tp.topic}/{tp.partition} to the beginning")
 
             self._thread = SimpleNamespace(
-                seek=lambda tp, offset: calls.append(f"rewind {tp} to {offset}"),
+                seek=lambda tp, offset: calls.append(
+                    f"rewind {tp.topic}/{tp.partition} to {offset}"
+                ),
                 seek_to_beginning=seek_to_beginning,
             )
 
-        def assignment(self) -> set[str]:
-            return {"stream/0", "stream/1", "changelog/0"}
+        def assignment(self) -> set[TP]:
+            return {TP("stream", 0), TP("stream", 1), TP("changelog", 0)}
 
         async def perform_seek(self) -> None:
             calls.append("seek")
             await asyncio.sleep(0)  # the fetcher may run here: streams must still be paused
 
-        def resume_partitions(self, tps: set[str]) -> None:
-            calls.append(f"resume {sorted(tps)}")
+        def resume_partitions(self, tps: set[TP]) -> None:
+            calls.append(f"resume {sorted(f'{tp.topic}/{tp.partition}' for tp in tps)}")
 
         def resume_flow(self) -> None:
             calls.append("resume_flow")
@@ -199,7 +202,7 @@ async def test_recovery_seeks_before_it_resumes_the_streams() -> None:
         completed=asyncio.Event(),
         _set_recovery_ended=lambda: None,
         _wait=wait,
-        _is_changelog_tp=lambda tp: tp.startswith("changelog"),
+        _is_changelog_tp=lambda tp: tp.topic == "changelog",
     )
     await _on_recovery_completed(recovery, generation_id=7)
     assert calls[0] == "seek"
