@@ -126,10 +126,12 @@ async def rewind(self: Any, tps: Iterable[Any]) -> None:
         offset = self._read_offset[tp]
         partition = TopicPartition(tp.topic, tp.partition)
         try:
+            # In the consumer's own thread (faust's call_thread): aiokafka's seek drops the
+            # fetcher's buffer for the partition, which that thread may be iterating.
             if offset is None:
                 await thread.seek_to_beginning(partition)
             else:
-                thread.seek(partition, offset)
+                await thread.seek_wait({partition: offset})
         except Exception as exc:  # revoked meanwhile: the next owner seeks
             self.log.warning(f"cannot rewind {tp}: {exc!r}")
 

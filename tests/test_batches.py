@@ -143,9 +143,11 @@ async def test_fetched_records_not_handled_are_fetched_again() -> None:
         sought.append((tp, "beginning"))
 
     c = consumer()
-    c._thread = SimpleNamespace(
-        seek=lambda tp, offset: sought.append((tp, offset)), seek_to_beginning=seek_to_beginning
-    )
+
+    async def seek_wait(offsets: dict[Any, int]) -> None:
+        sought.extend(offsets.items())
+
+    c._thread = SimpleNamespace(seek_wait=seek_wait, seek_to_beginning=seek_to_beginning)
     from aiokafka import TopicPartition  # type: ignore[import-untyped]
     from faust.types import TP
 

@@ -157,10 +157,11 @@ async def test_recovery_seeks_before_it_resumes_the_streams() -> None:
             async def seek_to_beginning(tp: Any) -> None:
                 calls.append(f"rewind {tp.topic}/{tp.partition} to the beginning")
 
+            async def seek_wait(offsets: dict[Any, int]) -> None:
+                calls.extend(f"rewind {t.topic}/{t.partition} to {o}" for t, o in offsets.items())
+
             self._thread = SimpleNamespace(
-                seek=lambda tp, offset: calls.append(
-                    f"rewind {tp.topic}/{tp.partition} to {offset}"
-                ),
+                seek_wait=seek_wait,
                 seek_to_beginning=seek_to_beginning,
             )
 
