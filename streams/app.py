@@ -333,14 +333,15 @@ class FailoverApp(faust.App):
         that commits the inputs that changed it. One record per key and commit, however many
         readings changed it."""
         s = self.settings
-        for partition, (links, view) in self._links.items():
-            links.flush()
-            if view.pending:
-                await self.outbox.send(view.drain(), s.topic_link_status, partition)
-        for partition, (services, view) in self._services.items():
-            services.flush()
-            if view.pending:
-                await self.outbox.send(view.drain(), s.topic_changes, partition)
+        stages: list[tuple[str, dict[int, tuple[Any, _TableView]]]] = [
+            (s.topic_link_status, self._links),
+            (s.topic_changes, self._services),
+        ]
+        for topic, partitions in stages:
+            for partition, (stage, view) in partitions.items():
+                stage.flush()
+                if view.pending:
+                    await self.outbox.send(view.drain(), topic, partition)
 
     async def _failed(self, origin: Origin, exc: Exception) -> None:
         """A bug, or a record that cannot be sent: stop before committing past the input."""
