@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
@@ -197,6 +198,11 @@ class Outbox:
             return False
         return True
 
+    def _record_commit(self, seconds: float) -> None:
+        tracing = getattr(self.app, "tracing", None)
+        if tracing is not None:
+            tracing.telemetry.record_stage("commit", seconds)
+
     def install(self) -> None:
         """Make the consumer's commits wait for the input being handled (see module doc)."""
         consumer = self.app.consumer
@@ -217,7 +223,12 @@ class Outbox:
                     await self.app.producer.flush()
                     if not await self._ready_to_commit():
                         return False
+                started = time.perf_counter()
                 committed = await original(topics, start_new_transaction=start_new_transaction)
+                if committed:
+                    # Under exactly-once, the outputs of every input since the last commit
+                    # become visible only now: this is the engine's visibility latency.
+                    self._record_commit(time.perf_counter() - started)
                 if self.exactly_once and not start_new_transaction:
                     self.open.clear()
                 return committed

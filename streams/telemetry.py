@@ -167,7 +167,7 @@ class Telemetry:
             stage_duration=meter.create_histogram(
                 "failover.stage.duration",
                 "s",
-                "Time spent in a stage of the engine, by stage.",
+                "Time spent in a stage of the engine, by stage (stage1, stage2, commit...).",
                 explicit_bucket_boundaries_advisory=STAGE_BUCKETS,
             ),
             consumer_lag=meter.create_observable_gauge(

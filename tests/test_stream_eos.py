@@ -210,3 +210,19 @@ async def test_recovery_seeks_before_it_resumes_the_streams() -> None:
     # aiokafka's seek_to_committed leaves a partition with no committed offset where it is.
     assert sorted(calls[1:3]) == ["rewind stream/0 to 5", "rewind stream/1 to the beginning"]
     assert calls[3:] == ["resume ['stream/0', 'stream/1']", "clear queues", "resume_flow"]
+
+
+async def test_each_commit_is_timed_and_a_refused_one_is_not() -> None:
+    app = fake_app()
+    stages: list[tuple[str, float]] = []
+    app.tracing = SimpleNamespace(
+        telemetry=SimpleNamespace(record_stage=lambda stage, s: stages.append((stage, s)))
+    )
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    assert await app.consumer.force_commit() is True
+    assert [stage for stage, _ in stages] == ["commit"]
+    assert stages[0][1] >= 0
+    outbox.fail(KeyError("bug"))
+    assert await app.consumer.force_commit() is False
+    assert len(stages) == 1
