@@ -1291,6 +1291,8 @@ async def latency_run(
         loop = asyncio.get_running_loop()
         cpu0 = worker.cpu_seconds()
         began = loop.time()
+        started_at = time.time()
+        phases: list[tuple[float, str]] = []
         sent = overrides = downed = 0
         while (elapsed := loop.time() - began) < args.duration:
             now_us = time.time_ns() // 1000
@@ -1321,11 +1323,19 @@ async def latency_run(
                 downed += 1
             await asyncio.sleep(0.005)
         load_end = loop.time()
+        phases.append((time.time(), "load ended"))
         load_cpu = (worker.cpu_seconds() - cpu0) / (load_end - began)
-        await asyncio.gather(*futures)
+        # Only the pending ones: a gather of all 100,000 futures held this event loop, and
+        # with it the reader's stamps, for half a second (the whole p99 of a run).
+        for future in futures:
+            if future.done():
+                future.result()
+        await asyncio.gather(*(future for future in futures if not future.done()))
+        phases.append((time.time(), "every input acked"))
         links_tps = [TopicPartition(s.topic_link_status, p) for p in range(n)]
         ends = await end_offsets(bench.bootstrap, links_tps)
         committed = await bench.committed(s.app_id)
+        phases.append((time.time(), "lag read"))
         lag = sum(ends[tp] - committed.get(tp, 0) for tp in links_tps)
         note(f"(c) {rate:,.0f}/s: load done, stage-1 input lag {lag:,}; waiting for outputs")
         # Services that need a downed link alone: each should degrade.
@@ -1372,6 +1382,7 @@ async def latency_run(
     inf = float("inf")
     by_override = dict.fromkeys(sent_at, inf)
     by_link = dict.fromkeys(affected, inf)
+    link_from: dict[str, float] = {}
     for event in transitions:
         data = event["data"]
         command = first_command.get((data["service"], data["incident"]))
@@ -1382,6 +1393,19 @@ async def latency_run(
         elif data["service"] in affected and data["to"] == "degraded":
             assert data["cause"].startswith("tick/"), data["cause"]
             by_link[data["service"]] = command - parse_time(event["time"]) / SECOND
+            link_from[data["service"]] = parse_time(event["time"]) / SECOND
+    # Every sample, by when it began, for looking at where the tail falls in the run.
+    samples = bench.out / f"latency-{label}.tsv"
+    with samples.open("w") as f:
+        f.write("kind\tbegan_s\tlatency_ms\n")
+        for ident, value in by_override.items():
+            f.write(f"override\t{sent_at[ident] - started_at:.3f}\t{value * 1000:.1f}\n")
+        for service, value in by_link.items():
+            at = link_from.get(service)
+            shown = "" if at is None else f"{at - started_at:.3f}"
+            f.write(f"link\t{shown}\t{value * 1000:.1f}\n")
+        for moment, what in phases:
+            f.write(f"phase\t{moment - started_at:.3f}\t{what}\n")
     return LatencyResult(
         rate,
         sent / args.duration,
