@@ -59,3 +59,37 @@ def test_the_patch_is_idempotent_and_checks_the_release() -> None:
     outage.patch_aiokafka()
     assert AIOKafkaClient._metadata_update is outage._metadata_update
     assert outage._ORIGINAL_METADATA_UPDATE is not outage._metadata_update
+
+
+def _sender() -> Any:
+    return SimpleNamespace(
+        _retry_backoff=0.02,
+        _txn_manager=SimpleNamespace(transactional_id="t", consumer_group_added=lambda g: None),
+        _coordinator_dead=lambda kind: None,
+    )
+
+
+def test_transaction_requests_refused_for_pending_markers_retry_sooner() -> None:
+    from aiokafka.producer import sender  # type: ignore[import-untyped]
+    from aiokafka.protocol.transaction import (  # type: ignore[import-untyped]
+        AddOffsetsToTxnResponse_v0,
+        TxnOffsetCommitResponse_v0,
+    )
+
+    outage.patch_aiokafka()
+    assert sender.BACKOFF_OVERRIDE == outage.TXN_RETRY_BACKOFF  # AddPartitionsToTxn's
+    add_offsets = sender.AddOffsetsToTxnHandler(_sender(), "group")
+    concurrent, load_in_progress, ok = 51, 14, 0
+    assert add_offsets.handle_response(AddOffsetsToTxnResponse_v0(0, concurrent)) == 0.003
+    assert add_offsets.handle_response(AddOffsetsToTxnResponse_v0(0, load_in_progress)) == 0.02
+    assert add_offsets.handle_response(AddOffsetsToTxnResponse_v0(0, ok)) is None
+
+    commit = sender.TxnOffsetCommitHandler(_sender(), {}, "group")
+    not_available, unknown_partition = 15, 3
+
+    def response(*codes: int) -> Any:
+        return TxnOffsetCommitResponse_v0(0, [("t", [(p, c) for p, c in enumerate(codes)])])
+
+    assert commit.handle_response(response(not_available, not_available)) == 0.003
+    # Anything else keeps aiokafka's backoff.
+    assert commit.handle_response(response(unknown_partition)) == 0.02
