@@ -110,6 +110,8 @@ class Outbox:
         self.lock = asyncio.Lock()
         self.failure: BaseException | None = None
         self.sent = 0
+        #: :attr:`sent` when the last commit ended: records sent since wait for the next.
+        self._sent_committed = 0
         #: Cleared once faust ends its transactions without starting new ones (it does so
         #: when it stops, and during a rebalance until it begins them again): inputs must
         #: wait, their records would have no transaction to go into.
@@ -131,6 +133,10 @@ class Outbox:
     def reopen(self) -> None:
         """faust began transactions again (after a rebalance)."""
         self.open.set()
+
+    def uncommitted(self) -> bool:
+        """Records were sent since the last commit (under exactly-once, nobody sees them yet)."""
+        return self.sent != self._sent_committed
 
     def transactional_id(self, topic: str, partition: int) -> str | None:
         """The id faust commits ``topic``/``partition``'s offsets with (``TransactionManager
@@ -229,6 +235,7 @@ class Outbox:
                     # Under exactly-once, the outputs of every input since the last commit
                     # become visible only now: this is the engine's visibility latency.
                     self._record_commit(time.perf_counter() - started)
+                    self._sent_committed = self.sent  # before_commit's records included
                 if self.exactly_once and not start_new_transaction:
                     self.open.clear()
                 return committed

@@ -205,3 +205,32 @@ async def test_a_batch_of_an_earlier_generation_is_fetched_again(
     await batches.drain_batches(c, SimpleNamespace(_stopped=stop))
     assert rewound == [b]
     assert batches.new_offset(c, a) == 1
+
+
+@pytest.mark.asyncio
+async def test_records_waiting_for_a_commit_are_committed_at_once_and_offsets_on_the_interval(
+) -> None:  # fmt: skip
+    from streams.eos import Outbox
+
+    commits: list[int] = []
+    app = SimpleNamespace()
+    outbox = Outbox(app, exactly_once=False)
+    app.outbox = outbox
+    c = SimpleNamespace(app=app, commit_interval=3600.0)
+
+    async def commit() -> None:
+        commits.append(outbox.sent)
+        outbox._sent_committed = outbox.sent  # what the outbox's force_commit does
+
+    c.commit = commit
+    await batches._maybe_commit(c)  # the first: the interval since "never" has passed
+    await batches._maybe_commit(c)  # nothing sent, interval not over: no commit
+    assert commits == [0]
+    outbox.sent += 2  # a batch caused two records
+    assert outbox.uncommitted()
+    await batches._maybe_commit(c)
+    await batches._maybe_commit(c)  # committed already
+    assert commits == [0, 2]
+    c.commit_interval = 0.0
+    await batches._maybe_commit(c)  # offsets only, on the interval
+    assert commits == [0, 2, 2]

@@ -226,3 +226,20 @@ async def test_each_commit_is_timed_and_a_refused_one_is_not() -> None:
     outbox.fail(KeyError("bug"))
     assert await app.consumer.force_commit() is False
     assert len(stages) == 1
+
+
+async def test_a_commit_covers_the_records_sent_before_it_and_by_before_commit() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    assert not outbox.uncommitted()
+    await outbox.send([record("out", 0)], "in", 0)
+    assert outbox.uncommitted()
+
+    async def flush_state() -> None:
+        await outbox.send([record("changelog", 0)], "in", 0)
+
+    outbox.before_commit = flush_state
+    assert await app.consumer.force_commit() is True
+    assert outbox.sent == 2
+    assert not outbox.uncommitted()
