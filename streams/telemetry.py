@@ -37,12 +37,13 @@ altogether: near zero cost. The SDK is not even imported.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final, cast
@@ -111,6 +112,8 @@ class Instruments:
     #: Consumer lag in messages, by topic, partition and group; fed through
     #: :meth:`Telemetry.set_consumer_lag` by the Kafka path.
     consumer_lag: metrics.ObservableGauge
+    #: Full (generation 2) garbage collections, in seconds: the whole process stops for them.
+    gc_pause: metrics.Histogram
 
 
 class Telemetry:
@@ -176,7 +179,14 @@ class Telemetry:
                 "{message}",
                 "Messages behind the end of the partition, per consumer group.",
             ),
+            gc_pause=meter.create_histogram(
+                "failover.gc.pause",
+                "s",
+                "Full garbage collections: every input in flight waits for them.",
+                explicit_bucket_boundaries_advisory=STAGE_BUCKETS,
+            ),
         )
+        self._gc_started: float | None = None
         self._closed = False
 
     # -- metrics helpers -------------------------------------------------------------------
@@ -219,6 +229,30 @@ class Telemetry:
             yield
         finally:
             self.record_stage(stage, time.perf_counter() - start)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Record every full collection's pause into ``failover.gc.pause`` (the worker's heap
+        is frozen after each rebalance, streams.app.settle_heap: this shows whether that
+        holds). Returns the function that stops it."""
+        if not self.metrics:
+            return lambda: None
+        callback = self._gc_phase
+        gc.callbacks.append(callback)
+
+        def stop() -> None:
+            if callback in gc.callbacks:
+                gc.callbacks.remove(callback)
+
+        return stop
+
+    def _gc_phase(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            self.instruments.gc_pause.record(time.perf_counter() - self._gc_started)
+            self._gc_started = None
 
     # -- lifecycle -------------------------------------------------------------------------
 

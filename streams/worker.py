@@ -22,6 +22,7 @@ def run(settings: Settings, topology: Topology) -> int:
     """Run the worker in this process; return its exit status (non-zero after a crash)."""
     telemetry = configure("failover-engine")
     install_globals(telemetry)
+    unwatch_gc = telemetry.watch_gc()
     # The aiokafka auto-instrumentation would add a second traceparent to every record.
     kafka_autoinstrumentation()
     tracing = Tracing(telemetry, topology, kafka=KafkaTopics.of(settings))
@@ -40,4 +41,5 @@ def run(settings: Settings, topology: Topology) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
+        unwatch_gc()
         telemetry.shutdown()

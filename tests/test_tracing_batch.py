@@ -497,3 +497,21 @@ def test_aiokafka_auto_instrumentation_is_detected(
     assert aiokafka.AIOKafkaProducer.send is send
     assert "two traceparent headers" in caplog.records[0].getMessage()
     assert "AIOKafkaProducer.send" in caplog.records[1].getMessage()
+
+
+def test_full_collections_are_recorded_while_watched_and_only_then() -> None:
+    import gc
+
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(None, MeterProvider([reader], shutdown_on_exit=False))
+    stop = telemetry.watch_gc()
+    try:
+        gc.collect(0)  # a young collection: not a full one
+        assert reader.get_metrics_data() is None  # nothing recorded at all
+        gc.collect()
+        gc.collect()
+    finally:
+        stop()
+    gc.collect()  # no longer watched
+    assert points(reader, "failover.gc.pause") == {(): 2}
+    assert Telemetry().watch_gc() is not None  # off: a no-op to call

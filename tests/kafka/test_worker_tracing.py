@@ -12,7 +12,8 @@ reading having made them unhealthy. That reading's trace is the incidents' trace
 - each ``transition online→manual`` span is a child of the probe's span (its trace);
 - each command's ``send {commands}`` span is a child of its transition, and the command on
   Kafka carries that span's context as its one ``traceparent`` header;
-- the worker's metrics (inputs, transitions, commands) arrive too, flushed at SIGTERM.
+- the worker's metrics (inputs, transitions, commands, full collections, commit times)
+  arrive too, flushed at SIGTERM.
 """
 
 from __future__ import annotations
@@ -336,6 +337,16 @@ async def test_the_probes_trace_runs_through_the_worker_to_the_commands_headers(
         frozenset({("command.type", kind)}): n
         for kind, n in Counter(r.event["type"] for r in commands).items()
     }
+    # The heap settles after the rebalance with a full collection (streams.app.settle_heap),
+    # and the commits are timed.
+    histograms = {m.name: m for m in metrics if m.WhichOneof("data") == "histogram"}
+    assert sum(p.count for p in histograms["failover.gc.pause"].histogram.data_points) >= 1
+    stages = {
+        a.value.string_value: p.count
+        for p in histograms["failover.stage.duration"].histogram.data_points
+        for a in p.attributes
+    }
+    assert stages["commit"] >= 1
 
 
 async def _publish(engine: Engine, probe_headers: list[tuple[str, bytes]]) -> int:
