@@ -44,7 +44,7 @@ import faust
 from streams.batches import BatchHandler, ConsumerRecord
 from streams.batches import forget as forget_batches
 from streams.codec import Origin, tick_event
-from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
+from streams.config import FAUST_PREFIX, INPUT_MAX_MESSAGE_BYTES, Settings, SettingsError
 from streams.eos import Outbox, patch_faust
 from streams.outage import PRODUCER_REQUEST_TIMEOUT, patch_aiokafka
 from streams.partitions import (
@@ -111,6 +111,23 @@ class _TableView:
         return pending
 
 
+def faust_environment(settings: Settings) -> dict[str, str]:
+    """The environment faust reads its settings from: ``FAILOVER_FAUST_<NAME>`` as ``<NAME>``,
+    and nothing else of the process's.
+
+    Raises:
+        SettingsError: a name is none of faust's.
+    """
+    known = {p.env_name for p in faust.Settings.SETTINGS.values() if p.env_name}
+    for name, _ in settings.faust_env:
+        if name not in known:
+            raise SettingsError(
+                f"{FAUST_PREFIX}{name}",
+                f"faust reads no setting from {name} (faust-streaming {faust.__version__})",
+            )
+    return dict(settings.faust_env)
+
+
 def settle_heap() -> None:
     """Collect, then freeze, the whole heap: the engine's state is long-lived, and CPython's
     full collections walk every tracked object. Measured in the worker of bench/kafka.py (c)
@@ -155,6 +172,8 @@ class FailoverApp(faust.App):
             value_serializer="raw",
             web_enabled=settings.web_port > 0,
             web_port=settings.web_port or 6066,
+            # faust reads only what FAILOVER_FAUST_* gives it (streams/config.py).
+            env=faust_environment(settings),
         )
         self.settings = settings
         self.topology = topology

@@ -135,6 +135,9 @@ def worker_command() -> None:
     try:
         settings = Settings.from_env()
         path = settings.topology_path()
+        from streams.app import faust_environment
+
+        faust_environment(settings)  # FAILOVER_FAUST_* names faust knows
     except SettingsError as exc:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(2) from exc

@@ -44,7 +44,15 @@ variable                           default                     what
 ``FAILOVER_MAX_EVENT_BYTES``       ``65536``                   larger inputs are dead-lettered
 ``FAILOVER_WEB_PORT``              ``0``                       faust web server port; 0: off
 ``FAILOVER_LOG_LEVEL``             ``info``                    debug, info, warning, error
+``FAILOVER_FAUST_<NAME>``          (none)                      faust's setting read from
+                                                               ``<NAME>`` (``PRODUCER_LINGER``...),
+                                                               over what streams/app.py chose
 =================================  ==========================  ==================================
+
+faust's own variables (``PROCESSING_GUARANTEE``, ``BROKER_URL``, ``WEB_PORT``, ``TIMEZONE``...)
+are not read: faust would let them override the worker's settings, so a stray
+``PROCESSING_GUARANTEE=at_least_once`` in a container's environment used to turn exactly-once
+off without a word. ``FAILOVER_FAUST_`` makes such an override a visible decision.
 
 Nothing here imports faust: the settings are checked before anything heavy starts, and every
 error names the variable and what is wrong with its value.
@@ -83,6 +91,23 @@ class SettingsError(ValueError):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
+
+
+#: Prefix of the variables passed to faust as its own (the prefix removed).
+FAUST_PREFIX: Final = "FAILOVER_FAUST_"
+
+
+def _faust_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    found = []
+    for variable, value in env.items():
+        if variable.startswith(FAUST_PREFIX):
+            name = variable[len(FAUST_PREFIX) :]
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+                raise SettingsError(
+                    variable, "name a faust setting, e.g. FAILOVER_FAUST_PRODUCER_LINGER"
+                )
+            found.append((name, value))
+    return tuple(sorted(found))
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
@@ -158,6 +183,8 @@ class Settings:
     max_event_bytes: int = MAX_EVENT_BYTES
     web_port: int = 0
     log_level: str = "info"
+    #: faust settings by their faust environment name, from ``FAILOVER_FAUST_<NAME>``.
+    faust_env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -218,6 +245,7 @@ class Settings:
             max_event_bytes=max_event_bytes,
             web_port=_int(env, "FAILOVER_WEB_PORT", 0, 0, 65535),
             log_level=_choice(env, "FAILOVER_LOG_LEVEL", "info", _LOG_LEVELS),
+            faust_env=_faust_env(env),
             **topics,
         )
 

@@ -58,6 +58,7 @@ def test_every_variable_is_read() -> None:
         "FAILOVER_PROCESSING_GUARANTEE": "AT_LEAST_ONCE",
         "FAILOVER_TICK_INTERVAL": "0",
         "FAILOVER_COMMIT_INTERVAL": "0.1",
+        "FAILOVER_FAUST_PRODUCER_LINGER": "0.005",
         "FAILOVER_SESSION_TIMEOUT": "45",
         "FAILOVER_FETCH_MAX_WAIT": "0.25",
         "FAILOVER_TRANSACTION_TIMEOUT": "600",
@@ -83,6 +84,7 @@ def test_every_variable_is_read() -> None:
     assert s.session_timeout == 45.0
     assert (s.fetch_max_wait, s.transaction_timeout) == (0.25, 600.0)
     assert (s.web_port, s.log_level) == (6066, "debug")
+    assert s.faust_env == (("PRODUCER_LINGER", "0.005"),)
 
 
 @pytest.mark.parametrize(
@@ -107,6 +109,7 @@ def test_every_variable_is_read() -> None:
         ("FAILOVER_MAX_EVENT_BYTES", "4194304", "out of range"),
         ("FAILOVER_WEB_PORT", "70000", "out of range"),
         ("FAILOVER_LOG_LEVEL", "loud", "is not one of"),
+        ("FAILOVER_FAUST_producer_linger", "0.005", "name a faust setting"),
     ],
 )
 def test_errors_name_the_variable(variable: str, value: str, problem: str) -> None:
@@ -138,10 +141,16 @@ def _failover(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
-def test_worker_command_reports_bad_settings() -> None:
+def test_worker_command_reports_bad_settings(tmp_path: Path) -> None:
     result = _failover("worker", env={"PATH": "/usr/bin:/bin", "FAILOVER_PARTITIONS": "x"})
     assert result.returncode == 2
     assert "FAILOVER_PARTITIONS" in result.stderr
+    topology = tmp_path / "topology.yaml"
+    topology.write_text((ROOT / "tests" / "data" / "design-topology.yaml").read_text())
+    env = {"PATH": "/usr/bin:/bin", "FAILOVER_TOPOLOGY": str(topology)}
+    result = _failover("worker", env={**env, "FAILOVER_FAUST_PROCESING_GUARANTEE": "x"})
+    assert result.returncode == 2
+    assert "FAILOVER_FAUST_PROCESING_GUARANTEE: faust reads no setting" in result.stderr
     result = _failover("worker", env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert "FAILOVER_TOPOLOGY" in result.stderr
