@@ -72,7 +72,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -107,6 +106,7 @@ from streams.partitions import (  # noqa: E402
     ServicePartition,
 )
 from streams.topics import TopicSpec, ensure_topics, partition_for, topic_specs  # noqa: E402
+from tests.otlp import Receiver, serve  # noqa: E402
 from workflows.engine import TICK_KEY, Engine  # noqa: E402
 from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted  # noqa: E402
 from workflows.timeutil import format_time, parse_time  # noqa: E402
@@ -976,75 +976,16 @@ def start_profiler(
 # -- (t) tracing --------------------------------------------------------------------------------
 
 
-class SpanSink:
-    """An OTLP/HTTP endpoint in this process (a thread): decodes each trace export request,
-    counts its spans by kind (the first word of their names: process, transition, send) and
-    discards them. Anything else posted (metrics) is accepted and ignored."""
-
-    def __init__(self) -> None:
-        import gzip
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-            ExportTraceServiceResponse,
-        )
-
-        self.spans: Counter[str] = Counter()
-        self.requests = 0
-        self.lock = threading.Lock()
-        sink = self
-        answer = ExportTraceServiceResponse().SerializeToString()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as the exporter's session expects
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                payload = b""
-                if self.path == "/v1/traces":
-                    if self.headers.get("Content-Encoding") == "gzip":
-                        body = gzip.decompress(body)
-                    request = ExportTraceServiceRequest.FromString(body)
-                    kinds = Counter(
-                        span.name.split(" ", 1)[0]
-                        for resource in request.resource_spans
-                        for scope in resource.scope_spans
-                        for span in scope.spans
-                    )
-                    with sink.lock:
-                        sink.spans.update(kinds)
-                        sink.requests += 1
-                    payload = answer
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, args=(0.1,), name="otlp-sink", daemon=True
-        )
-        self.thread.start()
-        host, port = self.server.server_address[:2]
-        #: ``OTEL_EXPORTER_OTLP_ENDPOINT`` of the sink.
-        self.endpoint = f"http://{host!s}:{port}"
-
-    def take(self) -> tuple[Counter[str], int]:
-        """Spans by kind and requests received since the last call."""
-        with self.lock:
-            spans, requests = self.spans, self.requests
-            self.spans, self.requests = Counter(), 0
-        return spans, requests
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+def span_kinds(requests: Sequence[Any]) -> Counter[str]:
+    """Spans of OTLP trace export requests by kind: the first word of their names
+    (process, transition, send)."""
+    return Counter(
+        span.name.split(" ", 1)[0]
+        for request in requests
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    )
 
 
 @dataclass
@@ -1054,7 +995,7 @@ class TracingResult:
     ratio: float  # the share of link events whose traceparent is sampled, as generated
     sampled: int  # link events whose traceparent is sampled
     engine: EngineResult
-    spans: Counter[str]  # received by the sink, by kind
+    spans: Counter[str]  # received over OTLP, by kind
     requests: int
     queue_full: bool  # the SDK's batch processor said it dropped spans
 
@@ -1082,31 +1023,33 @@ async def tracing_runs(
             f"published in {elapsed:.1f} s"
         )
         inputs[share] = copy
-    sink = SpanSink()
-    exporting = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "none",
-    }
-    modes: list[tuple[str, str, float, dict[str, str]]] = [
-        ("off", "t-off", ratio, {}),
-        (
-            f"parent-based {ratio:.0%}",
-            "t-ratio",
-            ratio,
-            {
-                **exporting,
-                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                "OTEL_TRACES_SAMPLER_ARG": f"{ratio:g}",
-            },
-        ),
-        ("100%", "t-all", 1.0, {**exporting, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}),
-    ]
+    # The tests' OTLP/HTTP receiver (tests/otlp.py), in this process.
+    receiver = Receiver()
     results: list[TracingResult] = []
-    try:
+    with serve(receiver) as endpoint:
+        exporting = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+        }
+        modes: list[tuple[str, str, float, dict[str, str]]] = [
+            ("off", "t-off", ratio, {}),
+            (
+                f"parent-based {ratio:.0%}",
+                "t-ratio",
+                ratio,
+                {
+                    **exporting,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": f"{ratio:g}",
+                },
+            ),
+            ("100%", "t-all", 1.0, {**exporting, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}),
+        ]
         for repeat in range(args.trace_repeat):
             for mode, label, share, env in modes:
-                sink.take()
+                with receiver.changed:
+                    before = len(receiver.traces)
                 engine = await engine_run(
                     bench,
                     inputs[share],
@@ -1118,7 +1061,9 @@ async def tracing_runs(
                     extra_env=env,
                     own_otel=True,
                 )
-                spans, requests = sink.take()  # the worker flushed its spans as it stopped
+                with receiver.changed:  # the worker flushed its spans as it stopped
+                    received = receiver.traces[before:]
+                spans, requests = span_kinds(received), len(received)
                 full = "Queue is full" in engine.log.read_text(errors="replace")
                 results.append(
                     TracingResult(
@@ -1129,8 +1074,6 @@ async def tracing_runs(
                     f"(t) {mode}: {data.probes / engine.to_outputs:,.0f} events/s, "
                     f"{sum(spans.values()):,} spans received"
                 )
-    finally:
-        sink.stop()
     return results
 
 

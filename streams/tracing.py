@@ -695,9 +695,7 @@ class _Member(Scope):
 
     def _refused(self, reason: str, code: str, this_input: bool) -> None:
         # One refused record does not make the batch's processing an error.
-        self.span.add_event("failover.deadletter", {
-            "failover.deadletter.reason": reason, ERROR_TYPE: code,
-        })  # fmt: skip
+        super()._refused(reason, code, this_input=False)
 
 
 class _OffBatch(_Off, Batch):

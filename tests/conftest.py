@@ -113,3 +113,12 @@ def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateK
         yield broker
     finally:
         broker.down(wipe=True)
+
+
+@pytest.fixture
+def no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests decide the telemetry configuration; the ``OTEL_*`` of the environment they run
+    in does not."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)

@@ -1,6 +1,7 @@
-"""An OTLP/HTTP receiver for tests: an ``http.server`` on 127.0.0.1 (port 0) in a thread that
-decodes what exporters post to ``/v1/traces`` and ``/v1/metrics`` with ``opentelemetry-proto``
-and keeps it, for the test to look at (:class:`Receiver`, started by :func:`serve`)."""
+"""An OTLP/HTTP receiver for tests and for bench/kafka.py's tracing part: an ``http.server``
+on 127.0.0.1 (port 0) in a thread that decodes what exporters post to ``/v1/traces`` and
+``/v1/metrics`` with ``opentelemetry-proto`` and keeps it, to look at afterwards
+(:class:`Receiver`, started by :func:`serve`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ the protobuf with ``opentelemetry-proto``: the causal chain is there, ids and pa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,10 +29,7 @@ LAST = b'"time":"2019-02-04T23:12:00Z"'
 
 
 @pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
+def receiver(monkeypatch: pytest.MonkeyPatch, no_otel_env: None) -> Iterator[Receiver]:
     received = Receiver()
     with serve(received) as endpoint:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)

@@ -48,13 +48,8 @@ EXTENSION_LINK = "backup-4g"
 
 
 @pytest.fixture(autouse=True)
-def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests decide the telemetry configuration; the environment they run in does not."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
+def _no_otel_env(no_otel_env: None) -> None:
+    """Tests decide the telemetry configuration (conftest's ``no_otel_env``)."""
 
 
 def probe_context(number: int) -> tuple[int, int]:

@@ -47,12 +47,8 @@ GROUP = "failover-engine"
 
 
 @pytest.fixture(autouse=True)
-def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
+def _no_otel_env(no_otel_env: None) -> None:
+    """Tests decide the telemetry configuration (conftest's ``no_otel_env``)."""
 
 
 # -- fakes ----------------------------------------------------------------------------------------
@@ -514,4 +510,6 @@ def test_full_collections_are_recorded_while_watched_and_only_then() -> None:
         stop()
     gc.collect()  # no longer watched
     assert points(reader, "failover.gc.pause") == {(): 2}
-    assert Telemetry().watch_gc() is not None  # off: a no-op to call
+    callbacks = len(gc.callbacks)
+    Telemetry().watch_gc()()  # telemetry off: nothing watched, nothing to stop
+    assert len(gc.callbacks) == callbacks

@@ -18,7 +18,6 @@ reading having made them unhealthy. That reading's trace is the incidents' trace
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,10 +144,8 @@ async def test_the_probes_trace_runs_through_the_worker_to_the_commands_headers(
     unique_name: Callable[[str], str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    no_otel_env: None,  # the worker's telemetry is this test's OTEL_* alone
 ) -> None:
-    for name in list(os.environ):  # the worker's telemetry is this test's OTEL_* alone
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
     # The probe: a span of the test's own tracer, its context in the reading's headers.
     probes = InMemorySpanExporter()
     provider = TracerProvider()
