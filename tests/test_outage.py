@@ -93,3 +93,42 @@ def test_transaction_requests_refused_for_pending_markers_retry_sooner() -> None
     assert commit.handle_response(response(not_available, not_available)) == 0.003
     # Anything else keeps aiokafka's backoff.
     assert commit.handle_response(response(unknown_partition)) == 0.02
+
+    # AddPartitionsToTxn for a transaction that has partitions already: aiokafka's own
+    # shortcut (BACKOFF_OVERRIDE) does not apply, the rule does.
+    from aiokafka.protocol.transaction import AddPartitionsToTxnResponse_v0
+
+    with_partitions = _sender()
+    with_partitions._txn_manager.txn_partitions = {("t", 0)}
+    add = sender.AddPartitionsToTxnHandler(with_partitions, [])
+    assert add.handle_response(AddPartitionsToTxnResponse_v0(0, [("t", [(1, concurrent)])])) == (
+        0.003
+    )
+    assert add.handle_response(AddPartitionsToTxnResponse_v0(0, [("t", [(1, 14)])])) == 0.02
+
+
+def test_transactional_produce_refused_for_pending_markers_retries_sooner_a_few_times() -> None:
+    from aiokafka.producer import sender  # type: ignore[import-untyped]
+    from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
+
+    outage.patch_aiokafka()
+    tp = TopicPartition("t", 0)
+    not_enough_replicas, leader_moved = 19, 6
+
+    def attempt(code: int, retry_count: int, transactional: bool = True) -> float:
+        producer = _sender()
+        producer._txn_manager = SimpleNamespace() if transactional else None
+        producer.client = SimpleNamespace(force_metadata_update=lambda: None)
+        batch = SimpleNamespace(retry_count=retry_count, expired=lambda: False)
+        handler = sender.SendProduceReqHandler(producer, {tp: batch})
+        response = SimpleNamespace(API_VERSION=2, topics=[("t", [(0, code, -1, -1)])])
+        handler.handle_response(response)
+        assert handler._to_reenqueue == [batch]  # retried either way
+        return float(handler._default_backoff)
+
+    assert attempt(not_enough_replicas, 1) == outage.TXN_RETRY_BACKOFF
+    assert attempt(not_enough_replicas, outage.TXN_FAST_RETRIES) == outage.TXN_RETRY_BACKOFF
+    # Then the usual wait: a real shortage of in-sync replicas answers the same.
+    assert attempt(not_enough_replicas, outage.TXN_FAST_RETRIES + 1) == 0.02
+    assert attempt(not_enough_replicas, 1, transactional=False) == 0.02
+    assert attempt(leader_moved, 1) == 0.02
