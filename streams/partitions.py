@@ -46,6 +46,7 @@ from streams.topics import partition_for
 from workflows.engine import decode
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.links import HealthChange, LinkStage, LinkState
+from workflows.readings import read_status
 from workflows.records import COMMANDS, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
 from workflows.topology import Topology
@@ -306,26 +307,32 @@ class LinkPartition(_Partition):
         out: list[Record],
     ) -> None:
         raw = raw if raw is not None else b""
-        decoded = decode(raw, _text(key), self.routing.settings.max_event_bytes)
-        if isinstance(decoded, str):
-            self._dead(out, key, decoded, raw, origin)
-            return
-        event, time = decoded
-        type_ = event["type"]
-        self.counts[type_] += 1
-        if type_ == "link.status.v1":
-            link = event["subject"]
+        text = _text(key)
+        max_bytes = self.routing.settings.max_event_bytes
+        reading = read_status(raw, text, max_bytes)
+        if reading is None:
+            decoded = decode(raw, text, max_bytes)
+            if isinstance(decoded, str):
+                self._dead(out, key, decoded, raw, origin)
+                return
+            event, time = decoded
+            type_ = event["type"]
+            if type_ == "link.status.v1":
+                data = event["data"]
+                reading = (event["subject"], event["id"], time, data["status"],
+                           data.get("latency_ms"), data.get("loss_pct"))  # fmt: skip
+            else:
+                self.counts[type_] += 1
+        if reading is not None:
+            self.counts["link.status.v1"] += 1
+            link = reading[0]
             if link not in self._services_by_link:
                 self._dead(out, key, f"unknown-link: {link!r} is not in the topology", raw, origin)
                 return
             if link not in self.links:
                 self._dead(out, key, self._misrouted(link), raw, origin)
                 return
-            data = event["data"]
-            change = self.stage.on_status(
-                link, event["id"], time, data["status"], data.get("latency_ms"),
-                data.get("loss_pct"),
-            )  # fmt: skip
+            change = self.stage.on_status(*reading)
             self._dirty.add(link)
             if change is not None:
                 self._fan_out(out, change)

@@ -16,6 +16,7 @@ import orjson
 from schemas import load_schema
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.links import HealthChange, LinkStage
+from workflows.readings import read_status
 from workflows.records import DeadLetter, Emitted
 from workflows.service import Input, ServiceStage
 from workflows.timeutil import parse_time
@@ -121,23 +122,25 @@ class Engine:
 
     def feed(self, raw: bytes, key: str | None = None, origin: Any = None) -> None:
         """Take one input message (``key`` is its Kafka key, if it came with one)."""
-        decoded = decode(raw, key, self.max_event_bytes)
-        if isinstance(decoded, str):
-            self._dead(key, decoded, raw, origin)
-            return
-        event, time = decoded
-        type_ = event["type"]
-        if type_ == "link.status.v1":
+        reading = read_status(raw, key, self.max_event_bytes)
+        if reading is None:
+            decoded = decode(raw, key, self.max_event_bytes)
+            if isinstance(decoded, str):
+                self._dead(key, decoded, raw, origin)
+                return
+            event, time = decoded
+            type_ = event["type"]
+            if type_ == "link.status.v1":
+                data = event["data"]
+                reading = (event["subject"], event["id"], time, data["status"],
+                           data.get("latency_ms"), data.get("loss_pct"))  # fmt: skip
+        if reading is not None:
             self._probes += 1
-            link = event["subject"]
+            link = reading[0]
             if link not in self._services_by_link:
                 self._dead(link, f"unknown-link: {link!r} is not in the topology", raw, origin)
                 return
-            data = event["data"]
-            change = self._on_status(
-                link, event["id"], time, data["status"], data.get("latency_ms"),
-                data.get("loss_pct"),
-            )  # fmt: skip
+            change = self._on_status(*reading)
             if change is not None:
                 self._fan_out(change)
         elif type_ == "clock.tick.v1":
