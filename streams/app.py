@@ -36,7 +36,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, cast
 
 import faust
@@ -371,18 +371,23 @@ class FailoverApp(faust.App):
         finally:
             self.outbox.lock.release()
 
-    async def _flush_state(self) -> None:
+    async def _flush_state(self, topics: Collection[Any] | None = None) -> None:
         """Before each commit (under the outbox lock): the state each partition changed since
         the last commit goes to its table, and the changelog records into the transaction
         that commits the inputs that changed it. One record per key and commit, however many
-        readings changed it."""
+        readings changed it. ``topics``: the partitions the commit commits (``None``: all);
+        the others keep their changes for their own transaction's commit."""
         s = self.settings
         stages: list[tuple[str, dict[int, tuple[Any, _TableView]]]] = [
             (s.topic_link_status, self._links),
             (s.topic_changes, self._services),
         ]
+        tid = self.outbox.transactional_id
+        committing = None if topics is None else {tid(tp.topic, tp.partition) for tp in topics}
         for topic, partitions in stages:
             for partition, (stage, view) in partitions.items():
+                if committing is not None and tid(topic, partition) not in committing:
+                    continue
                 stage.flush()
                 if view.pending:
                     await self.outbox.send(view.drain(), topic, partition)

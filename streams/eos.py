@@ -84,7 +84,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Final
 
 from streams.partitions import Record
@@ -110,8 +110,9 @@ class Outbox:
         self.lock = asyncio.Lock()
         self.failure: BaseException | None = None
         self.sent = 0
-        #: :attr:`sent` when the last commit ended: records sent since wait for the next.
-        self._sent_committed = 0
+        #: The transactional ids (``None``: not exactly-once) of the records sent by inputs
+        #: since their transaction's last commit: nobody sees those records before it.
+        self._waiting: set[str | None] = set()
         #: Cleared once faust ends its transactions without starting new ones (it does so
         #: when it stops, and during a rebalance until it begins them again): inputs must
         #: wait, their records would have no transaction to go into.
@@ -119,7 +120,8 @@ class Outbox:
         self.open.set()
         #: Called under :attr:`lock` right before each commit, to :meth:`send` what must be
         #: in the transaction with the offsets (the state the inputs since the last changed).
-        self.before_commit: Callable[[], Awaitable[None]] | None = None
+        #: Its argument is the commit's partitions (``None``: every partition).
+        self.before_commit: Callable[[Collection[Any] | None], Awaitable[None]] | None = None
 
     async def acquire(self) -> None:
         """Take :attr:`lock` for one input, once transactions are open."""
@@ -135,8 +137,13 @@ class Outbox:
         self.open.set()
 
     def uncommitted(self) -> bool:
-        """Records were sent since the last commit (under exactly-once, nobody sees them yet)."""
-        return self.sent != self._sent_committed
+        """Records were sent since their transaction's last commit (under exactly-once,
+        nobody sees them yet)."""
+        return bool(self._waiting)
+
+    def waiting(self) -> frozenset[str | None]:
+        """The transactional ids of the records :meth:`uncommitted` means."""
+        return frozenset(self._waiting)
 
     def transactional_id(self, topic: str, partition: int) -> str | None:
         """The id faust commits ``topic``/``partition``'s offsets with (``TransactionManager
@@ -154,6 +161,7 @@ class Outbox:
             raise OutboxError("an earlier record could not be produced") from self.failure
         producer = self.app.producer
         transactional_id = self.transactional_id(source_topic, source_partition)
+        sent = self.sent
         for record in records:
             future = await producer.send(
                 record.topic,
@@ -166,6 +174,8 @@ class Outbox:
             )
             future.add_done_callback(self._delivered)
             self.sent += 1
+        if self.sent != sent:
+            self._waiting.add(transactional_id)
 
     async def send_plain(self, records: Iterable[Record]) -> None:
         """Send records outside any transaction (the ticker's), and wait for delivery."""
@@ -204,6 +214,12 @@ class Outbox:
             return False
         return True
 
+    def _committed(self, topics: Collection[Any] | None) -> None:
+        if topics is None:
+            self._waiting.clear()
+        else:
+            self._waiting -= {self.transactional_id(tp.topic, tp.partition) for tp in topics}
+
     def _record_commit(self, seconds: float) -> None:
         tracing = getattr(self.app, "tracing", None)
         if tracing is not None:
@@ -215,6 +231,9 @@ class Outbox:
         original: Callable[..., Awaitable[bool]] = consumer.force_commit
 
         async def force_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+            """``topics``: the partitions (or topics) to commit, ``None`` for every one. One
+            input partition's transaction commits its offsets, so committing some partitions
+            leaves the others' records in their open transactions, to commit later."""
             async with self.lock:
                 if self.exactly_once and not self.open.is_set():
                     # faust commits a second time on stop (App.on_stop, then Consumer.on_stop,
@@ -223,7 +242,7 @@ class Outbox:
                 if not await self._ready_to_commit():
                     return False
                 if self.before_commit is not None:
-                    await self.before_commit()
+                    await self.before_commit(topics)
                 if not self.exactly_once:
                     # at-least-once: records out before their offsets are committed.
                     await self.app.producer.flush()
@@ -235,7 +254,7 @@ class Outbox:
                     # Under exactly-once, the outputs of every input since the last commit
                     # become visible only now: this is the engine's visibility latency.
                     self._record_commit(time.perf_counter() - started)
-                    self._sent_committed = self.sent  # before_commit's records included
+                    self._committed(topics)  # before_commit's records included
                 if self.exactly_once and not start_new_transaction:
                     self.open.clear()
                 return committed
@@ -355,9 +374,35 @@ def _producer_settings(self: Any) -> Any:
     return {**_ORIGINAL_PRODUCER_SETTINGS(self), "retry_backoff_ms": PRODUCER_RETRY_BACKOFF_MS}
 
 
+class _LazyTable:
+    """What ``terminal.logtable`` returns, built only if the log line is written.
+
+    ``Consumer._commit_offsets`` (faust/transport/consumer.py:1039-1047) renders every
+    commit's offsets as a terminal table for a ``log.dev`` line that is almost never
+    written: 6% of an idle worker's CPU at 6 partitions (py-spy; a commit per tick)."""
+
+    __slots__ = ("_args", "_kwargs")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._args = args
+        self._kwargs = kwargs
+
+    def __str__(self) -> str:
+        from faust.utils import terminal
+
+        return str(terminal.logtable(*self._args, **self._kwargs))
+
+
+class _LazyTerminal:
+    """``faust.utils.terminal`` as ``faust.transport.consumer`` uses it (only ``logtable``)."""
+
+    logtable = _LazyTable
+
+
 def patch_faust() -> None:
-    """Apply points 5 and 6 above, the gap fix of :func:`_add_gap_before`, and the batch
-    path of :mod:`streams.batches` to faust (idempotent; every faust app of the process).
+    """Apply points 5 and 6 above, the gap fix of :func:`_add_gap_before`, the lazy commit
+    log table (:class:`_LazyTable`), and the batch path of :mod:`streams.batches` to faust
+    (idempotent; every faust app of the process).
 
     Raises:
         RuntimeError: faust is not the release the patches copy from.
@@ -386,6 +431,9 @@ def patch_faust() -> None:
     if Consumer._add_gap is not _add_gap_before:
         _ORIGINAL_ADD_GAP = Consumer._add_gap
         Consumer._add_gap = _add_gap_before  # type: ignore[method-assign]
+    import faust.transport.consumer as consumer_module
+
+    consumer_module.terminal = _LazyTerminal  # type: ignore[attr-defined,assignment]
     from streams import batches
 
     batches.install()

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from streams import batches
+from streams.partitions import Record
+
+
+class FakeProducer:
+    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
 
 
 def record(offset: int, key: bytes = b"k", value: bytes = b"v", topic: str = "t") -> Any:
@@ -212,25 +221,58 @@ async def test_records_waiting_for_a_commit_are_committed_at_once_and_offsets_on
 ) -> None:  # fmt: skip
     from streams.eos import Outbox
 
-    commits: list[int] = []
-    app = SimpleNamespace()
+    commits: list[Any] = []
+    app = SimpleNamespace(producer=FakeProducer())
     outbox = Outbox(app, exactly_once=False)
     app.outbox = outbox
     c = SimpleNamespace(app=app, commit_interval=3600.0)
 
-    async def commit() -> None:
-        commits.append(outbox.sent)
-        outbox._sent_committed = outbox.sent  # what the outbox's force_commit does
+    async def commit(topics: Any = None) -> None:
+        commits.append(topics)
+        outbox._committed(topics)  # what the outbox's force_commit does
 
     c.commit = commit
     await batches._maybe_commit(c)  # the first: the interval since "never" has passed
     await batches._maybe_commit(c)  # nothing sent, interval not over: no commit
-    assert commits == [0]
-    outbox.sent += 2  # a batch caused two records
+    assert commits == [None]
+    await outbox.send([Record("out", b"k", b"v", 0, [])] * 2, "in", 0)
     assert outbox.uncommitted()
     await batches._maybe_commit(c)
     await batches._maybe_commit(c)  # committed already
-    assert commits == [0, 2]
+    assert commits == [None, None]
     c.commit_interval = 0.0
     await batches._maybe_commit(c)  # offsets only, on the interval
-    assert commits == [0, 2, 2]
+    assert commits == [None, None, None]
+
+
+@pytest.mark.asyncio
+async def test_under_exactly_once_only_the_transactions_holding_records_commit_at_once() -> None:
+    from streams.eos import Outbox
+
+    commits: list[Any] = []
+    groups = {"links": 0, "changes": 1, "overrides": 1}
+    app = SimpleNamespace(
+        producer=FakeProducer(),
+        conf=SimpleNamespace(id="engine"),
+        assignor=SimpleNamespace(group_for_topic=groups.__getitem__),
+    )
+    outbox = Outbox(app, exactly_once=True)
+    app.outbox = outbox
+    tps = [TP(topic, p) for topic in groups for p in (0, 1)]
+    c = SimpleNamespace(app=app, commit_interval=3600.0, _acked={tp: [] for tp in tps})
+    c.__dict__[batches._COMMITTED_AT] = time.monotonic()  # the interval is not over
+
+    async def commit(topics: Any = None) -> None:
+        commits.append(topics)
+        outbox._committed(topics)
+
+    c.commit = commit
+    await batches._maybe_commit(c)
+    assert commits == []  # ticks read everywhere, nothing sent: offsets wait for the interval
+    await outbox.send([Record("changes", b"k", b"v", 1, [])], "links", 0)  # a watermark
+    await outbox.send([Record("out", b"k", b"v", 0, [])], "overrides", 1)  # a command
+    await batches._maybe_commit(c)
+    # links/0's transaction, and stage-2 partition 1's (changes/1 and overrides/1 share it).
+    assert commits == [{TP("links", 0), TP("changes", 1), TP("overrides", 1)}]
+    await batches._maybe_commit(c)
+    assert len(commits) == 1

@@ -4,8 +4,10 @@ markers of transactional topics. No broker needed: the consumer's bookkeeping al
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from types import SimpleNamespace
+from typing import Any
 
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
@@ -44,3 +46,27 @@ def test_commit_covers_every_record_after_transaction_markers() -> None:
     patch_faust()
     # Records at 0-2, 4-6, 8-9: offsets 3 and 7 are commit markers.
     assert committable([0, 1, 2, 4, 5, 6, 8, 9]) == [10]
+
+
+def test_the_commit_log_table_is_built_only_when_written(monkeypatch: Any) -> None:
+    import faust.transport.consumer as consumer_module
+    from faust.utils import terminal
+
+    patch_faust()
+    rows = [("changes-0", "12")]
+    headers = ["TP", "Offset"]
+    expected = terminal.logtable(rows, title="Commit Offsets", headers=headers)
+    built: list[int] = []
+    real = terminal.logtable
+
+    def counting(*args: Any, **kwargs: Any) -> str:
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(terminal, "logtable", counting)
+    table = consumer_module.terminal.logtable(rows, title="Commit Offsets", headers=headers)
+    assert built == []  # faust's commit computes it for a log.dev line nobody writes
+    assert logging.LogRecord("x", logging.INFO, "", 0, "%s", (table,), None).getMessage() == (
+        expected
+    )
+    assert built == [1]

@@ -236,10 +236,32 @@ async def test_a_commit_covers_the_records_sent_before_it_and_by_before_commit()
     await outbox.send([record("out", 0)], "in", 0)
     assert outbox.uncommitted()
 
-    async def flush_state() -> None:
+    async def flush_state(topics: Any) -> None:
         await outbox.send([record("changelog", 0)], "in", 0)
 
     outbox.before_commit = flush_state
     assert await app.consumer.force_commit() is True
     assert outbox.sent == 2
+    assert not outbox.uncommitted()
+
+
+async def test_a_commit_of_some_partitions_leaves_the_others_waiting() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    flushed: list[Any] = []
+
+    async def flush_state(topics: Any) -> None:
+        flushed.append(topics)
+
+    outbox.before_commit = flush_state
+    await outbox.send([record("out", 0)], "in", 0)
+    await outbox.send([record("out", 1)], "other", 1)
+    await outbox.send([], "in", 3)  # sent nothing: waits for nothing
+    assert outbox.waiting() == {"engine-1-0", "engine-2-1"}
+    assert await app.consumer.force_commit({TP("in", 0)}) is True
+    assert flushed == [{TP("in", 0)}]  # the state of the partitions committed, no other
+    assert outbox.waiting() == {"engine-2-1"}
+    assert await app.consumer.force_commit() is True
+    assert flushed[-1] is None
     assert not outbox.uncommitted()
