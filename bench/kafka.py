@@ -106,6 +106,7 @@ from streams.partitions import (  # noqa: E402
     ServicePartition,
 )
 from streams.topics import TopicSpec, ensure_topics, partition_for, topic_specs  # noqa: E402
+from tests.kafka.workers import isolated_env  # noqa: E402
 from tests.otlp import Receiver, serve  # noqa: E402
 from workflows.engine import TICK_KEY, Engine  # noqa: E402
 from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted  # noqa: E402
@@ -227,25 +228,13 @@ class Bench:
     ) -> dict[str, str]:
         """A worker's environment: its own app id and topics (the inputs of ``inputs`` when
         given), memory store, this run's partitions."""
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "FAILOVER_TOPOLOGY": str(topology),
-            "FAILOVER_APP_ID": self.name(f"{label}-app"),
-            "FAILOVER_PARTITIONS": str(self.partitions),
-            "FAILOVER_STORE": "memory://",
-            "FAILOVER_DATA_DIR": str(self.out / f"{label}-data"),
-            "FAILOVER_LOG_LEVEL": "info",
-        }
-        for variable, purpose in (
-            ("FAILOVER_TOPIC_LINK_STATUS", "links"),
-            ("FAILOVER_TOPIC_OVERRIDES", "overrides"),
-            ("FAILOVER_TOPIC_FEEDBACK", "feedback"),
-            ("FAILOVER_TOPIC_COMMANDS", "commands"),
-            ("FAILOVER_TOPIC_TRANSITIONS", "transitions"),
-            ("FAILOVER_TOPIC_DEADLETTER", "dead"),
-            ("FAILOVER_TOPIC_CHANGES", "changes"),
-        ):
-            env[variable] = self.name(f"{label}-{purpose}")
+        env = isolated_env(
+            self.bootstrap,
+            topology,
+            self.partitions,
+            self.out / f"{label}-data",
+            lambda purpose: self.name(f"{label}-{purpose}"),
+        )
         if inputs is not None:
             env["FAILOVER_TOPIC_LINK_STATUS"] = inputs.topic_link_status
             env["FAILOVER_TOPIC_OVERRIDES"] = inputs.topic_overrides
@@ -1964,8 +1953,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="extra environment of every worker (faust reads its settings there too, e.g. "
-        "PRODUCER_LINGER=0.005); repeatable",
+        help="extra environment of every worker (a faust setting as FAILOVER_FAUST_<NAME>, "
+        "e.g. FAILOVER_FAUST_PRODUCER_LINGER=0.005); repeatable",
     )
     parser.add_argument(
         "--trace-ratio",

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -61,6 +62,36 @@ class Engine:
         return "\n".join(out)
 
 
+#: Each topic variable of the worker, and the purpose its unique name is made of.
+TOPIC_PURPOSES: Final = (
+    ("FAILOVER_TOPIC_LINK_STATUS", "links"),
+    ("FAILOVER_TOPIC_OVERRIDES", "overrides"),
+    ("FAILOVER_TOPIC_FEEDBACK", "feedback"),
+    ("FAILOVER_TOPIC_COMMANDS", "commands"),
+    ("FAILOVER_TOPIC_TRANSITIONS", "transitions"),
+    ("FAILOVER_TOPIC_DEADLETTER", "dead"),
+    ("FAILOVER_TOPIC_CHANGES", "changes"),
+)
+
+
+def isolated_env(
+    bootstrap: str, topology: Path, partitions: int, data_dir: Path, name: Callable[[str], str]
+) -> dict[str, str]:
+    """A worker's environment on a shared broker (the tests' and bench/kafka.py's): its own
+    app id and topics, ``name(purpose)`` each, the memory store, logs at info."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "FAILOVER_TOPOLOGY": str(topology),
+        "FAILOVER_APP_ID": name("app"),
+        "FAILOVER_PARTITIONS": str(partitions),
+        "FAILOVER_STORE": "memory://",
+        "FAILOVER_DATA_DIR": str(data_dir),
+        "FAILOVER_LOG_LEVEL": "info",
+    }
+    env.update((variable, name(purpose)) for variable, purpose in TOPIC_PURPOSES)
+    return env
+
+
 def engine_env(
     bootstrap: str,
     unique_name: Callable[[str], str],
@@ -71,27 +102,9 @@ def engine_env(
     **extra: str,
 ) -> Engine:
     """Settings for one test: unique app id and topics, memory store, no ticker."""
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "FAILOVER_TOPOLOGY": str(topology),
-        "FAILOVER_APP_ID": unique_name("app"),
-        "FAILOVER_PARTITIONS": str(partitions),
-        "FAILOVER_STORE": "memory://",
-        "FAILOVER_DATA_DIR": str(tmp_path / "data"),
-        "FAILOVER_TICK_INTERVAL": "0",
-        "FAILOVER_COMMIT_INTERVAL": "0.2",
-        "FAILOVER_LOG_LEVEL": "info",
-    }
-    for variable, purpose in (
-        ("FAILOVER_TOPIC_LINK_STATUS", "links"),
-        ("FAILOVER_TOPIC_OVERRIDES", "overrides"),
-        ("FAILOVER_TOPIC_FEEDBACK", "feedback"),
-        ("FAILOVER_TOPIC_COMMANDS", "commands"),
-        ("FAILOVER_TOPIC_TRANSITIONS", "transitions"),
-        ("FAILOVER_TOPIC_DEADLETTER", "dead"),
-        ("FAILOVER_TOPIC_CHANGES", "changes"),
-    ):
-        env[variable] = unique_name(purpose)
+    env = isolated_env(bootstrap, topology, partitions, tmp_path / "data", unique_name)
+    env["FAILOVER_TICK_INTERVAL"] = "0"
+    env["FAILOVER_COMMIT_INTERVAL"] = "0.2"
     env.update(extra)
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
