@@ -43,10 +43,9 @@ from streams.codec import (
 )
 from streams.config import Settings
 from streams.topics import partition_for
-from workflows.engine import decode
+from workflows.engine import Decoded, decode, read_input
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.links import HealthChange, LinkStage, LinkState
-from workflows.readings import read_status
 from workflows.records import COMMANDS, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
 from workflows.topology import Topology
@@ -211,6 +210,22 @@ class _Partition:
                     self._save(key, value)
             self._dirty.clear()
 
+    def _judged(
+        self,
+        answer: Decoded | str,
+        key: bytes | None,
+        raw: bytes,
+        origin: Origin | ConsumerRecord,
+        out: list[Record],
+    ) -> Decoded | None:
+        """``decode``'s answer for an input: a refusal is dead-lettered (``None``), anything
+        else counted by type and returned."""
+        if isinstance(answer, str):
+            self._dead(out, key, answer, raw, origin)
+            return None
+        self.counts[answer[0]["type"]] += 1
+        return answer
+
     def _dead(
         self,
         out: list[Record],
@@ -307,22 +322,13 @@ class LinkPartition(_Partition):
         out: list[Record],
     ) -> None:
         raw = raw if raw is not None else b""
-        text = _text(key)
-        max_bytes = self.routing.settings.max_event_bytes
-        reading = read_status(raw, text, max_bytes)
+        reading, answer = read_input(raw, _text(key), self.routing.settings.max_event_bytes)
         if reading is None:
-            decoded = decode(raw, text, max_bytes)
-            if isinstance(decoded, str):
-                self._dead(out, key, decoded, raw, origin)
+            decoded = self._judged(answer, key, raw, origin, out)
+            if decoded is None:
                 return
             event, time = decoded
             type_ = event["type"]
-            if type_ == "link.status.v1":
-                data = event["data"]
-                reading = (event["subject"], event["id"], time, data["status"],
-                           data.get("latency_ms"), data.get("loss_pct"))  # fmt: skip
-            else:
-                self.counts[type_] += 1
         if reading is not None:
             self.counts["link.status.v1"] += 1
             link = reading[0]
@@ -480,13 +486,12 @@ class ServicePartition(_Partition):
         self, source: str, raw: bytes | None, key: bytes | None, origin: Origin, out: list[Record]
     ) -> None:
         raw = raw if raw is not None else b""
-        decoded = decode(raw, _text(key), self.routing.settings.max_event_bytes)
-        if isinstance(decoded, str):
-            self._dead(out, key, decoded, raw, origin)
+        answer = decode(raw, _text(key), self.routing.settings.max_event_bytes)
+        decoded = self._judged(answer, key, raw, origin, out)
+        if decoded is None:
             return
         event, time = decoded
         type_ = event["type"]
-        self.counts[type_] += 1
         if type_ == "clock.tick.v1":
             self._source(source, time, event["id"])
             self._drain(out)
