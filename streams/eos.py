@@ -379,7 +379,8 @@ class _LazyTable:
 
     ``Consumer._commit_offsets`` (faust/transport/consumer.py:1039-1047) renders every
     commit's offsets as a terminal table for a ``log.dev`` line that is almost never
-    written: 6% of an idle worker's CPU at 6 partitions (py-spy; a commit per tick)."""
+    written: about 6% of an idle worker's busy samples at 6 partitions (py-spy; a commit
+    per tick)."""
 
     __slots__ = ("_args", "_kwargs")
 
