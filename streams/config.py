@@ -25,10 +25,11 @@ variable                           default                     what
 ``FAILOVER_TICK_INTERVAL``         ``1.0``                     seconds between ``clock.tick.v1``;
                                                                ``0``: no ticker (ticks come from
                                                                elsewhere, e.g. a replayed file)
-``FAILOVER_COMMIT_INTERVAL``       ``0.5``                     longest time between commits; a
-                                                               batch that sent records (under
-                                                               exactly-once, invisible until
-                                                               committed) is committed at once
+``FAILOVER_COMMIT_INTERVAL``       ``0.5``                     longest time between commits; the
+                                                               transactions of a batch that sent
+                                                               records (under exactly-once,
+                                                               invisible until committed) are
+                                                               committed at once
 ``FAILOVER_FETCH_MAX_WAIT``        ``0.02``                    seconds the broker may hold a fetch
                                                                with no new record: how late an
                                                                input on an idle partition can
