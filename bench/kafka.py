@@ -75,7 +75,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -648,39 +648,12 @@ async def publish_inputs(bench: Bench, data: Inputs, traced: float | None = None
 # -- (a) the ceiling ------------------------------------------------------------------------
 
 
-async def ceiling(bench: Bench, data: Inputs) -> tuple[float, float]:
-    """aiokafka getmany + orjson.loads of the whole link-status topic: (seconds, CPU s)."""
-    s = data.settings
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bench.bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=INPUT_MAX_MESSAGE_BYTES + 64 * 1024,
-    )
-    try:
-        await consumer.start()
-        tps = [TopicPartition(s.topic_link_status, p) for p in range(s.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        for tp in tps:
-            await consumer.position(tp)  # resolve the start offsets before timing
-        loads = orjson.loads
-        count = 0
-        wall, cpu = time.perf_counter(), time.process_time()
-        while count < data.link_messages:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for records in batch.values():
-                for record in records:
-                    loads(record.value)
-                count += len(records)
-        return time.perf_counter() - wall, time.process_time() - cpu
-    finally:
-        await consumer.stop()
-
-
-async def ceiling_child(bootstrap: str, topic: str, partitions: list[int]) -> None:
-    """One process of :func:`ceiling_processes`: read ``partitions`` of ``topic`` as
-    :func:`ceiling` does, once told to go; print ``ready``, then ``done <CPU seconds>``."""
+@contextlib.asynccontextmanager
+async def ceiling_reader(
+    bootstrap: str, topic: str, partitions: Iterable[int]
+) -> AsyncIterator[tuple[AIOKafkaConsumer, int]]:
+    """A plain consumer assigned ``partitions`` of ``topic`` from the beginning, start offsets
+    resolved (before any timing), and how many records they hold."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -694,21 +667,46 @@ async def ceiling_child(bootstrap: str, topic: str, partitions: list[int]) -> No
         await consumer.seek_to_beginning(*tps)
         starts = {tp: await consumer.position(tp) for tp in tps}
         ends = await consumer.end_offsets(tps)
-        wanted = sum(ends[tp] - starts[tp] for tp in tps)
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        loads = orjson.loads
-        count = 0
-        cpu = time.process_time()
-        while count < wanted:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for records in batch.values():
-                for record in records:
-                    loads(record.value)
-                count += len(records)
-        print(f"done {time.process_time() - cpu}", flush=True)
+        yield consumer, sum(ends[tp] - starts[tp] for tp in tps)
     finally:
         await consumer.stop()
+
+
+async def read_ceiling(consumer: AIOKafkaConsumer, wanted: int) -> None:
+    """The ceiling's work: ``getmany(max_records=10000)`` and ``orjson.loads`` of each record,
+    until ``wanted`` records are read."""
+    loads = orjson.loads
+    count = 0
+    while count < wanted:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        for records in batch.values():
+            for record in records:
+                loads(record.value)
+            count += len(records)
+
+
+async def ceiling(bench: Bench, data: Inputs) -> tuple[float, float]:
+    """aiokafka getmany + orjson.loads of the whole link-status topic: (seconds, CPU s)."""
+    s = data.settings
+    async with ceiling_reader(bench.bootstrap, s.topic_link_status, range(s.partitions)) as (
+        consumer,
+        wanted,
+    ):
+        assert wanted == data.link_messages, (wanted, data.link_messages)
+        wall, cpu = time.perf_counter(), time.process_time()
+        await read_ceiling(consumer, wanted)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+
+async def ceiling_child(bootstrap: str, topic: str, partitions: list[int]) -> None:
+    """One process of :func:`ceiling_processes`: read ``partitions`` of ``topic`` as
+    :func:`ceiling` does, once told to go; print ``ready``, then ``done <CPU seconds>``."""
+    async with ceiling_reader(bootstrap, topic, partitions) as (consumer, wanted):
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        cpu = time.process_time()
+        await read_ceiling(consumer, wanted)
+        print(f"done {time.process_time() - cpu}", flush=True)
 
 
 async def ceiling_processes(bench: Bench, data: Inputs, processes: int) -> tuple[float, float]:
@@ -1905,6 +1903,11 @@ def loads(text: str) -> list[tuple[float, float]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["--ceiling-child"]:  # a process of ceiling_processes
+        bootstrap, topic, partitions = raw[1:4]
+        asyncio.run(ceiling_child(bootstrap, topic, [int(p) for p in partitions.split(",")]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--events", type=int, default=200_000, help="(a)(b) link events")
     parser.add_argument("--partitions", type=int, default=6, help="partitions of every topic")
@@ -1971,11 +1974,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="broker (default: infra/kafka/up)")
     parser.add_argument("--out", default=None, help="directory for worker logs and profiles")
-    raw = list(sys.argv[1:] if argv is None else argv)
-    if raw[:1] == ["--ceiling-child"]:  # a process of ceiling_processes
-        bootstrap, topic, partitions = raw[1:4]
-        asyncio.run(ceiling_child(bootstrap, topic, [int(p) for p in partitions.split(",")]))
-        return 0
     args = parser.parse_args(argv)
     unknown = set(args.skip) - set(PARTS)
     if unknown:

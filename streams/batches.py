@@ -157,10 +157,10 @@ async def _maybe_commit(self: Any) -> None:
     outbox = getattr(self.app, "outbox", None)
     if outbox is None or not outbox.uncommitted():
         return
-    waiting = outbox.waiting()
-    if None in waiting:  # not exactly-once: one commit for everything
+    if not outbox.exactly_once:  # one commit for everything
         await self.commit()
         return
+    waiting = outbox.waiting()
     # Only the transactions that hold records. A tick reaches every input partition, and
     # the stage-2 transactions, which mostly carry only offsets and state, committed on
     # every tick: in bench/kafka.py (c) at 6 partitions, 5,252 transactions in a run, now

@@ -231,7 +231,7 @@ class Outbox:
         original: Callable[..., Awaitable[bool]] = consumer.force_commit
 
         async def force_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
-            """``topics``: the partitions (or topics) to commit, ``None`` for every one. One
+            """``topics``: the partitions (faust TPs) to commit, ``None`` for every one. One
             input partition's transaction commits its offsets, so committing some partitions
             leaves the others' records in their open transactions, to commit later."""
             async with self.lock:
@@ -379,8 +379,8 @@ class _LazyTable:
 
     ``Consumer._commit_offsets`` (faust/transport/consumer.py:1039-1047) renders every
     commit's offsets as a terminal table for a ``log.dev`` line that is almost never
-    written: about 6% of an idle worker's busy samples at 6 partitions (py-spy; a commit
-    per tick)."""
+    written: 3.7% of an idle worker's busy samples at 6 partitions (py-spy; a commit per
+    tick)."""
 
     __slots__ = ("_args", "_kwargs")
 

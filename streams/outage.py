@@ -169,9 +169,8 @@ def patch_aiokafka() -> None:
         AIOKafkaClient._metadata_update = _metadata_update
     from aiokafka.producer import sender  # type: ignore[import-untyped]
 
-    # AddPartitionsToTxn's own shortcut (its first partitions only); the rule below covers
-    # the rest.
-    sender.BACKOFF_OVERRIDE = TXN_RETRY_BACKOFF
+    # The rule covers AddPartitionsToTxn's own shortcut (BACKOFF_OVERRIDE, for a transaction's
+    # first partitions) too: that is a backoff answered to CONCURRENT_TRANSACTIONS.
     for name in _MARKERS_PENDING:
         handler = getattr(sender, name)
         if handler.handle_response is not _handle_response:

@@ -158,7 +158,6 @@ async def test_fetched_records_not_handled_are_fetched_again() -> None:
 
     c._thread = SimpleNamespace(seek_wait=seek_wait, seek_to_beginning=seek_to_beginning)
     from aiokafka import TopicPartition  # type: ignore[import-untyped]
-    from faust.types import TP
 
     c.assignment = lambda: {TP("t", 0), TP("t", 1)}
     c.log = SimpleNamespace(warning=lambda text: None)

@@ -77,7 +77,6 @@ def test_transaction_requests_refused_for_pending_markers_retry_sooner() -> None
     )
 
     outage.patch_aiokafka()
-    assert sender.BACKOFF_OVERRIDE == outage.TXN_RETRY_BACKOFF  # AddPartitionsToTxn's
     add_offsets = sender.AddOffsetsToTxnHandler(_sender(), "group")
     concurrent, load_in_progress, ok = 51, 14, 0
     assert add_offsets.handle_response(AddOffsetsToTxnResponse_v0(0, concurrent)) == 0.003
@@ -94,10 +93,18 @@ def test_transaction_requests_refused_for_pending_markers_retry_sooner() -> None
     # Anything else keeps aiokafka's backoff.
     assert commit.handle_response(response(unknown_partition)) == 0.02
 
-    # AddPartitionsToTxn for a transaction that has partitions already: aiokafka's own
-    # shortcut (BACKOFF_OVERRIDE) does not apply, the rule does.
+    # AddPartitionsToTxn for a transaction's first partitions: aiokafka's own shortcut
+    # (BACKOFF_OVERRIDE, 20 ms), shortened by the same rule.
     from aiokafka.protocol.transaction import AddPartitionsToTxnResponse_v0
 
+    first = _sender()
+    first._txn_manager.txn_partitions = set()
+    add = sender.AddPartitionsToTxnHandler(first, [])
+    assert add.handle_response(AddPartitionsToTxnResponse_v0(0, [("t", [(0, concurrent)])])) == (
+        outage.TXN_RETRY_BACKOFF
+    )
+    # For a transaction that has partitions already: that shortcut does not apply, the rule
+    # does.
     with_partitions = _sender()
     with_partitions._txn_manager.txn_partitions = {("t", 0)}
     add = sender.AddPartitionsToTxnHandler(with_partitions, [])

@@ -96,8 +96,9 @@ Decoded = tuple[dict[str, Any], int]
 
 
 def read_input(raw: bytes, key: str | None, max_bytes: int) -> tuple[Reading | None, Decoded | str]:
-    """:func:`decode` with the readings fast path in front: ``(reading, ...)`` for a valid
-    ``link.status.v1``, whichever path read it; else ``(None, decode's answer)``."""
+    """:func:`decode` with the readings fast path in front: ``(reading, answer)`` for a valid
+    ``link.status.v1``, whichever path read it (``answer`` is ``""`` when the fast path did,
+    decode's answer otherwise); ``(None, decode's answer)`` for anything else."""
     reading = read_status(raw, key, max_bytes)
     if reading is not None:
         return reading, ""
