@@ -149,6 +149,8 @@ class FailoverApp(faust.App):
         super().__init__(
             settings.app_id,
             broker=settings.broker_urls,
+            # TLS and SASL for the consumer, the producers and topic creation (None: plaintext).
+            broker_credentials=settings.security.faust_credentials(),
             store=settings.store,
             datadir=str(settings.data_dir),
             autodiscover=False,
@@ -244,7 +246,9 @@ class FailoverApp(faust.App):
             shutil.rmtree(self.conf.tabledir, ignore_errors=True)
         await super().on_first_start()
         _log.info("failover worker settings: %s", s.describe())
-        counts = await ensure_topics(s.bootstrap_servers, topic_specs(s), s.replication)
+        counts = await ensure_topics(
+            s.bootstrap_servers, topic_specs(s), s.replication, security=s.security
+        )
         self.routing = Routing(s, counts)
         self.outbox.install()
 

@@ -50,6 +50,9 @@ variable                           default                     what
                                                                over what streams/app.py chose
 =================================  ==========================  ==================================
 
+How the clients connect (TLS, SASL, mutual TLS: ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``,
+``KAFKA_SSL_*``) is read and checked by streams/security.py, and kept in ``Settings.security``.
+
 faust's own variables (``PROCESSING_GUARANTEE``, ``BROKER_URL``, ``WEB_PORT``, ``TIMEZONE``...)
 are not read: faust would let them override the worker's settings, so a stray
 ``PROCESSING_GUARANTEE=at_least_once`` in a container's environment used to turn exactly-once
@@ -61,6 +64,7 @@ error names the variable and what is wrong with its value.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -69,6 +73,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final
 
+from streams.security import KafkaSecurity, SecurityError
 from workflows.engine import MAX_EVENT_BYTES
 
 __all__ = ["INPUT_MAX_MESSAGE_BYTES", "Settings", "SettingsError"]
@@ -186,6 +191,8 @@ class Settings:
     log_level: str = "info"
     #: faust settings by their faust environment name, from ``FAILOVER_FAUST_<NAME>``.
     faust_env: tuple[tuple[str, str], ...] = ()
+    #: How every client connects to the brokers (streams/security.py).
+    security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -227,6 +234,10 @@ class Settings:
         max_event_bytes = _int(
             env, "FAILOVER_MAX_EVENT_BYTES", MAX_EVENT_BYTES, 1, INPUT_MAX_MESSAGE_BYTES // 2
         )
+        try:
+            security = KafkaSecurity.from_env(env)
+        except SecurityError as exc:
+            raise SettingsError(exc.variable, exc.problem) from None
         return cls(
             bootstrap_servers=servers or ("127.0.0.1:9092",),
             topology=Path(topology_text) if topology_text else None,
@@ -247,6 +258,7 @@ class Settings:
             web_port=_int(env, "FAILOVER_WEB_PORT", 0, 0, 65535),
             log_level=_choice(env, "FAILOVER_LOG_LEVEL", "info", _LOG_LEVELS),
             faust_env=_faust_env(env),
+            security=security,
             **topics,
         )
 

@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
+from streams.security import KafkaSecurity
 
 __all__ = ["TopicSpec", "TopicsError", "ensure_topics", "partition_for", "topic_specs"]
 
@@ -69,15 +70,21 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 async def ensure_topics(
-    bootstrap: Iterable[str], specs: Iterable[TopicSpec], replication: int
+    bootstrap: Iterable[str],
+    specs: Iterable[TopicSpec],
+    replication: int,
+    *,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
     """Create the topics that do not exist; return every topic's partition count.
+    ``security``: how to connect (plaintext when ``None``).
 
     Raises:
         TopicsError: an existing topic that must have ``partitions`` has another count.
     """
     specs = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap))
+    options = security.client_options() if security is not None else {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **options)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

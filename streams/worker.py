@@ -11,6 +11,7 @@ import faust
 
 from streams.app import build_app
 from streams.config import Settings
+from streams.security import install_log_masking
 from streams.telemetry import configure, install_globals
 from streams.tracing import KafkaTopics, Tracing, kafka_autoinstrumentation
 from workflows.topology import Topology
@@ -20,6 +21,8 @@ __all__ = ["run"]
 
 def run(settings: Settings, topology: Topology) -> int:
     """Run the worker in this process; return its exit status (non-zero after a crash)."""
+    # No log line of any library, nor any traceback, shows the SASL password.
+    install_log_masking(settings.security.secrets())
     telemetry = configure("failover-engine")
     install_globals(telemetry)
     unwatch_gc = telemetry.watch_gc()

@@ -22,7 +22,9 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import CoordinatorNotAvailableError
 
 from streams.config import Settings
+from streams.security import VARIABLES as SECURITY_VARIABLES
 from streams.topics import ensure_topics, partition_for, topic_specs
+from tests.kafka.kafkatools import client_options
 from workflows.engine import TICK_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +80,8 @@ def isolated_env(
     bootstrap: str, topology: Path, partitions: int, data_dir: Path, name: Callable[[str], str]
 ) -> dict[str, str]:
     """A worker's environment on a shared broker (the tests' and bench/kafka.py's): its own
-    app id and topics, ``name(purpose)`` each, the memory store, logs at info."""
+    app id and topics, ``name(purpose)`` each, the memory store, logs at info; TLS and SASL
+    as the test's own clients have them (the environment's ``KAFKA_SECURITY_PROTOCOL``...)."""
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "FAILOVER_TOPOLOGY": str(topology),
@@ -89,6 +92,7 @@ def isolated_env(
         "FAILOVER_LOG_LEVEL": "info",
     }
     env.update((variable, name(purpose)) for variable, purpose in TOPIC_PURPOSES)
+    env.update((v, os.environ[v]) for v in SECURITY_VARIABLES if os.environ.get(v))
     return env
 
 
@@ -116,7 +120,7 @@ async def engine_topics(engine: Engine) -> AsyncIterator[None]:
     """Create the engine's topics (as the worker would) and delete all of them afterwards
     (but after a failure, keep them when ``FAILOVER_KEEP_TOPICS`` is set, to look at them)."""
     s = engine.settings
-    await ensure_topics(s.bootstrap_servers, topic_specs(s), s.replication)
+    await ensure_topics(s.bootstrap_servers, topic_specs(s), s.replication, security=s.security)
     try:
         yield
     except BaseException:
@@ -128,7 +132,7 @@ async def engine_topics(engine: Engine) -> AsyncIterator[None]:
 
 async def delete_topics(engine: Engine) -> None:
     s = engine.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers), **client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -237,6 +241,7 @@ async def publish(
         linger_ms=5,
         max_request_size=BIG,
         max_batch_size=1024 * 1024,
+        **client_options(),
     )
     await producer.start()
     try:
@@ -273,6 +278,7 @@ class Outputs:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=BIG,
             fetch_max_bytes=BIG * 2,
+            **client_options(),
         )
 
     async def __aenter__(self) -> Outputs:
@@ -342,11 +348,12 @@ async def group_lag(engine: Engine) -> dict[str, tuple[int, int]]:
     consumer ever sees): its end is the offset after its last record.
     """
     s = engine.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers), **client_options())
     consumer = AIOKafkaConsumer(
         bootstrap_servers=list(s.bootstrap_servers),
         isolation_level="read_committed",
         enable_auto_commit=False,
+        **client_options(),
     )
     await admin.start()
     await consumer.start()
@@ -386,7 +393,7 @@ async def _after_last_record(
 async def stage2_committed(engine: Engine) -> bool:
     """Has stage 2 committed input on every partition of the changes topic (time flows)?"""
     s = engine.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers), **client_options())
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(s.app_id)
@@ -407,7 +414,9 @@ async def stable_offsets(engine: Engine, topic: str) -> dict[int, tuple[int, int
     ends: dict[str, dict[TopicPartition, int]] = {}
     for isolation in ("read_committed", "read_uncommitted"):
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=list(s.bootstrap_servers), isolation_level=isolation
+            bootstrap_servers=list(s.bootstrap_servers),
+            isolation_level=isolation,
+            **client_options(),
         )
         await consumer.start()
         try:
@@ -423,7 +432,7 @@ async def group_assignment(engine: Engine) -> tuple[str, list[set[TopicPartition
     """The consumer group's state (``Stable``, ``PreparingRebalance``, ...) and, for each
     member, the partitions of the input topics the group gave it (DescribeGroups)."""
     s = engine.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers), **client_options())
     await admin.start()
     try:
         (response,) = await admin.describe_consumer_groups([s.app_id])
