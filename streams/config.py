@@ -5,8 +5,12 @@ variable                           default                     what
 =================================  ==========================  ==================================
 ``KAFKA_BOOTSTRAP_SERVERS``        ``127.0.0.1:9092``          comma-separated ``host:port`` list
 ``FAILOVER_TOPOLOGY``              (none: the worker needs it) path of the topology YAML
+``FAILOVER_TOPIC_PREFIX``          (none)                      put before every topic name below
+                                                               and the default app id; the app id
+                                                               must start with it
 ``FAILOVER_APP_ID``                ``failover-engine``         faust app id = consumer group id,
-                                                               prefix of changelog topics and of
+                                                               prefix of the internal topic, of
+                                                               changelog topics and of
                                                                transactional ids
 ``FAILOVER_TOPIC_LINK_STATUS``     ``link-status``             input, key: link id
 ``FAILOVER_TOPIC_OVERRIDES``       ``operator-overrides``      input, key: service id
@@ -14,7 +18,7 @@ variable                           default                     what
 ``FAILOVER_TOPIC_COMMANDS``        ``failover-commands``       output, key: service id
 ``FAILOVER_TOPIC_TRANSITIONS``     ``service-transitions``     output, key: service id
 ``FAILOVER_TOPIC_DEADLETTER``      ``failover-deadletter``     bad input, with the reason
-``FAILOVER_TOPIC_CHANGES``         ``failover-link-changes``   internal: link health changes,
+``FAILOVER_TOPIC_CHANGES``         ``APP_ID-link-changes``     internal: link health changes,
                                                                repartitioned by service id
 ``FAILOVER_PARTITIONS``            ``6``                       partitions of the inputs, of the
                                                                internal topic and of the tables
@@ -175,7 +179,7 @@ class Settings:
     topic_commands: str = "failover-commands"
     topic_transitions: str = "service-transitions"
     topic_deadletter: str = "failover-deadletter"
-    topic_changes: str = "failover-link-changes"
+    topic_changes: str = "failover-engine-link-changes"
     partitions: int = 6
     replication: int = 1
     store: str = "rocksdb://"
@@ -191,6 +195,8 @@ class Settings:
     log_level: str = "info"
     #: faust settings by their faust environment name, from ``FAILOVER_FAUST_<NAME>``.
     faust_env: tuple[tuple[str, str], ...] = ()
+    #: Put before every topic name and the default app id (``FAILOVER_TOPIC_PREFIX``).
+    topic_prefix: str = ""
     #: How every client connects to the brokers (streams/security.py).
     security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
 
@@ -211,12 +217,21 @@ class Settings:
             if not _SERVER.match(server):
                 raise SettingsError("KAFKA_BOOTSTRAP_SERVERS", f"{server!r} is not host:port")
         topology_text = _text(env, "FAILOVER_TOPOLOGY", "")
-        app_id = _text(env, "FAILOVER_APP_ID", "failover-engine")
+        prefix = _topic_prefix(env)
+        app_id = _text(env, "FAILOVER_APP_ID", f"{prefix}failover-engine")
         if not _APP_ID.match(app_id):
             raise SettingsError("FAILOVER_APP_ID", f"{app_id!r}: use 1 to 200 of A-Z a-z 0-9 . _ -")
+        if not app_id.startswith(prefix):
+            raise SettingsError(
+                "FAILOVER_APP_ID",
+                f"{app_id!r} does not start with FAILOVER_TOPIC_PREFIX {prefix!r}: its internal "
+                "topics, consumer group and transactional ids would fall outside the prefix",
+            )
         topics: dict[str, str] = {}
         for field, variable, default in _TOPICS:
-            name = _text(env, variable, default)
+            name = prefix + _text(env, variable, default)
+            if field == "topic_changes" and not _text(env, variable, ""):
+                name = f"{app_id}-link-changes"  # internal: the app's own, as its changelogs
             if not _TOPIC.match(name) or name in (".", ".."):
                 raise SettingsError(
                     variable, f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
@@ -258,6 +273,7 @@ class Settings:
             web_port=_int(env, "FAILOVER_WEB_PORT", 0, 0, 65535),
             log_level=_choice(env, "FAILOVER_LOG_LEVEL", "info", _LOG_LEVELS),
             faust_env=_faust_env(env),
+            topic_prefix=prefix,
             security=security,
             **topics,
         )
@@ -298,5 +314,16 @@ _TOPICS: Final = (
     ("topic_commands", "FAILOVER_TOPIC_COMMANDS", "failover-commands"),
     ("topic_transitions", "FAILOVER_TOPIC_TRANSITIONS", "service-transitions"),
     ("topic_deadletter", "FAILOVER_TOPIC_DEADLETTER", "failover-deadletter"),
-    ("topic_changes", "FAILOVER_TOPIC_CHANGES", "failover-link-changes"),
+    ("topic_changes", "FAILOVER_TOPIC_CHANGES", "APP_ID-link-changes"),
 )
+
+
+def _topic_prefix(env: Mapping[str, str]) -> str:
+    """``FAILOVER_TOPIC_PREFIX``: what every topic of the engine, and the app id, start with,
+    so that two deployments on one cluster never share a topic and prefixed ACLs cover one."""
+    prefix = _text(env, "FAILOVER_TOPIC_PREFIX", "")
+    if prefix and (not _TOPIC.match(prefix) or len(prefix) > 100):
+        raise SettingsError(
+            "FAILOVER_TOPIC_PREFIX", f"{prefix!r}: use 1 to 100 of A-Z a-z 0-9 . _ -"
+        )
+    return prefix
