@@ -57,7 +57,7 @@ from streams.partitions import (
     Trace,
 )
 from streams.telemetry import Telemetry
-from streams.topics import ensure_topics, topic_specs
+from streams.topics import default_replication, ensure_topics, topic_specs
 from streams.tracing import KafkaTopics, Tracing
 from workflows.engine import INPUT_TYPES, TICK_KEY
 from workflows.topology import Topology
@@ -156,7 +156,8 @@ class FailoverApp(faust.App):
             autodiscover=False,
             processing_guarantee=settings.processing_guarantee,
             topic_partitions=settings.partitions,
-            topic_replication_factor=settings.replication,
+            # Until on_first_start has asked the brokers for their default (streams/topics.py).
+            topic_replication_factor=settings.replication or 1,
             topic_allow_declare=True,
             table_standby_replicas=0,
             consumer_auto_offset_reset="earliest",
@@ -246,8 +247,13 @@ class FailoverApp(faust.App):
             shutil.rmtree(self.conf.tabledir, ignore_errors=True)
         await super().on_first_start()
         _log.info("failover worker settings: %s", s.describe())
+        replication = s.replication or await default_replication(
+            s.bootstrap_servers, security=s.security
+        )
+        # faust creates its own topics (changelogs, leader) after this, with this factor.
+        self.conf.topic_replication_factor = replication
         counts = await ensure_topics(
-            s.bootstrap_servers, topic_specs(s), s.replication, security=s.security
+            s.bootstrap_servers, topic_specs(s), replication, security=s.security
         )
         self.routing = Routing(s, counts)
         self.outbox.install()

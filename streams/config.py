@@ -22,7 +22,11 @@ variable                           default                     what
                                                                repartitioned by service id
 ``FAILOVER_PARTITIONS``            ``6``                       partitions of the inputs, of the
                                                                internal topic and of the tables
-``FAILOVER_REPLICATION``           ``1``                       replication factor of new topics
+``FAILOVER_REPLICATION``           (the brokers' default)      replication factor of new topics;
+                                                               unset: the brokers'
+                                                               default.replication.factor
+``FAILOVER_TRANSITIONS_RETENTION_  ``90``                      days the transitions topic keeps
+DAYS``                                                         its records (0: for ever)
 ``FAILOVER_STORE``                 ``rocksdb://``              faust table store (``memory://``)
 ``FAILOVER_DATA_DIR``              ``./failover-data``         faust data directory (tables)
 ``FAILOVER_PROCESSING_GUARANTEE``  ``exactly_once``            or ``at_least_once``
@@ -181,7 +185,9 @@ class Settings:
     topic_deadletter: str = "failover-deadletter"
     topic_changes: str = "failover-engine-link-changes"
     partitions: int = 6
-    replication: int = 1
+    #: ``None``: the brokers' ``default.replication.factor`` (streams/topics.py).
+    replication: int | None = None
+    transitions_retention_days: int = 90
     store: str = "rocksdb://"
     data_dir: Path = Path("failover-data")
     processing_guarantee: str = "exactly_once"
@@ -258,7 +264,14 @@ class Settings:
             topology=Path(topology_text) if topology_text else None,
             app_id=app_id,
             partitions=_int(env, "FAILOVER_PARTITIONS", 6, 1, 10_000),
-            replication=_int(env, "FAILOVER_REPLICATION", 1, 1, 100),
+            replication=(
+                _int(env, "FAILOVER_REPLICATION", 1, 1, 100)
+                if _text(env, "FAILOVER_REPLICATION", "")
+                else None
+            ),
+            transitions_retention_days=_int(
+                env, "FAILOVER_TRANSITIONS_RETENTION_DAYS", 90, 0, 36_500
+            ),
             store=store,
             data_dir=Path(_text(env, "FAILOVER_DATA_DIR", "failover-data")),
             processing_guarantee=_choice(

@@ -21,12 +21,23 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
+    ConfigResource,
+    ConfigResourceType,
+)
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
 from streams.security import KafkaSecurity
 
-__all__ = ["TopicSpec", "TopicsError", "ensure_topics", "partition_for", "topic_specs"]
+__all__ = [
+    "TopicSpec",
+    "TopicsError",
+    "default_replication",
+    "ensure_topics",
+    "partition_for",
+    "topic_specs",
+]
 
 
 _TOPIC_ALREADY_EXISTS: Final = 36
@@ -64,25 +75,70 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_changes, n),
         # Outputs: any partition count works (records go to murmur2(service) of their count).
         TopicSpec(settings.topic_commands, n, exact=False),
-        TopicSpec(settings.topic_transitions, n, exact=False),
+        TopicSpec(settings.topic_transitions, n, _retention(settings), exact=False),
         TopicSpec(settings.topic_deadletter, n, large, exact=False),
     ]
+
+
+def _retention(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The transitions topic's ``retention.ms``: an explicit decision, not the broker's
+    default (7 days on Kafka's own): it is the record of every incident."""
+    days = settings.transitions_retention_days
+    return (("retention.ms", str(days * 86_400_000 if days else -1)),)
+
+
+async def default_replication(
+    bootstrap: Iterable[str], *, security: KafkaSecurity | None = None
+) -> int:
+    """The brokers' ``default.replication.factor``: what the worker creates topics with when
+    ``FAILOVER_REPLICATION`` is unset. (aiokafka 0.14 sends CreateTopics v3, which cannot ask
+    for the broker's default with -1, so the worker asks the broker what it is.)
+
+    Raises:
+        TopicsError: the broker would not tell (it needs DescribeConfigs on the cluster).
+    """
+    options = security.client_options() if security is not None else {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **options)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        node = str(cluster["brokers"][0]["node_id"])
+        wanted = ConfigResource(
+            ConfigResourceType.BROKER, node, {"default.replication.factor": None}
+        )
+        (response,) = await admin.describe_configs([wanted])
+    finally:
+        await admin.close()
+    ((code, message, _type, _name, entries, *_),) = response.resources
+    if code:
+        raise TopicsError(
+            "FAILOVER_REPLICATION is unset and the broker would not tell its "
+            f"default.replication.factor (error {code}: {message}): set FAILOVER_REPLICATION, "
+            "or grant the worker DescribeConfigs on the cluster"
+        )
+    for name, value, *_ in entries:
+        if name == "default.replication.factor":
+            return int(value)
+    raise TopicsError("the broker's configuration has no default.replication.factor")
 
 
 async def ensure_topics(
     bootstrap: Iterable[str],
     specs: Iterable[TopicSpec],
-    replication: int,
+    replication: int | None,
     *,
     security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
     """Create the topics that do not exist; return every topic's partition count.
-    ``security``: how to connect (plaintext when ``None``).
+    ``replication``: ``None`` for the brokers' default; ``security``: how to connect
+    (plaintext when ``None``).
 
     Raises:
         TopicsError: an existing topic that must have ``partitions`` has another count.
     """
-    specs = list(specs)
+    specs, bootstrap = list(specs), list(bootstrap)
+    if replication is None:
+        replication = await default_replication(bootstrap, security=security)
     options = security.client_options() if security is not None else {}
     admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **options)
     await admin.start()

@@ -29,7 +29,7 @@ def test_defaults() -> None:
         "failover-deadletter",
         "failover-engine-link-changes",
     )
-    assert (s.partitions, s.replication) == (6, 1)
+    assert (s.partitions, s.replication, s.transitions_retention_days) == (6, None, 90)
     assert (s.store, s.data_dir) == ("rocksdb://", Path("failover-data"))
     assert s.processing_guarantee == "exactly_once"
     assert s.exactly_once
@@ -203,3 +203,18 @@ def test_a_bad_prefix_is_refused(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(env)
     assert caught.value.variable == variable
+
+
+def test_the_transitions_topic_has_an_explicit_retention() -> None:
+    from streams.topics import topic_specs
+
+    def retention(env: dict[str, str]) -> str:
+        s = Settings.from_env(env)
+        (spec,) = [t for t in topic_specs(s) if t.name == s.topic_transitions]
+        return dict(spec.config)["retention.ms"]
+
+    assert retention({}) == str(90 * 24 * 3600 * 1000)
+    assert retention({"FAILOVER_TRANSITIONS_RETENTION_DAYS": "400"}) == str(400 * 86_400_000)
+    assert retention({"FAILOVER_TRANSITIONS_RETENTION_DAYS": "0"}) == "-1"  # for ever
+    with pytest.raises(SettingsError, match=r"^FAILOVER_TRANSITIONS_RETENTION_DAYS: "):
+        Settings.from_env({"FAILOVER_TRANSITIONS_RETENTION_DAYS": "-1"})
