@@ -218,3 +218,11 @@ def test_the_transitions_topic_has_an_explicit_retention() -> None:
     assert retention({"FAILOVER_TRANSITIONS_RETENTION_DAYS": "0"}) == "-1"  # for ever
     with pytest.raises(SettingsError, match=r"^FAILOVER_TRANSITIONS_RETENTION_DAYS: "):
         Settings.from_env({"FAILOVER_TRANSITIONS_RETENTION_DAYS": "-1"})
+
+
+def test_tracing_knows_the_default_topic_names() -> None:
+    """streams/tracing.py tells internal hops from outputs by name: its defaults are the
+    worker's."""
+    from streams.tracing import KafkaTopics
+
+    assert KafkaTopics() == KafkaTopics.of(Settings())
