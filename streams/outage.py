@@ -49,7 +49,12 @@ still knows the member). Three things needed fixing or pinning:
    1,204 of them in 7 minutes. They are not a shortage of replicas but point 4's answer, so
    for those same first :data:`TXN_FAST_RETRIES` sends of a transactional producer the line
    is dropped (:class:`_PendingMarkersFilter`, counted in :data:`quiet_retries`); a batch still
-   refused after them is logged as before, since a real shortage answers the same.
+   refused after them is logged as before, since a real shortage answers the same. Each
+   ``TxnOffsetCommit`` refused so also makes the producer look its group's coordinator up
+   again, and aiokafka logs ``Discovered coordinator 1 for group id ...`` at INFO each time
+   (aiokafka/producer/sender.py:255-266: 15 and 24 lines in two 45 s runs of
+   tests/kafka/test_quiet.py, from the worker's producers): only a coordinator that is new for its group or
+   transactional id is logged (:class:`_NewCoordinatorFilter`), so a move still shows.
 """
 
 from __future__ import annotations
@@ -141,6 +146,33 @@ class _PendingMarkersFilter(logging.Filter):
 
 _FILTER: Final = _PendingMarkersFilter()
 
+#: aiokafka's lines for a coordinator found (aiokafka/producer/sender.py:255-266).
+_DISCOVERED: Final = (
+    "Discovered coordinator %s for group id %s",
+    "Discovered coordinator %s for transactional id %s",
+)
+
+
+class _NewCoordinatorFilter(logging.Filter):
+    """Drops aiokafka's "Discovered coordinator" line when the coordinator is the one last
+    logged for that group or transactional id (point 5): one entry per id the process uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: dict[tuple[str, object], object] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in _DISCOVERED or not isinstance(record.args, tuple):
+            return True
+        node, key = record.args
+        if self.known.get((record.msg, key)) == node:
+            return False
+        self.known[(record.msg, key)] = node
+        return True
+
+
+_COORDINATORS: Final = _NewCoordinatorFilter()
+
 
 def _produce_response(self: Any, response: Any) -> None:
     """``SendProduceReqHandler.handle_response``; then, for a transactional producer whose
@@ -226,8 +258,9 @@ def patch_aiokafka() -> None:
     if sender.SendProduceReqHandler.handle_response is not _produce_response:
         _ORIGINAL_PRODUCE_RESPONSE = sender.SendProduceReqHandler.handle_response
         sender.SendProduceReqHandler.handle_response = _produce_response
-    if _FILTER not in sender.log.filters:
-        sender.log.addFilter(_FILTER)
+    for quiet in (_FILTER, _COORDINATORS):
+        if quiet not in sender.log.filters:
+            sender.log.addFilter(quiet)
     producer: Any = Producer
     if producer._settings_extra is not _settings_extra:
         _ORIGINAL_EXTRA = producer._settings_extra

@@ -177,3 +177,23 @@ def test_pending_markers_retries_are_not_logged_but_a_real_shortage_is(
     assert logged(not_enough_replicas, 0, transactional=False)
     assert logged(leader_moved, 0)
     assert outage.quiet_retries == before + 2
+
+
+def test_a_coordinator_is_logged_when_it_is_new_for_its_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Point 5: a producer that looks its group's coordinator up again after each refused
+    TxnOffsetCommit does not log it again; a coordinator that moved is logged."""
+    from aiokafka.producer import sender  # type: ignore[import-untyped]
+
+    outage.patch_aiokafka()
+    with caplog.at_level(logging.INFO, logger="aiokafka.producer.sender"):
+        for node, key in [(1, "g"), (1, "g"), (1, "g"), (2, "g"), (1, "h"), (2, "g")]:
+            sender.log.info("Discovered coordinator %s for group id %s", node, key)
+        sender.log.info("Discovered coordinator %s for transactional id %s", 1, "g")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Discovered coordinator 1 for group id g",
+        "Discovered coordinator 2 for group id g",
+        "Discovered coordinator 1 for group id h",
+        "Discovered coordinator 1 for transactional id g",
+    ]
