@@ -53,8 +53,9 @@ still knows the member). Three things needed fixing or pinning:
    ``TxnOffsetCommit`` refused so also makes the producer look its group's coordinator up
    again, and aiokafka logs ``Discovered coordinator 1 for group id ...`` at INFO each time
    (aiokafka/producer/sender.py:255-266: 15 and 24 lines in two 45 s runs of
-   tests/kafka/test_quiet.py, from the worker's producers): only a coordinator that is new for its group or
-   transactional id is logged (:class:`_NewCoordinatorFilter`), so a move still shows.
+   tests/kafka/test_quiet.py, from the worker's producers): only a coordinator that is new
+   for its group or transactional id is logged (:class:`_NewCoordinatorFilter`), so a move
+   still shows.
 """
 
 from __future__ import annotations
