@@ -30,6 +30,7 @@ committed offset once the rebalance ends (:func:`streams.eos.patch_faust` seeks 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
@@ -150,7 +151,7 @@ async def _maybe_commit(self: Any) -> None:
     ``Consumer._commit_handler``): a 50 ms interval committed every 130 ms. The timer still
     commits while no input arrives."""
     now = time.monotonic()
-    if now - self.__dict__.get(_COMMITTED_AT, 0.0) >= self.commit_interval:
+    if now - self.__dict__.get(_COMMITTED_AT, -math.inf) >= self.commit_interval:
         self.__dict__[_COMMITTED_AT] = now
         await self.commit()
         return
