@@ -16,7 +16,7 @@ that caused it. So:
    producer ``q`` may not even exist in this process: ``ProducerSendError``.
 2. A record to a topic the consumer does not subscribe to (commands, transitions, dead
    letters) has no partition in the consumer's metadata (``key_partition`` returns None),
-   so it goes out through the plain, non-transactional producer (faust issue #177): a crash
+   so it goes out through the plain, non-transactional producer (faust-streaming/faust#177): a crash
    after it leaves duplicates, and read_committed consumers see it before its transaction
    commits. (Had the topic been in the consumer's metadata, ``group_for_topic`` would raise
    ``KeyError``: only subscribed topics are in the assignor's groups.)

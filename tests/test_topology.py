@@ -1,4 +1,4 @@
-"""The topology file (DESIGN §4): what loads, what the policy becomes, and how every mistake
+"""The topology file (docs/topology.md): what loads, what the policy becomes, and how every mistake
 an operator can make is reported: ``file: path: problem``."""
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ __all__ = [
 
 STATES: Final = ("online", "degraded", "manual", "restored")
 
-#: The edges of DESIGN §2, and no others: ``transitions`` refuses any trigger not listed.
+#: The machine's edges (docs/state-machine.md): ``transitions`` refuses any trigger not listed.
 TRANSITIONS: Final = (
     {"trigger": "degrade", "source": "online", "dest": "degraded"},
     {"trigger": "suspend", "source": ["online", "degraded"], "dest": "manual"},

@@ -1,4 +1,4 @@
-"""The causal chain of DESIGN §6 on the real Kafka path: ``failover worker`` in a subprocess,
+"""The causal chain of traces on the real Kafka path: ``failover worker`` in a subprocess,
 configured by ``OTEL_*`` variables only, exporting over OTLP/HTTP to a receiver this test
 starts (tests/otlp.py), while a read_committed consumer reads its commands.
 
