@@ -138,6 +138,7 @@ def worker_command() -> None:
         from streams.app import faust_environment
 
         faust_environment(settings)  # FAILOVER_FAUST_* names faust knows
+        settings.tick_key()  # no key and no FAILOVER_UNSIGNED_TICKS=accept: refuse to start
     except SettingsError as exc:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(2) from exc
