@@ -35,6 +35,7 @@ __all__ = [
     "ClockJump",
     "clock_jumps",
     "describe_gap",
+    "describe_jump",
     "future_reason",
     "sign_tick",
     "tick_canonical",
@@ -124,6 +125,15 @@ def describe_gap(micros: int) -> str:
     if hours:
         return f"{hours} h {minutes} min"
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def describe_jump(jump: ClockJump, file: str) -> str:
+    """One line for people: where the jump is, how far and from when to when."""
+    return (
+        f"{file}:{jump.line}: the clock jumps {describe_gap(jump.time - jump.before)} ahead, "
+        f"to {format_time(jump.time)} from {format_time(jump.before)} (more than "
+        "max_clock_jump): a probe's clock may be wrong"
+    )
 
 
 class _Stamp(msgspec.Struct):
