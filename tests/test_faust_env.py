@@ -43,7 +43,9 @@ def test_a_name_faust_does_not_read_is_refused() -> None:
 def test_the_app_is_not_built_without_a_tick_key(tmp_path: Path) -> None:
     """Deny by default: with no tick key, and no FAILOVER_UNSIGNED_TICKS=accept, any producer
     could move the engine's clock; the app refuses to be built."""
-    settings = Settings.from_env({"FAILOVER_DATA_DIR": str(tmp_path), "FAILOVER_STORE": "memory://"})
+    settings = Settings.from_env(
+        {"FAILOVER_DATA_DIR": str(tmp_path), "FAILOVER_STORE": "memory://"}
+    )
     with pytest.raises(SettingsError) as caught:
         build_app(settings, TOPOLOGY)
     assert caught.value.variable == "FAILOVER_TICK_SECRET"

@@ -10,10 +10,11 @@ This is a fast path, not a second judge. :func:`read_status` answers only for re
 vouch for: an envelope with exactly the schema's required fields and no extension attribute,
 the key equal to the subject, a time that parses, within the engine's range and not after the
 caller's bound. Anything else, a reading it refuses included, gets ``None``, and the caller
-asks :func:`~workflows.engine.decode`, which gives the verdict and the reason. So the fast path can only be wrong by accepting what the schema
-refuses or by reading a value differently; ``tests/test_readings.py`` checks both against
-``decode`` (hypothesis). The constraints are read from the schema file itself, so the two
-cannot drift apart by an edit of one.
+asks :func:`~workflows.engine.decode`, which gives the verdict and the reason. So the fast
+path can only be wrong by accepting what the schema refuses or by reading a value
+differently; ``tests/test_readings.py`` checks both against ``decode`` (hypothesis). The
+constraints are read from the schema file itself, so the two cannot drift apart by an edit
+of one.
 """
 
 from __future__ import annotations

@@ -166,7 +166,9 @@ def parse_duration(text: str) -> int:
     # Compared before int(): a string of 100,000 digits would cost int() a quadratic parse.
     limit = MAX_DURATION // _UNITS[unit]
     if len(digits.lstrip("0")) > len(str(limit)) or int(digits) > limit:
-        raise ValueError(f"{text[:64]!r} is longer than {limit}{unit} (36500 days), the most a duration may be")
+        raise ValueError(
+            f"{text[:64]!r} is longer than {limit}{unit} (36500 days), the most a duration may be"
+        )
     return int(digits) * _UNITS[unit]
 
 
