@@ -24,8 +24,9 @@ tests build apps with their own ids and topics).
   :func:`~streams.eos.patch_faust` fixes the faust bugs that lose state, inputs or offsets
   after a restart. streams/eos.py says what faust gets wrong, and why each fix is right.
 - The ticker (``FAILOVER_TICK_INTERVAL`` > 0) runs on the leader only and publishes
-  ``clock.tick.v1`` at the wall clock, the engine's only reading of it, to every partition of
-  the three input topics.
+  ``clock.tick.v1`` at the wall clock, tagged with the tick key, to every partition of the
+  three input topics. The wall clock is read in one other place: before each batch, for the
+  latest event time an input may carry (``max_future`` ahead: :mod:`workflows.clock`).
 """
 
 from __future__ import annotations
