@@ -116,7 +116,7 @@ class ClockJump(NamedTuple):
 
 
 def describe_gap(micros: int) -> str:
-    """A gap for people: ``3 days 4 h``, ``26 h 5 min``, ``90 s``."""
+    """A gap for people: ``3 days 4 h``, ``5 h 5 min``, ``1 min 30 s``, ``59 s``."""
     days, rest = divmod(micros // SECOND, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
