@@ -432,3 +432,54 @@ def test_gaps_read_as_people_say_them() -> None:
     assert describe_gap(59 * SECOND) == "59 s"
     assert describe_gap((26 * 3600 + 300) * SECOND) == "1 day 2 h"
     assert describe_gap((5 * 3600 + 300) * SECOND) == "5 h 5 min"
+
+
+STAMPS = st.sampled_from(
+    [at(0), at(1), at(86400), at(86401), at(3 * 86400), "2030-01-01T00:00:00Z",
+     "9999-12-31T23:59:59Z", "2019-02-30T00:00:00Z", "x", 5, None]
+)  # fmt: skip
+
+
+@st.composite
+def replay_lines(draw: st.DrawFn) -> list[tuple[int, bytes]]:
+    """Lines of a file: inputs of any type with times in and out of order, repeated, out of
+    range or not times at all; and lines that are no inputs."""
+    lines = []
+    for number in range(1, draw(st.integers(0, 30)) + 1):
+        kind = draw(st.sampled_from([*INPUT_TYPES, "x.v1", None, "garbage"]))
+        if kind == "garbage":
+            lines.append((number, draw(st.sampled_from([b"", b"{", b"[]", b"1", b"\xff"]))))
+            continue
+        event: dict[str, Any] = {"id": str(number), "time": draw(STAMPS)}
+        if kind is not None:
+            event["type"] = kind
+        lines.append((number, raw(event)))
+    return lines
+
+
+def model_jumps(lines: list[tuple[int, bytes]], max_jump: int) -> list[ClockJump]:
+    """What clock_jumps must find, the plain way: every line parsed in full."""
+    found, latest = [], None
+    for number, data in lines:
+        try:
+            event = orjson.loads(data)
+            assert isinstance(event, dict)
+            assert event.get("type") in INPUT_TYPES
+            time = parse_event_time(event["time"])
+        except (orjson.JSONDecodeError, AssertionError, KeyError, TypeError, ValueError):
+            continue
+        if latest is not None and time - latest > max_jump:
+            found.append(ClockJump(number, time, latest))
+        latest = time if latest is None else max(latest, time)
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=replay_lines(), days=st.sampled_from([0, 1, 2]))
+def test_clock_jumps_finds_what_a_full_parse_finds(
+    lines: list[tuple[int, bytes]], days: int
+) -> None:
+    found: list[ClockJump] = []
+    max_jump = days * 86400 * SECOND
+    assert list(clock_jumps(lines, max_jump, found.append)) == lines
+    assert found == model_jumps(lines, max_jump)
