@@ -106,7 +106,7 @@ from streams.partitions import (  # noqa: E402
     ServicePartition,
 )
 from streams.topics import TopicSpec, ensure_topics, partition_for, topic_specs  # noqa: E402
-from tests.kafka.workers import isolated_env  # noqa: E402
+from tests.kafka.workers import isolated_env, signed  # noqa: E402
 from tests.otlp import Receiver, serve  # noqa: E402
 from workflows.engine import TICK_KEY, Engine  # noqa: E402
 from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted  # noqa: E402
@@ -510,6 +510,7 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, bytes, int]]
     if event["type"] == "clock.tick.v1":
         key = TICK_KEY.encode()
         topics = (settings.topic_link_status, settings.topic_overrides, settings.topic_feedback)
+        raw = signed(raw)  # with the workers' tick key (isolated_env), as their ticker does
         return [(t, key, raw, p) for t in topics for p in range(n)]
     key = str(event["subject"]).encode()
     topic = (

@@ -24,8 +24,9 @@ tests build apps with their own ids and topics).
   :func:`~streams.eos.patch_faust` fixes the faust bugs that lose state, inputs or offsets
   after a restart. streams/eos.py says what faust gets wrong, and why each fix is right.
 - The ticker (``FAILOVER_TICK_INTERVAL`` > 0) runs on the leader only and publishes
-  ``clock.tick.v1`` at the wall clock, the engine's only reading of it, to every partition of
-  the three input topics.
+  ``clock.tick.v1`` at the wall clock, tagged with the tick key, to every partition of the
+  three input topics. The wall clock is read in one other place: before each batch, for the
+  latest event time an input may carry (``max_future`` ahead: :mod:`workflows.clock`).
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ class FailoverApp(faust.App):
         self.counts: Counter[str] = Counter()
         self.outbox = Outbox(self, exactly_once=settings.exactly_once)
         self.outbox.before_commit = self._flush_state
+        #: The ticks' HMAC key; None only with FAILOVER_UNSIGNED_TICKS=accept (refuses to
+        #: build the app with neither).
+        self.tick_key = settings.tick_key()
         self.routing = Routing(settings)
         self._links: dict[int, tuple[LinkPartition, _TableView]] = {}
         self._services: dict[int, tuple[ServicePartition, _TableView]] = {}
@@ -352,6 +356,7 @@ class FailoverApp(faust.App):
                 _log.warning("skipping %s: consumer generation changed", tp)
                 return False
             origin = Origin(tp.topic, tp.partition, records[0].offset)
+            self._bound_clock()
             try:
                 out = self._traced(tp, records, handle, stage)
                 self._log_dead(out)
@@ -410,11 +415,20 @@ class FailoverApp(faust.App):
                     headers.get("failover-reason", b"").decode("utf-8", "replace"),
                 )
 
+    def _bound_clock(self) -> None:
+        """Before each batch: the latest event time an input may carry, the wall clock plus
+        ``max_future``, and the tick key, for :func:`workflows.engine.decode`
+        (:mod:`workflows.clock`). Read once a batch: a batch takes milliseconds, the bound is
+        minutes."""
+        now = time.time_ns() // 1_000
+        self.routing.guard(now + self.topology.policy.max_future, self.tick_key)
+
     async def _tick(self) -> None:
-        """Publish one ``clock.tick.v1`` at the wall clock (milliseconds) everywhere."""
+        """Publish one ``clock.tick.v1`` at the wall clock (milliseconds) everywhere, tagged
+        with the tick key."""
         s = self.settings
         now = time.time_ns() // 1_000_000 * 1_000
-        _, value = tick_event(now)
+        _, value = tick_event(now, self.tick_key)
         key = TICK_KEY.encode()
         topics = (s.topic_link_status, s.topic_overrides, s.topic_feedback)
         await self.outbox.send_plain(

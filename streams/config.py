@@ -45,6 +45,13 @@ variable                           default                     what
 ``FAILOVER_MAX_EVENT_BYTES``       ``65536``                   larger inputs are dead-lettered
 ``FAILOVER_WEB_PORT``              ``0``                       faust web server port; 0: off
 ``FAILOVER_LOG_LEVEL``             ``info``                    debug, info, warning, error
+``FAILOVER_TICK_SECRET``           (none)                      key of the ticks' HMAC-SHA256
+                                                               tag, the same for every worker
+                                                               (32 bytes or more)
+``FAILOVER_TICK_SECRET_FILE``      (none)                      a file holding that key instead
+``FAILOVER_UNSIGNED_TICKS``        ``refuse``                  ``accept``: no key, ticks are not
+                                                               authenticated (development and
+                                                               tests only)
 ``FAILOVER_FAUST_<NAME>``          (none)                      faust's setting read from
                                                                ``<NAME>`` (``PRODUCER_LINGER``...),
                                                                over what streams/app.py chose
@@ -55,12 +62,19 @@ are not read: faust would let them override the worker's settings, so a stray
 ``PROCESSING_GUARANTEE=at_least_once`` in a container's environment used to turn exactly-once
 off without a word. ``FAILOVER_FAUST_`` makes such an override a visible decision.
 
+The worker refuses to start without a tick key unless ``FAILOVER_UNSIGNED_TICKS=accept``
+says that unauthenticated ticks are fine (:meth:`Settings.tick_key`): a producer that can
+send a tick can move the engine's clock. The key is held in a :class:`Secret`, which never
+shows its value (not in ``describe()``, not in an error).
+
 Nothing here imports faust: the settings are checked before anything heavy starts, and every
 error names the variable and what is wrong with its value.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import os
 import re
@@ -71,7 +85,7 @@ from typing import Final
 
 from workflows.engine import MAX_EVENT_BYTES
 
-__all__ = ["INPUT_MAX_MESSAGE_BYTES", "Settings", "SettingsError"]
+__all__ = ["INPUT_MAX_MESSAGE_BYTES", "Secret", "Settings", "SettingsError"]
 
 #: ``max.message.bytes`` of the input and dead-letter topics: a 2 MB input must reach the
 #: engine whole, so that it can be refused as ``too-large`` and dead-lettered with its bytes.
@@ -157,6 +171,74 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+# --- The tick key: ticks authenticated with a secret the workers share (workflows/clock.py).
+
+#: The shortest tick key accepted: HMAC-SHA256's own output length.
+MIN_TICK_SECRET_BYTES: Final = 32
+_UNSIGNED: Final = ("refuse", "accept")
+
+
+class Secret:
+    """A secret value that never shows itself: ``repr`` and ``str`` say only that it is set."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<hidden>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(hashlib.sha256(self._value).digest())
+
+
+def _tick_secret(env: Mapping[str, str]) -> Secret | None:
+    """``FAILOVER_TICK_SECRET``, or the content of ``FAILOVER_TICK_SECRET_FILE`` (whitespace
+    at either end removed); neither may be shorter than :data:`MIN_TICK_SECRET_BYTES`."""
+    text = env.get("FAILOVER_TICK_SECRET", "").strip()
+    path = _text(env, "FAILOVER_TICK_SECRET_FILE", "")
+    if text and path:
+        raise SettingsError("FAILOVER_TICK_SECRET_FILE", "set it or FAILOVER_TICK_SECRET, not both")
+    if path:
+        variable = "FAILOVER_TICK_SECRET_FILE"
+        try:
+            value = Path(path).read_bytes().strip()
+        except OSError as exc:
+            raise SettingsError(variable, f"{path}: {exc.strerror or 'cannot be read'}") from None
+    else:
+        variable, value = "FAILOVER_TICK_SECRET", text.encode()
+    if not value:
+        return None
+    if len(value) < MIN_TICK_SECRET_BYTES:
+        raise SettingsError(
+            variable,
+            f"the key has {len(value)} bytes; use {MIN_TICK_SECRET_BYTES} or more "
+            "(e.g. the output of openssl rand -hex 32)",
+        )
+    return Secret(value)
+
+
+def _unsigned_ticks(env: Mapping[str, str], secret: Secret | None) -> bool:
+    accept = _choice(env, "FAILOVER_UNSIGNED_TICKS", "refuse", _UNSIGNED) == "accept"
+    if accept and secret is not None:
+        raise SettingsError(
+            "FAILOVER_UNSIGNED_TICKS", "accept, but a tick key is set: choose one of the two"
+        )
+    return accept
+
+
+# --- end of the tick key
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the worker is configured with. Build it with :meth:`from_env`."""
@@ -184,6 +266,10 @@ class Settings:
     max_event_bytes: int = MAX_EVENT_BYTES
     web_port: int = 0
     log_level: str = "info"
+    #: The ticks' HMAC key (``FAILOVER_TICK_SECRET`` or ``_FILE``); see :meth:`tick_key`.
+    tick_secret: Secret | None = None
+    #: ``FAILOVER_UNSIGNED_TICKS=accept``: ticks need no tag (development and tests only).
+    unsigned_ticks: bool = False
     #: faust settings by their faust environment name, from ``FAILOVER_FAUST_<NAME>``.
     faust_env: tuple[tuple[str, str], ...] = ()
 
@@ -227,6 +313,7 @@ class Settings:
         max_event_bytes = _int(
             env, "FAILOVER_MAX_EVENT_BYTES", MAX_EVENT_BYTES, 1, INPUT_MAX_MESSAGE_BYTES // 2
         )
+        tick_secret = _tick_secret(env)
         return cls(
             bootstrap_servers=servers or ("127.0.0.1:9092",),
             topology=Path(topology_text) if topology_text else None,
@@ -246,6 +333,8 @@ class Settings:
             max_event_bytes=max_event_bytes,
             web_port=_int(env, "FAILOVER_WEB_PORT", 0, 0, 65535),
             log_level=_choice(env, "FAILOVER_LOG_LEVEL", "info", _LOG_LEVELS),
+            tick_secret=tick_secret,
+            unsigned_ticks=_unsigned_ticks(env, tick_secret),
             faust_env=_faust_env(env),
             **topics,
         )
@@ -263,6 +352,25 @@ class Settings:
         if not self.topology.is_file():
             raise SettingsError("FAILOVER_TOPOLOGY", f"{self.topology}: no such file")
         return self.topology
+
+    def tick_key(self) -> bytes | None:
+        """The key that signs the ticker's ticks and authenticates every tick read from Kafka;
+        ``None`` when ``FAILOVER_UNSIGNED_TICKS=accept`` (ticks are then not checked).
+
+        Raises:
+            SettingsError: neither a key nor ``FAILOVER_UNSIGNED_TICKS=accept`` is set: the
+                worker must not start, since any producer could move its clock.
+        """
+        if self.tick_secret is not None:
+            return self.tick_secret.reveal()
+        if self.unsigned_ticks:
+            return None
+        raise SettingsError(
+            "FAILOVER_TICK_SECRET",
+            "not set: ticks could not be authenticated, and any producer could move the "
+            "engine's clock. Set FAILOVER_TICK_SECRET or FAILOVER_TICK_SECRET_FILE (the same "
+            "key on every worker), or FAILOVER_UNSIGNED_TICKS=accept for development",
+        )
 
     @property
     def exactly_once(self) -> bool:

@@ -112,6 +112,17 @@ class Routing:
         }
         self._output = {COMMANDS: settings.topic_commands, TRANSITIONS: settings.topic_transitions}
         self._owned: list[tuple[Collection[str], list[set[str]]]] = []
+        #: The clock guards decode applies (workflows/clock.py): the latest event time accepted
+        #: and the ticks' key. None: unbounded, unchecked (as replay); the worker sets both
+        #: before every batch (:meth:`guard`).
+        self.not_after: int | None = None
+        self.tick_key: bytes | None = None
+
+    def guard(self, not_after: int | None, tick_key: bytes | None) -> None:
+        """Refuse inputs stamped after ``not_after`` (``future-time``) and ticks without a
+        valid tag under ``tick_key`` (``unauthenticated-tick``) from now on."""
+        self.not_after = not_after
+        self.tick_key = tick_key
 
     def owned(self, keys: Collection[str], partition: int) -> set[str]:
         """The ``keys`` that Kafka's partitioner (murmur2) puts in ``partition``.
@@ -322,7 +333,10 @@ class LinkPartition(_Partition):
         out: list[Record],
     ) -> None:
         raw = raw if raw is not None else b""
-        reading, answer = read_input(raw, _text(key), self.routing.settings.max_event_bytes)
+        r = self.routing
+        reading, answer = read_input(
+            raw, _text(key), r.settings.max_event_bytes, r.not_after, r.tick_key
+        )
         if reading is None:
             decoded = self._judged(answer, key, raw, origin, out)
             if decoded is None:
@@ -486,7 +500,8 @@ class ServicePartition(_Partition):
         self, source: str, raw: bytes | None, key: bytes | None, origin: Origin, out: list[Record]
     ) -> None:
         raw = raw if raw is not None else b""
-        answer = decode(raw, _text(key), self.routing.settings.max_event_bytes)
+        r = self.routing
+        answer = decode(raw, _text(key), r.settings.max_event_bytes, r.not_after, r.tick_key)
         decoded = self._judged(answer, key, raw, origin, out)
         if decoded is None:
             return

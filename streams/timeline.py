@@ -55,6 +55,8 @@ class Timeline:
         self.topology = topology
         self._rows: dict[str, list[_Row]] = defaultdict(list)
         self.dead: list[DeadLetter] = []
+        #: Jumps of the file's clock, as reported (workflows/clock.py): shown at the end.
+        self.jumps: list[str] = []
         self.counts: Counter[str] = Counter()
 
     def add(self, records: Iterable[Emitted | DeadLetter]) -> None:
@@ -114,6 +116,12 @@ class Timeline:
                 where = f"{origin.file}:{origin.line}" if isinstance(origin, Origin) else "?"
                 table.add_row(where, dead.reason)
             console.print(table)
+            console.print()
+        if self.jumps:
+            console.print(Text("clock jumps (reported, not refused: a file is trusted)",
+                               style="bold"))  # fmt: skip
+            for jump in self.jumps:
+                console.print(Text(f"  {jump}"))
             console.print()
         summary = ", ".join(f"{count} {name}" for name, count in sorted(self.counts.items()))
         console.print(f"[bold]{summary or 'no output'}[/bold]")

@@ -14,12 +14,13 @@ import jsonschema_rs
 import orjson
 
 from schemas import load_schema
+from workflows.clock import INPUT_TYPES, future_reason, tick_reason
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.links import HealthChange, LinkStage
 from workflows.readings import Reading, read_status
 from workflows.records import DeadLetter, Emitted
 from workflows.service import Input, ServiceStage
-from workflows.timeutil import parse_time
+from workflows.timeutil import parse_event_time
 from workflows.topology import Topology
 
 __all__ = [
@@ -32,13 +33,6 @@ __all__ = [
     "read_input",
 ]
 
-INPUT_TYPES: Final = (
-    "link.status.v1",
-    "operator.override.v1",
-    "manual.record.v1",
-    "reconcile.completed.v1",
-    "clock.tick.v1",
-)
 #: Larger inputs are dead-lettered unread: no probe reading or operator word needs more.
 MAX_EVENT_BYTES: Final = 64 * 1024
 #: The Kafka key the engine's ticker uses for ``clock.tick.v1``.
@@ -59,14 +53,24 @@ def _schema_reason(validator: Any, event: Any) -> str:
 
 
 def decode(
-    raw: bytes, key: str | None = None, max_bytes: int = MAX_EVENT_BYTES
+    raw: bytes,
+    key: str | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    not_after: int | None = None,
+    tick_key: bytes | None = None,
 ) -> tuple[dict[str, Any], int] | str:
     """Parse and validate one input message.
 
+    ``not_after`` and ``tick_key`` are the Kafka path's guards of the clock
+    (:mod:`workflows.clock`); replay, which trusts its file, gives neither. ``not_after``: the
+    latest event time accepted, in microseconds (the worker's wall clock plus ``max_future``).
+    ``tick_key``: the ticks' HMAC key; a ``clock.tick.v1`` must carry a valid tag.
+
     Returns:
         ``(event, time)`` with the event time in microseconds, or the reason it is refused:
-        ``too-large``, ``not-json``, ``unknown-type``, ``schema``, ``bad-time`` or
-        ``key-mismatch``, each followed by ``: `` and the detail.
+        ``too-large``, ``not-json``, ``unknown-type``, ``schema``, ``bad-time``,
+        ``unauthenticated-tick``, ``future-time`` or ``key-mismatch``, each followed by ``: ``
+        and the detail.
     """
     if len(raw) > max_bytes:
         return f"too-large: {len(raw)} bytes, the limit is {max_bytes}"
@@ -83,9 +87,15 @@ def decode(
     if not validator.is_valid(event):
         return _schema_reason(validator, event)
     try:
-        time = parse_time(event["time"])
+        time = parse_event_time(event["time"])
     except ValueError as exc:
         return f"bad-time: {exc}"
+    if tick_key is not None and event["type"] == "clock.tick.v1":
+        refused = tick_reason(event, tick_key)
+        if refused is not None:
+            return refused
+    if not_after is not None and time > not_after:
+        return future_reason(time, not_after)
     if key is not None and key != event.get("subject", TICK_KEY):
         return f"key-mismatch: key {key[:128]!r} is not the subject {event.get('subject')!r}"
     return event, time
@@ -95,14 +105,21 @@ def decode(
 Decoded = tuple[dict[str, Any], int]
 
 
-def read_input(raw: bytes, key: str | None, max_bytes: int) -> tuple[Reading | None, Decoded | str]:
+def read_input(
+    raw: bytes,
+    key: str | None,
+    max_bytes: int,
+    not_after: int | None = None,
+    tick_key: bytes | None = None,
+) -> tuple[Reading | None, Decoded | str]:
     """:func:`decode` with the readings fast path in front: ``(reading, answer)`` for a valid
     ``link.status.v1``, whichever path read it (``answer`` is ``""`` when the fast path did,
-    decode's answer otherwise); ``(None, decode's answer)`` for anything else."""
-    reading = read_status(raw, key, max_bytes)
+    decode's answer otherwise); ``(None, decode's answer)`` for anything else. ``not_after``
+    and ``tick_key`` as for :func:`decode`."""
+    reading = read_status(raw, key, max_bytes, not_after)
     if reading is not None:
         return reading, ""
-    decoded = decode(raw, key, max_bytes)
+    decoded = decode(raw, key, max_bytes, not_after, tick_key)
     if isinstance(decoded, str) or decoded[0]["type"] != "link.status.v1":
         return None, decoded
     event, time = decoded

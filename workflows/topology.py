@@ -63,11 +63,20 @@ class Policy:
     # How long an input event id is remembered per service to drop duplicates; an event older
     # than this behind the engine's clock is dead-lettered instead of risking a double effect.
     dedup_horizon: int = 24 * 3600 * _SECOND
+    # Engine-wide (top-level policy only). On Kafka, an input stamped more than this ahead of
+    # the worker's wall clock is dead-lettered (``future-time``): no producer's clock moves
+    # the engine's into the future.
+    max_future: int = 300 * _SECOND
+    # Replay only: an input more than this ahead of the latest time before it in the file is
+    # reported (a warning with its line), not refused: a file is trusted.
+    max_clock_jump: int = 86400 * _SECOND
     link: LinkPolicy = field(default_factory=LinkPolicy)
 
 
 _LINK_KEYS = frozenset(f.name for f in fields(LinkPolicy))
 _SERVICE_KEYS = frozenset(f.name for f in fields(Policy)) - {"link"}
+#: Keys that hold for the whole engine, not per service or link.
+_ENGINE_KEYS = frozenset({"max_future", "max_clock_jump"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +220,10 @@ def _policy(
         return base
     if not top:
         for key in raw:
+            if key in _ENGINE_KEYS:
+                raise TopologyError(
+                    file, f"{path}.{key}", "holds for the whole engine: set it in $.policy"
+                )
             if key in _LINK_KEYS:
                 raise TopologyError(
                     file,

@@ -49,6 +49,7 @@ from tests.kafka.workers import (
     engine_topics,
     route,
     running_worker,
+    signed,
     stop_worker,
 )
 from tests.otlp import Receiver, serve, values
@@ -360,7 +361,7 @@ async def _publish(engine: Engine, probe_headers: list[tuple[str, bytes]]) -> in
             headers = probe_headers if raw == BAD_READING else None
             for topic, key, partition in route(s, raw):
                 sent = await producer.send(
-                    topic, raw, key=key, partition=partition, headers=headers
+                    topic, signed(raw), key=key, partition=partition, headers=headers
                 )
                 futures.append((raw, sent))
         offsets = [(raw, (await sent).offset) for raw, sent in futures]
