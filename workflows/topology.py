@@ -63,6 +63,8 @@ class Policy:
     # How long an input event id is remembered per service to drop duplicates; an event older
     # than this behind the engine's clock is dead-lettered instead of risking a double effect.
     dedup_horizon: int = 24 * 3600 * _SECOND
+    # The most input ids remembered per service within dedup_horizon (see workflows.service).
+    dedup_max_ids: int = 10_000
     link: LinkPolicy = field(default_factory=LinkPolicy)
 
 
