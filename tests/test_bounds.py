@@ -467,3 +467,23 @@ def test_past_the_bound_nothing_is_applied_twice_or_dropped_unseen(
     ]
     if not overflowed:  # the bound was never reached: the same outputs as without it
         assert outputs(log) == outputs(run_logged(story.topology, story.with_copies()))
+
+
+def test_a_service_with_many_failing_links_gets_commands_within_their_schemas() -> None:
+    links = [f"link-{i:03d}-" + "x" * 118 for i in range(60)]  # 127 characters each
+    topology = make_topology(
+        {"s": service(links)},
+        {link: {"provider": "isp"} for link in links},
+    )
+    downs = [probe(link, 1, "down") for link in links]
+    events = [tick(0), *downs, tick(400), tick(4000), tick(8000)]
+    out = run(topology, events)
+    commands = [r.event for r in out if isinstance(r, Emitted)]
+    types = Counter(event["type"] for event in commands)
+    assert types["failover.escalate.v1"] == 2  # office head, then the provider
+    for event in commands:
+        validator = jsonschema_rs.validator_for(load_schema(event["type"]))
+        validator.validate(event)
+    (provider,) = [e for e in commands if e["data"].get("to") == "provider"]
+    assert provider["data"]["reason"].startswith(f"links {links[0]}, ")
+    assert " and " in provider["data"]["reason"]

@@ -239,6 +239,26 @@ def reconcile_pages(record_ids: list[str]) -> Iterator[tuple[str, dict[str, Any]
                                               "pages": pages}  # fmt: skip
 
 
+#: The longest list of links a notice or an escalation's reason names in full (the schemas
+#: allow 1000 characters for a reason): a service may require many links.
+_LISTED_MAX: Final = 800
+
+
+def _listed(items: list[str], limit: int = _LISTED_MAX) -> str:
+    """``items`` joined by ``, ``, those that do not fit in ``limit`` characters counted."""
+    text = ", ".join(items)
+    if len(text) <= limit:
+        return text
+    shown: list[str] = []
+    size = 0
+    for item in items:
+        if size + len(item) + 2 > limit:
+            break
+        shown.append(item)
+        size += len(item) + 2
+    return f"{', '.join(shown)} and {len(items) - len(shown)} more"
+
+
 class Condition(NamedTuple):
     deadline: int
     trigger: str
@@ -757,7 +777,7 @@ class ServiceStage:
 
     def _bad_links(self, s: ServiceState) -> str:
         bad = s.link_health or {}
-        return ", ".join(f"{link}={HEALTH_NAMES[h]}" for link, h in sorted(bad.items())) or "-"
+        return _listed([f"{link}={HEALTH_NAMES[h]}" for link, h in sorted(bad.items())]) or "-"
 
     def _escalate(self, svc: Service, s: ServiceState, time: int, role: str) -> None:
         policy = svc.policy
@@ -777,7 +797,7 @@ class ServiceStage:
             if health != HEALTHY:
                 failing.setdefault(self.topology.links[link].provider, []).append(link)
         for provider, links in sorted(failing.items()):
-            reason = f"links {', '.join(links)} failing; service manual since " \
+            reason = f"links {_listed(links)} failing; service manual since " \
                      f"{format_time(since or time)}"  # fmt: skip
             self._command(
                 svc,
@@ -788,7 +808,7 @@ class ServiceStage:
                 {"to": "provider", "reason": reason, "provider": provider},
             )
             self._notice(svc, s, time, "provider", "escalate-provider", f"provider/{provider}",
-                         provider=provider, links=", ".join(links), since=since)  # fmt: skip
+                         provider=provider, links=_listed(links), since=since)  # fmt: skip
 
     def _notice(self, svc: Service, s: ServiceState, time: int, audience: str, template: str,
                 qualifier: str, **fields: object) -> None:  # fmt: skip
