@@ -18,6 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import load_schema
+from streams.codec import Origin
+from streams.config import Settings
+from streams.partitions import LinkPartition, Record, Routing
 from tests.helpers import (
     at,
     dead_letters,
@@ -40,6 +43,7 @@ from tests.test_properties import (
     run_logged,
     stories,
 )
+from tests.test_stream_partitions import DictTable
 from workflows.engine import Engine
 from workflows.health import FEEDBACK, HEALTHY, OVERRIDE
 from workflows.links import MAX_IDS_PER_INSTANT, LinkStage, LinkState
@@ -487,3 +491,23 @@ def test_a_service_with_many_failing_links_gets_commands_within_their_schemas() 
     (provider,) = [e for e in commands if e["data"].get("to") == "provider"]
     assert provider["data"]["reason"].startswith(f"links {links[0]}, ")
     assert " and " in provider["data"]["reason"]
+
+
+def test_on_kafka_stage_1_dead_letters_the_reading_past_the_bound_also_after_a_restart() -> None:
+    settings = Settings(partitions=1)
+    routing = Routing(settings)
+    topology = _topology()
+    table = DictTable()
+    stage = LinkPartition(topology, routing, 0, table)
+    readings = [raw(probe("a", 30, "up", id=f"p{i}")) for i in range(MAX_IDS_PER_INSTANT + 1)]
+    out: list[Record] = []
+    for offset, value in enumerate(readings[:-1]):
+        out += stage.handle(value, b"a", Origin(settings.topic_link_status, 0, offset))
+    assert [r for r in out if r.topic == settings.topic_deadletter] == []
+    again = LinkPartition(topology, routing, 0, table)  # rebuilt from the table
+    origin = Origin(settings.topic_link_status, 0, len(readings))
+    assert again.handle(readings[0], b"a", origin) == []  # remembered: a duplicate
+    (letter,) = again.handle(readings[-1], b"a", origin)
+    assert letter.topic == settings.topic_deadletter
+    assert letter.value == readings[-1]
+    assert dict(letter.headers)["failover-reason"].startswith(b"dedup-overflow: ")
