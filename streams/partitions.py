@@ -355,7 +355,10 @@ class LinkPartition(_Partition):
             change = self.stage.on_status(*reading)
             self._dirty.add(link)
             if change is not None:
-                self._fan_out(out, change)
+                if isinstance(change, str):  # refused: see LinkStage.on_status
+                    self._dead(out, key, change, raw, origin)
+                else:
+                    self._fan_out(out, change)
         elif type_ == "clock.tick.v1":
             before = self.stage.watermark
             changes = self.stage.on_tick(time, event["id"])

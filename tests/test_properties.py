@@ -56,6 +56,8 @@ DECODE_REASONS = (
     "too-large",
     "unknown-link",
     "unknown-service",
+    # Refused whatever the state, so not remembered: a copy is refused again.
+    "not-applicable: online-only service keeps no ledger",
 )
 
 SERVICE_INPUTS = ("operator.override.v1", "manual.record.v1", "reconcile.completed.v1")

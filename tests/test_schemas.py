@@ -375,6 +375,10 @@ GOOD: list[tuple[str, Mutation]] = [
         _set("data", {**SCOPE, "to": "office-head", "reason": "manual-too-long"}),
     ),
     ("deadletter", _set("key", "ektp")),
+    (
+        "failover.reconcile.v1",
+        _set("data", {**SCOPE, "record_ids": ["SP-1"], "page": 2, "pages": 3}),
+    ),
 ]
 
 
@@ -496,6 +500,18 @@ BAD: list[tuple[str, str, Mutation]] = [
     ("failover.queue.release.v1", "queue not an identifier", _set("data.queue", "")),
     ("failover.queue.release.v1", "wrong type", _set("type", "failover.queue.hold.v1")),
     ("failover.reconcile.v1", "empty record ids", _set("data.record_ids", [])),
+    ("failover.reconcile.v1", "page without pages", _set("data.page", 1)),
+    ("failover.reconcile.v1", "pages without page", _set("data.pages", 2)),
+    (
+        "failover.reconcile.v1",
+        "page 0",
+        _set("data", {**SCOPE, "record_ids": ["a"], "page": 0, "pages": 2}),
+    ),
+    (
+        "failover.reconcile.v1",
+        "more ids than a page holds",
+        _set("data.record_ids", [f"r{i}" for i in range(1001)]),
+    ),
     ("failover.reconcile.v1", "duplicate record ids", _set("data.record_ids", ["a", "a"])),
     ("failover.escalate.v1", "unknown target", _set("data.to", "mayor")),
     ("failover.escalate.v1", "provider target without provider", _del("data.provider")),

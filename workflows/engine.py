@@ -182,7 +182,10 @@ class Engine:
                 return
             change = self._on_status(*reading)
             if change is not None:
-                self._fan_out(change)
+                if isinstance(change, str):  # refused: see LinkStage.on_status
+                    self._dead(link, change, raw, origin)
+                else:
+                    self._fan_out(change)
         elif type_ == "clock.tick.v1":
             self._inputs[type_] += 1
             self.tick(time, event["id"])

@@ -70,6 +70,8 @@ class Policy:
     # Replay only: an input more than this ahead of the latest time before it in the file is
     # reported (a warning with its line), not refused: a file is trusted.
     max_clock_jump: int = 86400 * _SECOND
+    # The most input ids remembered per service within dedup_horizon (see workflows.service).
+    dedup_max_ids: int = 10_000
     link: LinkPolicy = field(default_factory=LinkPolicy)
 
 
