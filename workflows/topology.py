@@ -22,7 +22,6 @@ import functools
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -71,23 +70,24 @@ MAX_DURATION: Final = 366 * 86_400 * _SECOND
 _SHOWN: Final = 60
 _LONGEST: Final = 1000
 
-#: Characters never written raw into an error message: controls (C0, DEL, C1), format
-#: characters such as bidi overrides and isolates, line and paragraph separators.
-_UNSAFE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
-
 
 def _escape(text: str) -> str:
-    """``text`` with every unsafe character as a ``\\uXXXX`` escape; long text shortened in the
-    middle, so that both its start and its end (often the "what is wrong") stay."""
+    """``text`` with every character that is not printable (controls, format characters such
+    as bidi overrides, separators other than the space) as a ``\\uXXXX`` escape; long text
+    shortened in the middle, so that both its start and its end (often the "what is wrong")
+    stay."""
     if len(text) > _LONGEST:
         half = _LONGEST // 2
         cut = len(text) - 2 * half
         text = f"{text[:half]}...[{cut:,} characters]...{text[-half:]}"
     if text.isprintable():
         return text
-    return "".join(
-        f"\\u{ord(c):04x}" if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in text
-    )
+    return "".join(c if c.isprintable() else _code(c) for c in text)
+
+
+def _code(char: str) -> str:
+    point = ord(char)
+    return f"\\u{point:04x}" if point <= 0xFFFF else f"\\U{point:08x}"
 
 
 def _show(value: Any) -> str:
