@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import jsonschema_rs
@@ -295,10 +295,18 @@ def _load_json(text: str, file: str) -> Any:
     """The JSON document, or ``_NOT_JSON`` when the text is not JSON (then it is YAML in
     flow style, or broken, and the YAML parser says which). A duplicate key is refused with
     its path: orjson and the standard parser both keep the last value without a word."""
+    duplicates: list[_DuplicateKeys] = []
+
+    def mapping(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = _json_object(pairs)
+        if isinstance(document, _DuplicateKeys):
+            duplicates.append(document)
+        return document
+
     try:
         document = json.loads(
             text,
-            object_pairs_hook=_json_object,
+            object_pairs_hook=mapping,
             parse_constant=_no_constant,
             parse_float=_finite_float,
         )
@@ -306,7 +314,7 @@ def _load_json(text: str, file: str) -> Any:
         raise TopologyError(file, "$", f"nested deeper than {MAX_DEPTH} levels") from None
     except ValueError:  # not JSON; or an integer too long to convert: YAML reports it
         return _NOT_JSON
-    found = _find_duplicate(document)
+    found = _find_duplicate(document) if duplicates else None  # a walk only to name the path
     if found is not None:
         path, key = found
         raise TopologyError(file, _pointer([*path, key]), "a key given twice in the same mapping")
@@ -369,6 +377,23 @@ def _load_yaml(text: str, file: str) -> Any:
         loader.dispose()
 
 
+#: A path into the document, built only for an error: (the parent's trail, the step).
+_Trail = tuple[Any, str | int] | None
+_STR: Final = f"{_TAG}str"
+_INT: Final = f"{_TAG}int"
+_FLOAT: Final = f"{_TAG}float"
+_SEQ: Final = f"{_TAG}seq"
+_MAP: Final = f"{_TAG}map"
+
+
+def _steps(trail: _Trail) -> list[str | int]:
+    steps: list[str | int] = []
+    while trail is not None:
+        trail, step = trail
+        steps.append(step)
+    return steps[::-1]
+
+
 def _check_nodes(root: yaml.Node, file: str) -> None:
     """Refuse, before any object is built, what YAML can say and a topology never needs:
     an alias that contains itself, aliases that expand the document by more than
@@ -376,41 +401,74 @@ def _check_nodes(root: yaml.Node, file: str) -> None:
     mapping (YAML keeps the last without a word), a key that is not text, a tag other than a
     plain mapping, list or scalar (``!!binary``, ``!!set``, dates...), an integer too long.
 
-    One pass over the composed nodes, each visited once: an aliased node is one node shared
-    by every place that names it, so its expanded size is summed, not walked again.
+    One pass over the composed nodes, each mapping and list visited once: an aliased node is
+    one node shared by every place that names it, so its expanded size is summed, not walked
+    again. Scalars are checked where they stand, without a visit of their own.
     """
-    # Post-order walk with an explicit stack: (node, path, children done?).
-    size: dict[int, int] = {}  # id(node): nodes in its expansion, itself included
-    height: dict[int, int] = {}  # id(node): levels of nesting in it, itself included
-    active: set[int] = set()  # nodes whose children are being walked: a cycle if seen again
-    stack: list[tuple[yaml.Node, list[str | int], bool]] = [(root, [], False)]
+    if isinstance(root, yaml.ScalarNode):
+        _check_scalar(root, None, file)
+        return
+    size: dict[int, int] = {}  # id(collection): nodes in its expansion, itself included
+    height: dict[int, int] = {}  # id(collection): levels of nesting in it, itself included
+    active: set[int] = set()  # collections whose children are being walked: a cycle if seen
+    distinct = 0  # nodes as written (a collection once, with its scalars)
+    # Post-order walk with an explicit stack: (node, trail, depth, None before its children
+    # are pushed, else (its collection children, its count of scalar children)).
+    Entry = tuple[yaml.Node, _Trail, int, tuple[list[yaml.Node], int] | None]
+    stack: list[Entry] = [(root, None, 0, None)]
+    scalar = yaml.ScalarNode
     while stack:
-        node, path, done = stack.pop()
+        node, trail, depth, walked = stack.pop()
         key = id(node)
-        if done:
+        if walked is not None:
             active.discard(key)
-            children = _children(node)
-            size[key] = 1 + sum(size[id(child)] for _, child in children)
-            height[key] = 1 + max((height[id(child)] for _, child in children), default=0)
-            if len(path) + height[key] > MAX_DEPTH + 1:
-                raise TopologyError(file, _pointer(path), f"nested deeper than {MAX_DEPTH} levels")
+            below, scalars = walked
+            total = 1 + scalars
+            tallest = 1 if scalars else 0
+            for child in below:
+                total += size[id(child)]
+                tallest = max(tallest, height[id(child)])
+            size[key] = total
+            height[key] = tallest + 1
+            distinct += 1 + scalars
+            if depth + tallest > MAX_DEPTH:
+                raise TopologyError(file, _pointer(_steps(trail)), _TOO_DEEP)
             continue
         if key in active:
-            raise TopologyError(
-                file, _pointer(path), f"an alias that contains itself ({_where(node)})"
-            )
-        if key in size:  # an alias of a node already checked: counted by its parent
-            if len(path) + height[key] > MAX_DEPTH + 1:
-                raise TopologyError(file, _pointer(path), f"nested deeper than {MAX_DEPTH} levels")
+            where = f"an alias that contains itself ({_where(node)})"
+            raise TopologyError(file, _pointer(_steps(trail)), where)
+        if key in size:  # an alias of a collection already checked: counted by its parent
+            if depth + height[key] - 1 > MAX_DEPTH:
+                raise TopologyError(file, _pointer(_steps(trail)), _TOO_DEEP)
             continue
-        if len(path) > MAX_DEPTH:
-            raise TopologyError(file, _pointer(path), f"nested deeper than {MAX_DEPTH} levels")
-        _check_node(node, path, file)
+        if depth >= MAX_DEPTH:
+            raise TopologyError(file, _pointer(_steps(trail)), _TOO_DEEP)
+        children: list[tuple[str | int, yaml.Node]]
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                _refuse_tag(node, trail, file)
+            children = list(enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+            children = _mapping_children(node, trail, file)
+        else:
+            _refuse_tag(node, trail, file)
+        collections: list[yaml.Node] = []
+        scalars = 0
+        for step, child in children:
+            if isinstance(child, scalar):
+                if child.tag != _STR:
+                    _check_scalar(child, (trail, step), file)
+                scalars += 1
+            else:
+                collections.append(child)
         active.add(key)
-        stack.append((node, path, True))
-        stack.extend((child, [*path, step], False) for step, child in _children(node))
-    added = size[id(root)] - len(size)
-    if added > MAX_ALIAS_NODES:
+        stack.append((node, trail, depth, (collections, scalars)))
+        stack.extend(
+            (child, (trail, step), depth + 1, None)
+            for step, child in children
+            if not isinstance(child, scalar)
+        )
+    if size[id(root)] - distinct > MAX_ALIAS_NODES:
         raise TopologyError(
             file,
             "$",
@@ -418,51 +476,53 @@ def _check_nodes(root: yaml.Node, file: str) -> None:
         )
 
 
-def _children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(enumerate(node.value))
-    if isinstance(node, yaml.MappingNode):
-        return [("<<" if k.tag == _MERGE else str(k.value), v) for k, v in node.value]
-    return []
+_TOO_DEEP: Final = f"nested deeper than {MAX_DEPTH} levels"
 
 
-def _check_node(node: yaml.Node, path: list[str | int], file: str) -> None:
-    where = _pointer(path)
-    if isinstance(node, yaml.ScalarNode):
-        if node.tag not in _SCALAR_TAGS:
-            raise TopologyError(file, where, f"{_tag_problem(node.tag)} ({_where(node)})")
-        if node.tag == f"{_TAG}int" and len(node.value) > _INT_DIGITS:
-            raise TopologyError(
-                file, where, f"an integer of {len(node.value):,} digits ({_where(node)})"
-            )
-        if node.tag == f"{_TAG}float" and not _finite(node.value):
-            raise TopologyError(
-                file, where, f"{_show(node.value)} is not a finite number ({_where(node)})"
-            )
-        return
-    if isinstance(node, yaml.SequenceNode):
-        if node.tag != f"{_TAG}seq":
-            raise TopologyError(file, where, f"{_tag_problem(node.tag)} ({_where(node)})")
-        return
-    if node.tag != f"{_TAG}map":
-        raise TopologyError(file, where, f"{_tag_problem(node.tag)} ({_where(node)})")
+def _mapping_children(
+    node: yaml.MappingNode, trail: _Trail, file: str
+) -> list[tuple[str | int, yaml.Node]]:
+    """The values of a mapping with their keys; refuses a key that is not text or is given
+    twice. A merge (``<<: *defaults``) is allowed: explicit keys override merged ones."""
+    children: list[tuple[str | int, yaml.Node]] = []
     lines: dict[str, int] = {}
-    for key, _ in node.value:
-        if key.tag == _MERGE:  # ``<<: *defaults``: explicit keys override merged ones
+    for key, value in node.value:
+        if key.tag == _MERGE:
+            children.append(("<<", value))
             continue
-        if not isinstance(key, yaml.ScalarNode) or key.tag != f"{_TAG}str":
+        if not isinstance(key, yaml.ScalarNode) or key.tag != _STR:
             shown = _show(key.value) if isinstance(key, yaml.ScalarNode) else "a mapping or list"
+            where = _pointer(_steps(trail))
             raise TopologyError(
                 file, where, f"the key {shown} is not text: quote it ({_where(key)})"
             )
-        if key.value in lines:
+        text = key.value
+        if text in lines:
             raise TopologyError(
                 file,
-                _pointer([*path, key.value]),
-                f"a key given twice in the same mapping (lines {lines[key.value]} and "
+                _pointer([*_steps(trail), text]),
+                f"a key given twice in the same mapping (lines {lines[text]} and "
                 f"{key.start_mark.line + 1})",
             )
-        lines[key.value] = key.start_mark.line + 1
+        lines[text] = key.start_mark.line + 1
+        children.append((text, value))
+    return children
+
+
+def _check_scalar(node: yaml.ScalarNode, trail: _Trail, file: str) -> None:
+    tag = node.tag
+    if tag not in _SCALAR_TAGS:
+        _refuse_tag(node, trail, file)
+    if tag == _INT and len(node.value) > _INT_DIGITS:
+        where = f"an integer of {len(node.value):,} digits ({_where(node)})"
+        raise TopologyError(file, _pointer(_steps(trail)), where)
+    if tag == _FLOAT and not _finite(node.value):
+        where = f"{_show(node.value)} is not a finite number ({_where(node)})"
+        raise TopologyError(file, _pointer(_steps(trail)), where)
+
+
+def _refuse_tag(node: yaml.Node, trail: _Trail, file: str) -> NoReturn:
+    raise TopologyError(file, _pointer(_steps(trail)), f"{_tag_problem(node.tag)} ({_where(node)})")
 
 
 def _finite(text: str) -> bool:
