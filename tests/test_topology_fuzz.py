@@ -60,8 +60,8 @@ def check_error(error: TopologyError, file: str) -> None:
     line = str(error)
     assert line == f"{file}: {error.path}: {error.message}"
     assert line.isprintable(), repr(line)
-    assert len(error.path) <= 1100
-    assert len(error.message) <= 1100
+    assert len(error.path) <= 1000
+    assert len(error.message) <= 1000
 
 
 def check_topology(topology: Topology) -> None:

@@ -73,16 +73,20 @@ _LONGEST: Final = 1000
 
 def _escape(text: str) -> str:
     """``text`` with every character that is not printable (controls, format characters such
-    as bidi overrides, separators other than the space) as a ``\\uXXXX`` escape; long text
-    shortened in the middle, so that both its start and its end (often the "what is wrong")
-    stay."""
-    if len(text) > _LONGEST:
-        half = _LONGEST // 2
-        cut = len(text) - 2 * half
-        text = f"{text[:half]}...[{cut:,} characters]...{text[-half:]}"
+    as bidi overrides, separators other than the space) as a ``\\uXXXX`` escape, and at most
+    ``_LONGEST`` characters: shortened in the middle, so that both its start and its end
+    (often the "what is wrong") stay."""
+    text = _shorten(text)
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else _code(c) for c in text)
+    return _shorten("".join(c if c.isprintable() else _code(c) for c in text))
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= _LONGEST:
+        return text
+    half = (_LONGEST - 40) // 2
+    return f"{text[:half]}...[{len(text) - 2 * half:,} characters]...{text[-half:]}"
 
 
 def _code(char: str) -> str:
@@ -99,10 +103,9 @@ def _show(value: Any) -> str:
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, int):
-        text = (
+        return (
             str(value) if value.bit_length() < 128 else f"an integer of {value.bit_length()} bits"
         )
-        return text
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, Mapping):
