@@ -597,8 +597,13 @@ def _check_schema(document: Any, file: str) -> None:
 def _count_keys() -> frozenset[str]:
     """Policy keys the schema types as integers: counts, which must be whole numbers. (JSON
     Schema counts ``2.0`` as an integer; the engine would count with a float.)"""
-    policy = load_schema("topology")["$defs"]["policy"]["properties"]
-    return frozenset(k for k, v in policy.items() if v.get("type") == "integer")
+    defs = load_schema("topology")["$defs"]
+    return frozenset(
+        key
+        for section in ("policy", "linkPolicy")
+        for key, value in defs[section]["properties"].items()
+        if value.get("type") == "integer"
+    )
 
 
 #: Digits a duration may have: more cannot be under ``MAX_DURATION`` in any unit.
