@@ -16,6 +16,7 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from workflows.clock import ClockJump, clock_jumps, describe_jump
 from workflows.replay import encode, read_lines
@@ -37,7 +38,10 @@ def _load(topology: Path) -> Topology:
     try:
         return Topology.load(topology)
     except TopologyError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        # Escaped: a file's name or value must not be read as rich markup (``[/x]``).
+        Console(stderr=True).print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False
+        )
         raise typer.Exit(2) from exc
 
 
@@ -170,7 +174,9 @@ def worker_command() -> None:
         faust_environment(settings)  # FAILOVER_FAUST_* names faust knows
         settings.tick_key()  # no key and no FAILOVER_UNSIGNED_TICKS=accept: refuse to start
     except SettingsError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        Console(stderr=True).print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False
+        )
         raise typer.Exit(2) from exc
     topology = _load(path)
     # Imported here: replay and demo must not pay for (or depend on) faust.

@@ -68,7 +68,10 @@ send a tick can move the engine's clock. The key is held in a :class:`Secret`, w
 shows its value (not in ``describe()``, not in an error).
 
 Nothing here imports faust: the settings are checked before anything heavy starts, and every
-error names the variable and what is wrong with its value.
+error names the variable and what is wrong with its value. No error and no log line shows the
+value of a variable whose name says it holds a secret (``PASSWORD``, ``SECRET``, ``TOKEN``,
+``CREDENTIALS``, ``SASL``, ``..._KEY``...: :mod:`streams.redact`); the worker also masks
+every such value of the environment in everything it logs.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final
 
+from streams.redact import MASK, is_secret, shown
 from workflows.engine import MAX_EVENT_BYTES
 
 __all__ = ["INPUT_MAX_MESSAGE_BYTES", "Secret", "Settings", "SettingsError"]
@@ -121,6 +125,14 @@ def _faust_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
                 raise SettingsError(
                     variable, "name a faust setting, e.g. FAILOVER_FAUST_PRODUCER_LINGER"
                 )
+            if is_secret(name):
+                # faust takes its one secret, BROKER_CREDENTIALS, only as an object: as text
+                # it stops the worker with the value in the traceback.
+                raise SettingsError(
+                    variable,
+                    "faust takes no secret as text from its environment (the value is not "
+                    "shown); set the broker's security with the worker's own settings",
+                )
             found.append((name, value))
     return tuple(sorted(found))
 
@@ -137,7 +149,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     try:
         value = int(text)
     except ValueError:
-        raise SettingsError(name, f"{text!r} is not a whole number") from None
+        raise SettingsError(name, f"{shown(name, text)} is not a whole number") from None
     if not low <= value <= high:
         raise SettingsError(name, f"{value} is out of range [{low}, {high}]")
     return value
@@ -148,10 +160,10 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool) -
     try:
         value = float(text)
     except ValueError:
-        raise SettingsError(name, f"{text!r} is not a number of seconds") from None
+        raise SettingsError(name, f"{shown(name, text)} is not a number of seconds") from None
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         allowed = "0 or more" if zero else "more than 0"
-        raise SettingsError(name, f"{text!r} must be {allowed} seconds")
+        raise SettingsError(name, f"{shown(name, text)} must be {allowed} seconds")
     return value
 
 
@@ -167,7 +179,7 @@ def _session_timeout(env: Mapping[str, str]) -> float:
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = _text(env, name, default).lower()
     if value not in choices:
-        raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
+        raise SettingsError(name, f"{shown(name, value)} is not one of {', '.join(choices)}")
     return value
 
 
@@ -382,8 +394,15 @@ class Settings:
         return [f"kafka://{server}" for server in self.bootstrap_servers]
 
     def describe(self) -> dict[str, str]:
-        """Every setting as text, for the worker's start-up log line."""
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        """Every setting as text, for the worker's start-up log line; the value of a setting
+        whose name says it holds a secret is ``***``."""
+        described = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "faust_env":
+                value = tuple((k, MASK if is_secret(k) else v) for k, v in value)
+            described[f.name] = MASK if is_secret(f.name) else str(value)
+        return described
 
 
 #: (field, variable, default) of every topic name.

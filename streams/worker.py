@@ -11,6 +11,7 @@ import faust
 
 from streams.app import build_app
 from streams.config import Settings
+from streams.redact import install as mask_secrets
 from streams.telemetry import configure, install_globals
 from streams.tracing import KafkaTopics, Tracing, kafka_autoinstrumentation
 from workflows.topology import Topology
@@ -19,7 +20,12 @@ __all__ = ["run"]
 
 
 def run(settings: Settings, topology: Topology) -> int:
-    """Run the worker in this process; return its exit status (non-zero after a crash)."""
+    """Run the worker in this process; return its exit status (non-zero after a crash).
+
+    Every log record and a fatal traceback have the environment's secrets masked
+    (:mod:`streams.redact`), whatever library makes them.
+    """
+    mask_secrets()
     telemetry = configure("failover-engine")
     install_globals(telemetry)
     unwatch_gc = telemetry.watch_gc()

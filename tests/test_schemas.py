@@ -191,6 +191,14 @@ def _del(path: str) -> Mutation:
     return mutate
 
 
+def _both(first: Mutation, second: Mutation) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> None:
+        first(doc)
+        second(doc)
+
+    return mutate
+
+
 # ------------------------------------------------------------------ the schema files
 
 
@@ -379,6 +387,7 @@ GOOD: list[tuple[str, Mutation]] = [
         "failover.reconcile.v1",
         _set("data", {**SCOPE, "record_ids": ["SP-1"], "page": 2, "pages": 3}),
     ),
+    ("deadletter", _both(_del("value"), _set("value_base64", "e29vcP8="))),
 ]
 
 
@@ -524,6 +533,8 @@ BAD: list[tuple[str, str, Mutation]] = [
     ("deadletter", "missing key", _del("key")),
     ("deadletter", "missing value", _del("value")),
     ("deadletter", "value not a string", _set("value", {"a": 1})),
+    ("deadletter", "both value and value_base64", _set("value_base64", "e29vcHM=")),
+    ("deadletter", "value_base64 not base64", _both(_del("value"), _set("value_base64", "e2=9"))),
     ("deadletter", "unknown field", _set("partition", 0)),
     ("deadletter", "unknown source field", _set("source.offset", 0)),
 ]

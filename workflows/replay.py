@@ -6,6 +6,7 @@ same topology and events in, same bytes out.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -49,7 +50,12 @@ def replay(
 
 
 def encode(record: Emitted | DeadLetter) -> bytes:
-    """One JSONL line (without the newline) for an output record."""
+    """One JSONL line (without the newline) for an output record.
+
+    A dead letter keeps the input's original bytes exactly: as ``value`` (text) when they
+    are UTF-8, otherwise as ``value_base64`` (standard base64 with padding), never as text
+    with replacement characters. Exactly one of the two is present.
+    """
     if isinstance(record, Emitted):
         return orjson.dumps({"topic": record.topic, "key": record.key, "value": record.event})
     origin = record.origin
@@ -58,12 +64,14 @@ def encode(record: Emitted | DeadLetter) -> bytes:
         if isinstance(origin, Origin)
         else {"file": str(origin), "line": 1}
     )
-    return orjson.dumps(
-        {
-            "topic": DEADLETTER,
-            "key": record.key,
-            "reason": record.reason,
-            "source": source,
-            "value": record.raw.decode("utf-8", "replace"),
-        }
-    )
+    line: dict[str, object] = {
+        "topic": DEADLETTER,
+        "key": record.key,
+        "reason": record.reason,
+        "source": source,
+    }
+    try:
+        line["value"] = record.raw.decode("utf-8")
+    except UnicodeDecodeError:
+        line["value_base64"] = base64.b64encode(record.raw).decode("ascii")
+    return orjson.dumps(line)
