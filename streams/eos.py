@@ -99,16 +99,27 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
+from streams.codec import Headers
 from streams.partitions import Record
 
-__all__ = ["FAUST_VERSION", "Outbox", "OutboxError", "patch_faust", "refusal"]
+__all__ = ["FAUST_VERSION", "Outbox", "OutboxError", "Tombstone", "patch_faust", "refusal"]
 
 #: The faust-streaming release the patches below were written against (and copy from).
 FAUST_VERSION: Final = "0.15.3"
 
 _log = logging.getLogger(__name__)
+
+
+class Tombstone(NamedTuple):
+    """A record with no value: a table's key deleted (the compacted changelog forgets it)."""
+
+    topic: str
+    key: bytes
+    value: None
+    partition: int
+    headers: Headers
 
 
 class OutboxError(RuntimeError):
@@ -132,9 +143,9 @@ class _Deliveries:
         self.waiter: asyncio.Future[None] | None = None
 
 
-def refusal(record: Record, exc: BaseException) -> OutboxError:
+def refusal(record: Record | Tombstone, exc: BaseException) -> OutboxError:
     """The error that says which record the broker refused, and what to do about it."""
-    size = len(record.value) + len(record.key or b"")
+    size = len(record.value or b"") + len(record.key or b"")
     size += sum(len(name) + len(value) for name, value in record.headers)
     return OutboxError(
         f"the broker refused a record of {size} bytes (key, value and headers) for topic "
@@ -215,7 +226,7 @@ class Outbox:
         return f"{self.app.conf.id}-{group}-{partition}"
 
     async def send(
-        self, records: Iterable[Record], source_topic: str, source_partition: int
+        self, records: Iterable[Record | Tombstone], source_topic: str, source_partition: int
     ) -> None:
         """Hand ``records`` to the producer that commits the source partition's offsets."""
         if self.failure is not None:
@@ -262,7 +273,7 @@ class Outbox:
             self.failure = exc
 
     def _delivered(
-        self, deliveries: _Deliveries, record: Record, future: asyncio.Future[Any]
+        self, deliveries: _Deliveries, record: Record | Tombstone, future: asyncio.Future[Any]
     ) -> None:
         """The broker answered for ``record`` (a done callback of its send future)."""
         deliveries.outstanding -= 1
