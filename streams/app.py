@@ -4,9 +4,13 @@ Built by :func:`build_app` from :class:`~streams.config.Settings` (nothing happe
 tests build apps with their own ids and topics).
 
 - Topics: every topic is raw bytes; inputs are decoded by :func:`workflows.engine.decode`,
-  never by a faust codec. All of the engine's topics are created before the consumer starts
-  (:meth:`FailoverApp.on_first_start`); faust creates its own (the compacted changelogs of
-  the two tables, and its leader topic).
+  never by a faust codec. All of the engine's topics, the compacted changelogs of the two
+  tables included, are created before the consumer starts (:meth:`FailoverApp.on_first_start`;
+  faust creates its leader topic), and their ``max.message.bytes`` checked against the
+  largest record the engine may write to each (:func:`streams.topics.check_limits`): the
+  worker does not run if one could be refused.
+- A state larger than one changelog record is written as pages within the limit, and put
+  together again on restore (:class:`_TableView`).
 - Stage 1 reads the link-status topic; stage 2 reads the changes, overrides and feedback
   topics, registered as one faust topic with three names (faust's assignor puts topics with
   the same partition count and the same subscribers into one group and gives partition ``q``

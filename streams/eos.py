@@ -485,7 +485,10 @@ async def _commit_transactions(
                 try:
                     await outbox.confirm(transactional_id)
                 except OutboxError:
-                    await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT)
+                    try:
+                        await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT)
+                    except Exception as exc:  # the next owner's producer aborts it
+                        _log.warning("could not abort %s: %r", transactional_id, exc)
                     raise
             await producer.commit_transaction()
             if start_new_transaction:

@@ -1,4 +1,5 @@
-"""A record the broker refuses commits nothing of the input that caused it.
+"""A record the broker refuses commits nothing of the input that caused it; a worker whose
+records a topic would refuse does not start.
 
 The commands topic's ``max.message.bytes`` is lowered while the worker runs (at start it
 would refuse to run: streams/topics.py checks every limit), so that every command is refused
@@ -19,7 +20,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.kafka.kafkatools import wait_for
+from tests.kafka.kafkatools import topics, wait_for
 from tests.kafka.test_engine import assert_parity, demo_messages, finish
 from tests.kafka.workers import (
     Engine,
@@ -108,3 +109,27 @@ async def test_a_refused_command_commits_nothing_of_its_input(
         # Exactly replay's: what the first worker committed plus what the second made of
         # the inputs handled again, with nothing of the refused transactions twice.
         assert_parity(engine, outputs)
+
+
+async def test_a_topic_that_would_refuse_the_engines_records_stops_the_worker_at_start(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=1)
+    s = engine.settings
+    small = {"max.message.bytes": "100000"}
+    async with topics(kafka_bootstrap, s.topic_commands, config=small), engine_topics(engine):
+        worker = start_worker(engine)
+
+        async def stopped() -> bool:
+            return worker.poll() is not None
+
+        try:
+            await wait_for(stopped, timeout=60, what="the worker to refuse to run")
+        finally:
+            if worker.poll() is None:
+                await stop_worker(worker)
+        assert worker.returncode != 0
+        log = engine.log_tail(200)
+        assert f"topic {s.topic_commands!r} accepts records (batches) of 100000 bytes" in log, log
+        assert "raise the topic's max.message.bytes to 983040 or more" in log, log
+        assert "Worker ready" not in log
