@@ -481,7 +481,12 @@ async def _commit_transactions(
                 return
             await producer.send_offsets_to_transaction(offsets, group_id)
             if outbox is not None:
-                # Every record of the transaction accepted, or no commit (module doc).
+                # Every record of the transaction accepted, or no commit (module doc). The
+                # batches go out now, lingering or not, as aiokafka's own commit sends them
+                # (``Sender._do_txn_commit``: ``flush_for_commit``, which closes them).
+                accumulator = getattr(producer, "_message_accumulator", None)
+                if accumulator is not None:
+                    await accumulator.flush_for_commit()
                 try:
                     await outbox.confirm(transactional_id)
                 except OutboxError:
