@@ -53,6 +53,7 @@ from workflows.topology import Topology
 __all__ = [
     "FEEDBACK_SOURCE",
     "OVERRIDES_SOURCE",
+    "WATERMARK_TICKS",
     "LinkPartition",
     "Record",
     "Routing",
@@ -61,6 +62,11 @@ __all__ = [
     "Trace",
     "link_source",
 ]
+
+#: The most ticks one watermark record carries: a tick id is at most 256 characters (1,536
+#: bytes as JSON, escaped), so a record stays well within the changes topic's limit
+#: (``streams.topics.OUTPUT_RECORD_BYTES``) however many ticks a batch applied.
+WATERMARK_TICKS: Final = 256
 
 #: Stage-2 source names of the two input topics it reads directly.
 OVERRIDES_SOURCE: Final = "overrides"
@@ -295,12 +301,15 @@ class LinkPartition(_Partition):
         """Tell every stage-2 partition the ticks applied since the last time: one record
         each, after the changes those ticks and the readings before them caused."""
         if self._ticks:
-            value = encode_watermark(self._ticks, link_source(self.partition))
             changes_topic = self.routing.settings.topic_changes
-            out.extend(
-                Record(changes_topic, b"__watermark__", value, q, [])
-                for q in range(self.routing.partitions)
-            )
+            ticks = self._ticks
+            for start in range(0, len(ticks), WATERMARK_TICKS):  # each record bounded
+                chunk = ticks[start : start + WATERMARK_TICKS]
+                value = encode_watermark(chunk, link_source(self.partition))
+                out.extend(
+                    Record(changes_topic, b"__watermark__", value, q, [])
+                    for q in range(self.routing.partitions)
+                )
             self._ticks.clear()
 
     def handle_batch(
