@@ -22,7 +22,7 @@ SECRETS = {
     "OTEL_METRICS_EXPORTER": "otlp",
     "OTEL_METRIC_EXPORT_INTERVAL": "500",
     "FAILOVER_KAFKA_SASL_PASSWORD": "s3cr3t-sasl-pass",
-    "FAILOVER_TICK_SECRET": "s3cr3t-tick-key",
+    "FAILOVER_TICK_SECRET": "s3cr3t-tick-key-" + "k" * 32,  # a key long enough to be used
 }
 
 
