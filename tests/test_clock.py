@@ -69,6 +69,7 @@ from .helpers import (
     tick,
     topology_yaml,
 )
+from .test_stream_partitions import DictTable
 
 KEY = b"k" * 32
 #: The time pattern every input schema shares.
@@ -339,20 +340,9 @@ def test_a_forged_tick_is_refused_before_its_time_is_weighed() -> None:
 def _partitions() -> tuple[Topology, Routing, LinkPartition, ServicePartition]:
     topology = _two_services()
     routing = Routing(Settings(partitions=1))
-    links = LinkPartition(topology, routing, 0, _Table())
-    services = ServicePartition(topology, routing, 0, _Table())
+    links = LinkPartition(topology, routing, 0, DictTable())
+    services = ServicePartition(topology, routing, 0, DictTable())
     return topology, routing, links, services
-
-
-class _Table:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        self.data[key] = value
 
 
 def _reasons(records: list[Any]) -> list[str]:

@@ -23,6 +23,7 @@ from tests.kafka.kafkatools import wait_for
 from tests.kafka.test_engine import demo_messages, expected_outputs
 from tests.kafka.workers import (
     Outputs,
+    await_dead_letters_and_a_transition,
     cloud_event,
     engine_env,
     engine_topics,
@@ -74,19 +75,7 @@ async def test_forged_ticks_are_dead_lettered_and_a_force_manual_after_them_work
         await publish(kafka_bootstrap, real)  # the ticks tagged with the workers' key
         outputs = Outputs(kafka_bootstrap, [s.topic_transitions, s.topic_deadletter])
         async with outputs, running_worker(engine) as worker:
-
-            async def done() -> bool:
-                assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                await outputs.poll()
-                return len(outputs.of(s.topic_deadletter)) >= len(forged) and bool(
-                    outputs.of(s.topic_transitions)
-                )
-
-            try:
-                await wait_for(done, timeout=60, what="dead letters and the transition")
-            except AssertionError:
-                print(engine.log_tail())
-                raise
+            await await_dead_letters_and_a_transition(engine, worker, outputs, len(forged))
     dead = outputs.of(s.topic_deadletter)
     assert len(dead) == len(forged)
     for record in dead:

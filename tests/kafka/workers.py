@@ -23,6 +23,7 @@ from aiokafka.errors import CoordinatorNotAvailableError
 
 from streams.config import Settings
 from streams.topics import ensure_topics, partition_for, topic_specs
+from tests.kafka.kafkatools import wait_for
 from workflows.clock import TICK_AUTH, sign_tick
 from workflows.engine import TICK_KEY
 
@@ -196,6 +197,27 @@ async def running_worker(engine: Engine) -> AsyncIterator[subprocess.Popen[bytes
     finally:
         if process.poll() is None:
             await stop_worker(process)
+
+
+async def await_dead_letters_and_a_transition(
+    engine: Engine, worker: subprocess.Popen[bytes], outputs: Outputs, count: int
+) -> None:
+    """Wait until ``count`` dead letters and a transition are committed, the worker alive
+    all along; on a time-out, print the worker's log before failing."""
+    s = engine.settings
+
+    async def done() -> bool:
+        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+        await outputs.poll()
+        return len(outputs.of(s.topic_deadletter)) >= count and bool(
+            outputs.of(s.topic_transitions)
+        )
+
+    try:
+        await wait_for(done, timeout=60, what="dead letters and the transition")
+    except AssertionError:
+        print(engine.log_tail())
+        raise
 
 
 def cloud_event(
