@@ -1,0 +1,82 @@
+"""One bad input never stops the engine: per-key snapshots, and the reason it is refused with.
+
+An input whose handling raises (a fault of the core that this input happens to reach) is
+dead-lettered ``internal-error: <ExceptionType>: <message>``, and the engine goes on. The
+state it may have half-changed is put back as it was before the input, *per key* (a link in
+stage 1, a service in stage 2):
+
+- Before a key's state is changed, its slots are captured with :func:`snapshot` (one level
+  deep: a ``dict``, ``list`` or ``set`` slot is copied; what such a container holds is
+  immutable or never changed in place). If the handling raises, :func:`restore` puts every
+  slot back, and the outputs the key produced since are dropped. Nothing half-done is kept:
+  a ledger whose records were marked sent by a transition that then raised goes back to
+  unsent, with no reconcile command out.
+- Stage 1 snapshots the one link a reading touches, and each link a tick wakes. Stage 2
+  snapshots a service before applying what is due for it at a tick (its queued inputs in
+  order, then its timers). If a queued input raises, the service goes back to its snapshot,
+  that input is dead-lettered and dropped from the queue, and the step runs again without
+  it: the inputs before it are applied anew and give the same outputs (the core is
+  deterministic). If the service's own timers raise (no input to blame), the service stays
+  as it was before the tick and the tick is dead-lettered with the service as key.
+- Isolation is per key: other keys of the same input go on. A health change that one
+  service cannot take is dead-lettered for that service; the link and other services keep it.
+
+Only an ``Exception`` is caught: ``MemoryError`` is a fault of the process, which stops it,
+as do faults of the broker (outside the core).
+"""
+
+from __future__ import annotations
+
+from copy import copy
+from operator import attrgetter
+from typing import Any, Final
+
+__all__ = ["MAX_ERROR_DETAIL", "fatal", "internal_error", "restore", "snapshot"]
+
+#: Characters of the exception's message kept in the reason.
+MAX_ERROR_DETAIL: Final = 240
+
+_MUTABLE: Final = frozenset((dict, list, set, bytearray))
+_GETTERS: dict[type, Any] = {}
+
+
+def _slots(cls: type) -> tuple[str, ...]:
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        slots = klass.__dict__.get("__slots__", ())
+        names.extend((slots,) if isinstance(slots, str) else slots)
+    return tuple(names)
+
+
+def snapshot(state: Any) -> tuple[Any, ...]:
+    """Every slot of ``state`` (a ``__slots__`` object), containers copied one level deep."""
+    getter = _GETTERS.get(type(state))
+    if getter is None:
+        getter = _GETTERS[type(state)] = attrgetter(*_slots(type(state)))
+    values: tuple[Any, ...] = getter(state)
+    if _MUTABLE.isdisjoint(map(type, values)):
+        return values
+    return tuple(copy(v) if type(v) in _MUTABLE else v for v in values)
+
+
+def restore(state: Any, values: tuple[Any, ...]) -> None:
+    """Put back what :func:`snapshot` took. The snapshot stays usable for another restore."""
+    for name, value in zip(_slots(type(state)), values, strict=True):
+        setattr(state, name, copy(value) if type(value) in _MUTABLE else value)
+
+
+def fatal(exc: BaseException) -> bool:
+    """A fault of the process, not of an input: let it stop the engine."""
+    return isinstance(exc, MemoryError)
+
+
+def internal_error(exc: BaseException) -> str:
+    """The dead-letter reason for an input whose handling raised ``exc``."""
+    detail = str(exc)
+    if len(detail) > MAX_ERROR_DETAIL:
+        detail = f"{detail[:MAX_ERROR_DETAIL]}... ({len(detail)} characters)"
+    return (
+        f"internal-error: {type(exc).__name__}: {detail}"
+        if detail
+        else (f"internal-error: {type(exc).__name__}")
+    )
