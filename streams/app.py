@@ -56,6 +56,7 @@ from streams.partitions import (
     ServicePartition,
     Trace,
 )
+from streams.printable import printable
 from streams.telemetry import Telemetry
 from streams.topics import ensure_topics, topic_specs
 from streams.tracing import KafkaTopics, Tracing
@@ -407,7 +408,8 @@ class FailoverApp(faust.App):
                     headers.get("failover-source-topic", b"").decode(),
                     headers.get("failover-source-partition", b"").decode(),
                     headers.get("failover-source-offset", b"").decode(),
-                    headers.get("failover-reason", b"").decode("utf-8", "replace"),
+                    # The reason quotes the input: escaped, so it cannot forge a log line.
+                    printable(headers.get("failover-reason", b"").decode("utf-8", "replace")),
                 )
 
     async def _tick(self) -> None:

@@ -16,7 +16,10 @@ from typing import Annotated, BinaryIO
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from streams.printable import printable
+from workflows.engine import MAX_EVENT_BYTES
 from workflows.replay import encode, read_lines
 from workflows.service import mermaid
 from workflows.topology import Topology, TopologyError
@@ -36,7 +39,9 @@ def _load(topology: Path) -> Topology:
     try:
         return Topology.load(topology)
     except TopologyError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        Console(stderr=True).print(
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
+        )
         raise typer.Exit(2) from exc
 
 
@@ -50,7 +55,9 @@ def _run(
 
     topology = _load(topology_path)
     if not events.is_file():
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {events}: no such file")
+        Console(stderr=True).print(
+            Text.assemble(("error:", "bold red"), f" {printable(events)}: no such file")
+        )
         return 2
     timeline = Timeline(topology)
     # JSONL on stdout leaves the terminal to the timeline on stderr, and vice versa.
@@ -59,12 +66,14 @@ def _run(
     # Spans (to stderr with --trace, or wherever OTEL_* says) never touch the JSONL.
     telemetry = configure(console=trace)
     try:
-        batch = []
+        # Streamed: each record is written as it is made, and the timeline keeps a bounded
+        # summary of it (nothing at all with --quiet), so memory does not grow with the run.
         tracing = Tracing(telemetry, topology)
-        for record, _ in traced_replay(topology, read_lines(events), events.name, tracing):
+        lines = read_lines(events, MAX_EVENT_BYTES)
+        for record, _ in traced_replay(topology, lines, events.name, tracing):
             sink.write(encode(record) + b"\n")
-            batch.append(record)
-        timeline.add(batch)
+            if not quiet:
+                timeline.add(record)
     finally:
         telemetry.shutdown()
         if out is not None:
@@ -74,7 +83,7 @@ def _run(
     if not quiet:
         timeline.print(console)
         if out is not None:
-            console.print(f"output records: {out}")
+            console.print(Text(f"output records: {printable(out)}"))
     return 0
 
 
@@ -139,7 +148,9 @@ def worker_command() -> None:
 
         faust_environment(settings)  # FAILOVER_FAUST_* names faust knows
     except SettingsError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        Console(stderr=True).print(
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
+        )
         raise typer.Exit(2) from exc
     topology = _load(path)
     # Imported here: replay and demo must not pay for (or depend on) faust.

@@ -18,7 +18,7 @@ from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.isolation import fatal, internal_error, restore, snapshot
 from workflows.links import HealthChange, LinkStage
 from workflows.readings import Reading, read_status
-from workflows.records import DeadLetter, Emitted
+from workflows.records import DeadLetter, Emitted, Truncated
 from workflows.service import Input, ServiceStage
 from workflows.timeutil import parse_time
 from workflows.topology import Topology
@@ -161,6 +161,8 @@ class Engine:
             reading, decoded = read_input(raw, key, self.max_event_bytes)
             if reading is None:
                 if isinstance(decoded, str):
+                    if isinstance(raw, Truncated):  # a replay line too long to read whole
+                        decoded = raw.reason(self.max_event_bytes)
                     self._dead(key, decoded, raw, origin)
                     return
                 event, time = decoded
