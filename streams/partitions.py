@@ -162,13 +162,26 @@ def _text(key: bytes | None) -> str | None:
     return key.decode("utf-8", "replace") if key is not None else None
 
 
-def _origin(value: Any) -> Origin | None:
-    """The origin of a queued input: an :class:`Origin`, or its JSON form after a restore."""
+def _queued_origin(origin: Origin, headers: Sequence[tuple[str, bytes]]) -> list[Any]:
+    """What a queued input keeps of where it came from, in a JSON-able form (it is part of
+    the service's state): topic, partition, offset, and its headers (values as latin-1
+    text, which gives back the same bytes), so that a dead letter made when it is applied
+    carries them as a refusal on arrival would."""
+    if not headers:
+        return list(origin)
+    return [*origin, [[name, value.decode("latin-1")] for name, value in headers]]
+
+
+def _origin(value: Any) -> tuple[Origin | None, Headers]:
+    """The origin and original headers of a queued input (:func:`_queued_origin`)."""
     if isinstance(value, Origin):
-        return value
-    if isinstance(value, list | tuple) and len(value) == 3:
-        return Origin(str(value[0]), int(value[1]), int(value[2]))
-    return None
+        return value, []
+    if isinstance(value, list | tuple) and len(value) in (3, 4):
+        where = Origin(str(value[0]), int(value[1]), int(value[2]))
+        if len(value) == 3:
+            return where, []
+        return where, [(str(name), str(text).encode("latin-1")) for name, text in value[3]]
+    return None, []
 
 
 class _Partition:
@@ -609,7 +622,8 @@ class ServicePartition(_Partition):
         seen = self.sources.get(source)
         watermark = seen[0] if seen is not None else None
         at, rank = order_key(time, rank, watermark)
-        item = Input(at, rank, event["id"], kind, fields, raw, list(origin))
+        headers = record.headers if record is not None else ()
+        item = Input(at, rank, event["id"], kind, fields, raw, _queued_origin(origin, headers))
         self.stage.offer(service, item, time, watermark)
         self._dirty.add(service)
         self._drain(out, raw, where)
@@ -635,7 +649,9 @@ class ServicePartition(_Partition):
             if isinstance(record, Emitted):
                 out.append(self.routing.emitted(record))
             else:
-                origin = _origin(record.origin) or Origin("", self.partition, -1)
+                origin, headers = _origin(record.origin)
+                where = origin or Origin("", self.partition, -1)
                 key = record.key.encode() if record.key is not None else None
-                self._dead(out, key, record.reason, record.raw, origin)
+                self.counts[f"deadletter:{record.reason.split(':', 1)[0]}"] += 1
+                out.append(self.routing.dead(key, record.reason, record.raw, where, headers))
         stage_out.clear()

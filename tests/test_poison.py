@@ -323,8 +323,13 @@ def test_stage2_poison_input_is_dead_lettered_and_the_partition_goes_on(
     override = LINES[index][1]
     overrides, feedback = settings.topic_overrides, settings.topic_feedback
     subject = EVENTS_[index]["subject"].encode()
-    out = stage.handle_batch(OVERRIDES_SOURCE, [_record(overrides, 3, subject, override, [])])
+    headers = [("x-office", b"\xff\x00 raw"), ("traceparent", b"00-1-2-01")]
+    out = stage.handle_batch(OVERRIDES_SOURCE, [_record(overrides, 3, subject, override, headers)])
     assert out == []
+    # Queued until the tick, headers included, in the state a restart restores.
+    stage.flush()
+    restored = ServicePartition(TOPOLOGY, Routing(settings), 0, stage.table)
+    stage = restored
     tick_at = TIMES[index] + 1_000_000
     _, tick = tick_event(tick_at)
     key = TICK_KEY.encode()
@@ -336,6 +341,7 @@ def test_stage2_poison_input_is_dead_lettered_and_the_partition_goes_on(
     (letter,) = [r for r in out if r.topic == settings.topic_deadletter]
     assert letter.value == override
     assert letter.key == subject
+    assert letter.headers[:2] == headers
     assert dict(letter.headers)["failover-source-offset"] == b"3"
     assert dict(letter.headers)["failover-reason"].startswith(b"internal-error: Injected")
     assert stage.stage.states[subject.decode()].state == "online"
