@@ -44,15 +44,20 @@ main()
 """
 
 
-def peak(args: list[str]) -> tuple[float, float]:
-    """Peak RSS (MB) and wall time (s) of ``failover ARGS`` in a child process."""
+def peak(args: list[str], code: Path | None = None) -> tuple[float, float]:
+    """Peak RSS (MB) and wall time (s) of ``failover ARGS`` in a child process (running the
+    ``streams`` and ``workflows`` packages found in ``code``, if given)."""
     read, write = os.pipe()
+    env = {**os.environ, "BENCH_RSS_FD": str(write)}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, *args],
         stdout=subprocess.DEVNULL,
         pass_fds=(write,),
-        env={**os.environ, "BENCH_RSS_FD": str(write)},
+        env=env,
+        cwd=tempfile.gettempdir(),  # not a directory with packages of the same names
     )
     os.close(write)
     proc.wait()
@@ -69,12 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=2_000_000, help="link.status.v1 events")
     parser.add_argument("--sites", type=int, default=500, help="sites (10 services each)")
     parser.add_argument("--line-mb", type=int, default=200, help="size of the huge line (MB)")
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="also run the code of this git ref (e.g. main), side by side: its tree is "
+        "extracted with git archive and put first on the child's PYTHONPATH",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         root = Path(tmp)
         text, links = topology_yaml(args.sites)
         topology = root / "topology.yaml"
         topology.write_text(text)
+        # The same events against a topology of one site: nearly every reading is for a link
+        # it does not know, so nearly every input becomes a dead letter (an output record).
+        small = root / "one-site.yaml"
+        small.write_text(topology_yaml(1)[0])
         files: dict[str, Path] = {}
         for name, count in (("all", args.events), ("quarter", args.events // 4)):
             stream = make_stream(links, count, seed=1)
@@ -90,19 +105,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _ in range(args.line_mb):
                 out.write(chunk)
             out.write(b'"}\n')
+        # (label, topology, events, options, run the --before code too). The code before may
+        # take minutes to render a timeline of millions of dead letters: not run there.
         cases = [
-            (f"{args.events:,} events, with the timeline", files["all"], []),
-            (f"{args.events:,} events, --quiet", files["all"], ["--quiet"]),
-            (f"{args.events // 4:,} events, with the timeline", files["quarter"], []),
-            (f"one line of {args.line_mb} MB, with the timeline", huge, []),
-        ]
+            (f"{args.events:,} events, with the timeline", topology, files["all"], [], True),
+            (f"{args.events:,} events, --quiet", topology, files["all"], ["--quiet"], True),
+            (f"{args.events // 4:,} events, with the timeline", topology, files["quarter"], [],
+             True),
+            (f"{args.events:,} events, ~all dead letters, --quiet", small, files["all"],
+             ["--quiet"], True),
+            (f"{args.events:,} events, ~all dead letters, timeline", small, files["all"], [],
+             False),
+            (f"one line of {args.line_mb} MB, with the timeline", topology, huge, [], True),
+        ]  # fmt: skip
+        before = None
+        if args.before:
+            before = root / "before"
+            before.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", args.before],
+                check=True,
+                capture_output=True,
+                cwd=Path(__file__).resolve().parent.parent,  # the whole tree, not bench/ alone
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
         print(f"failover replay peak memory ({args.sites} sites, {args.sites * 10} services)")
-        print(f"{'case':<44} {'file MB':>9} {'peak RSS MB':>12} {'wall s':>8}")
-        for label, path, extra in cases:
-            cmd = ["replay", str(topology), str(path), "--out", "/dev/null", *extra]
+        head = f"{'case':<48} {'file MB':>8} {'peak RSS MB':>12} {'wall s':>7}"
+        if before is not None:
+            head += f" {f'{args.before}: RSS MB':>16} {'wall s':>7}"
+        print(head)
+        for label, topo, path, extra, compare in cases:
+            cmd = ["replay", str(topo), str(path), "--out", "/dev/null", *extra]
             rss, wall = peak(cmd)
             size = path.stat().st_size / 1e6
-            print(f"{label:<44} {size:>9,.0f} {rss:>12,.0f} {wall:>8.1f}")
+            line = f"{label:<48} {size:>8,.0f} {rss:>12,.0f} {wall:>7.1f}"
+            if before is not None and compare:
+                old_rss, old_wall = peak(cmd, before)
+                line += f" {old_rss:>16,.0f} {old_wall:>7.1f}"
+            elif before is not None:
+                line += f" {'(not run)':>16} {'':>7}"
+            print(line, flush=True)
     print(f"command: .venv/bin/python bench/replay.py {shlex.join(argv or sys.argv[1:])}")
     return 0
 
