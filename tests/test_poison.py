@@ -345,3 +345,17 @@ def test_stage2_poison_input_is_dead_lettered_and_the_partition_goes_on(
     assert dict(letter.headers)["failover-source-offset"] == b"3"
     assert dict(letter.headers)["failover-reason"].startswith(b"internal-error: Injected")
     assert stage.stage.states[subject.decode()].state == "online"
+
+
+def test_a_health_change_that_raises_names_its_link_and_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fail_on(monkeypatch, ServiceStage, "_apply",
+             lambda service, s, item: item.kind == "health" and service == "ektp")  # fmt: skip
+    out, _ = run(LINES)
+    failed = [d for d in dead(out) if d.reason.startswith("internal-error")]
+    assert failed
+    assert all(d.key == "ektp" for d in failed)
+    assert all("(the health of link '" in d.reason and "after input '" in d.reason for d in failed)
+    others = [r for r in out if isinstance(r, Emitted) and r.key != "ektp"]
+    assert others == [r for r in BASELINE if isinstance(r, Emitted) and r.key != "ektp"]

@@ -238,3 +238,18 @@ def test_printable_escapes_controls_and_bidi_and_bounds_length() -> None:
     assert printable("a\nb\x1b\u202e\u2066c\x85") == "a\\nb\\x1b\\u202e\\u2066c\\x85"
     assert printable("é 中 ok") == "é 中 ok"
     assert printable("x" * 20, 5) == "xxxxx... (20 characters)"
+
+
+def test_trace_lines_show_input_text_inert(tmp_path: Path) -> None:
+    events = tmp_path / "e.jsonl"
+    pin = {"action": "pin", "actor": "a", "role": "r", "reason": "x"}
+    events.write_bytes(event("operator.override.v1", HOSTILE, pin) + b"\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app, ["replay", str(TOPOLOGY_PATH), str(events), "--out", str(out), "--trace", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "x[/zzz]" in result.output  # the span line is there
+    assert "\x1b" not in result.output
+    assert "\u202e" not in result.output
+    assert not any(line.startswith("forged") for line in result.output.splitlines())

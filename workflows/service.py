@@ -453,6 +453,9 @@ class ServiceStage:
                 heapq.heapify(inbox)
                 if not inbox:
                     state.inbox = None
+                if bad.kind == "health":  # made by stage 1: no bytes of its own; say whence
+                    link, _, cause = bad.data
+                    reason = f"{reason} (the health of link {link!r} after input {cause!r})"
                 self.out.append(DeadLetter(service, reason, bad.raw, bad.origin))
                 saved, mark = snapshot(state), len(self.out)
         if time is not None:
