@@ -45,7 +45,7 @@ from streams.config import Settings
 from streams.topics import partition_for
 from workflows.engine import Decoded, decode, read_input
 from workflows.health import FEEDBACK, OVERRIDE, order_key
-from workflows.isolation import fatal, internal_error, restore, snapshot
+from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.records import COMMANDS, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
@@ -305,6 +305,7 @@ class LinkPartition(_Partition):
         self.links = self._owned(topology.links)
         self.stage = LinkStage(topology, self.links)
         self._services_by_link = topology.services_by_link
+        self._link_snapshot = slot_getter(LinkState)
         self._watermark_key = f"__watermark__/{partition}"
         #: Ticks applied since the last watermark records: ``(tick, id)``.
         self._ticks: list[tuple[int, str]] = []
@@ -399,7 +400,7 @@ class LinkPartition(_Partition):
                 self._dead(out, key, self._misrouted(link), raw, origin)
                 return
             state = self.stage.states.get(link)
-            saved = snapshot(state) if state is not None else None
+            saved = self._link_snapshot(state) if state is not None else None
             start = len(out)
             try:
                 change = self.stage.on_status(*reading)

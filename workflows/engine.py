@@ -15,8 +15,8 @@ import orjson
 
 from schemas import load_schema
 from workflows.health import FEEDBACK, OVERRIDE, order_key
-from workflows.isolation import fatal, internal_error, restore, snapshot
-from workflows.links import HealthChange, LinkStage
+from workflows.isolation import fatal, internal_error, restore, slot_getter
+from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.readings import Reading, read_status
 from workflows.records import DeadLetter, Emitted, Truncated
 from workflows.service import Input, ServiceStage
@@ -142,6 +142,7 @@ class Engine:
         self._services_by_link = topology.services_by_link
         self._on_status = self.links.on_status  # bound once: it is called for every probe
         self._link_states = self.links.states
+        self._link_snapshot = slot_getter(LinkState)
 
     @property
     def counts(self) -> Counter[str]:
@@ -175,7 +176,7 @@ class Engine:
                                origin)  # fmt: skip
                     return
                 state = self._link_states.get(link)
-                saved = snapshot(state) if state is not None else None
+                saved = self._link_snapshot(state) if state is not None else None
                 try:
                     change = self._on_status(*reading)
                 except Exception:

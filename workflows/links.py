@@ -11,7 +11,7 @@ import heapq
 from typing import Any, NamedTuple
 
 from workflows.health import DOWN, HEALTH, HEALTHY, IMPAIRED, TICK, order_key
-from workflows.isolation import fatal, internal_error, restore, snapshot
+from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.topology import LinkPolicy, Topology
 
 __all__ = ["HealthChange", "LinkStage", "LinkState"]
@@ -60,6 +60,10 @@ class LinkState:
         state.ids = tuple(ids)
         state.changes = tuple(changes)
         return state
+
+
+#: Every slot of a link's state: all immutable values, so no copy is needed.
+_snapshot = slot_getter(LinkState)
 
 
 class LinkStage:
@@ -187,7 +191,7 @@ class LinkStage:
             if woken is None or woken.timer != deadline:
                 continue  # superseded by an earlier deadline, or its reading was undone
             woken.timer = None
-            saved = snapshot(woken)  # unarmed: a link whose timer raised waits for a reading
+            saved = _snapshot(woken)  # unarmed: a link whose timer raised waits for a reading
             try:
                 change = self._wake(link, woken, time, tick_id)
             except Exception as exc:  # one link's fault stops neither the tick nor the others

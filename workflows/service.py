@@ -434,7 +434,7 @@ class ServiceStage:
         timers leaves the service as it was after its inputs, unarmed until its next input,
         and is reported in :attr:`failures`."""
         state = self.states[service]
-        saved, mark = snapshot(state), len(self.out)
+        saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
         while True:
             try:
                 self._drain(service, state, limit)
@@ -457,9 +457,10 @@ class ServiceStage:
                     link, _, cause = bad.data
                     reason = f"{reason} (the health of link {link!r} after input {cause!r})"
                 self.out.append(DeadLetter(service, reason, bad.raw, bad.origin))
-                saved, mark = snapshot(state), len(self.out)
+                saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
         if time is not None:
-            saved, mark = snapshot(state), len(self.out)
+            if len(state.inbox or ()) != queued:  # inputs were applied: a new snapshot
+                saved, mark = snapshot(state), len(self.out)
             try:
                 self._evaluate(service, state, time, tick_id)
                 self._forget(state, time, self._services[service].policy)
