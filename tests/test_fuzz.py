@@ -8,6 +8,7 @@ A few seconds by default; ``FAILOVER_FUZZ_EXAMPLES=20000`` (say) searches longer
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,9 @@ def structured(draw: st.DrawFn) -> bytes:
         event["subject"] = draw(st.sampled_from(sorted(TOPOLOGY.services) + sorted(TOPOLOGY.links)))
     else:
         target[key] = draw(json_values)
-    return orjson.dumps(event)
+    # The standard library's encoder: it writes integers past 64 bits, and NaN and Infinity
+    # (not JSON), which orjson refuses to write; the engine must take those bytes too.
+    return json.dumps(event).encode()
 
 
 @st.composite

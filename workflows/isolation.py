@@ -7,7 +7,8 @@ stage 1, a service in stage 2):
 
 - Before a key's state is changed, its slots are captured with :func:`snapshot` (one level
   deep: a ``dict``, ``list`` or ``set`` slot is copied; what such a container holds is
-  immutable or never changed in place). If the handling raises, :func:`restore` puts every
+  immutable or never changed in place), or for a link, whose slots hold only immutable
+  values, with a :func:`slot_getter` that copies nothing (readings are the hot path). If the handling raises, :func:`restore` puts every
   slot back, and the outputs the key produced since are dropped. Nothing half-done is kept:
   a ledger whose records were marked sent by a transition that then raised goes back to
   unsent, with no reconcile command out.
@@ -17,7 +18,9 @@ stage 1, a service in stage 2):
   that input is dead-lettered and dropped from the queue, and the step runs again without
   it: the inputs before it are applied anew and give the same outputs (the core is
   deterministic). If the service's own timers raise (no input to blame), the service stays
-  as it was before the tick and the tick is dead-lettered with the service as key.
+  as its inputs left it, before its timers, and the tick is dead-lettered with the service
+  as key; it is not armed again until its next input (a fault that repeats at every tick
+  would otherwise dead-letter every tick).
 - Isolation is per key: other keys of the same input go on. A health change that one
   service cannot take is dead-lettered for that service; the link and other services keep it.
 
