@@ -4,6 +4,7 @@ engine goes on (workflows/isolation.py). Faults are injected into the core on pu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -115,7 +116,10 @@ def test_an_input_that_raises_is_as_if_it_never_came(
     letters = [d for d in dead(out) if d.reason.startswith("internal-error")]
     assert len(letters) == 1
     (letter,) = letters
-    assert letter.reason == "internal-error: Injected: injected fault\nwith a second line"
+    assert letter.reason.startswith(
+        "internal-error: Injected: injected fault\nwith a second line (at test_poison.py:"
+    )
+    assert letter.reason.endswith(" in failing)")
     assert letter.raw == LINES[index][1]
     assert letter.origin == Origin(EVENTS.name, LINES[index][0])
     without, _ = run(LINES[:index] + LINES[index + 1 :])
@@ -219,7 +223,7 @@ def test_decode_raising_is_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> Non
     engine.feed(LINES[0][1], None, "x")
     (letter,) = engine.drain()
     assert isinstance(letter, DeadLetter)
-    assert letter.reason == "internal-error: Injected: decode"
+    assert letter.reason.startswith("internal-error: Injected: decode (at test_poison.py:")
     assert engine.counts["deadletter:internal-error"] == 1
 
 
@@ -256,6 +260,12 @@ def test_internal_error_reason_is_bounded() -> None:
     assert reason.startswith("internal-error: ValueError: xxx")
     assert len(reason) < 400
     assert internal_error(KeyError()) == "internal-error: KeyError"
+    try:
+        restore(ServiceState(), ())  # a fault inside the core: named by its place in it
+    except Exception as exc:
+        located = internal_error(exc)
+    assert re.fullmatch(r"internal-error: ValueError: .* \(at workflows/isolation\.py:\d+ in "
+                        r"\w+\)", located), located  # fmt: skip
 
 
 def _link_states() -> Iterator[Any]:

@@ -1,15 +1,17 @@
 """One bad input never stops the engine: per-key snapshots, and the reason it is refused with.
 
 An input whose handling raises (a fault of the core that this input happens to reach) is
-dead-lettered ``internal-error: <ExceptionType>: <message>``, and the engine goes on. The
+dead-lettered ``internal-error: <ExceptionType>: <message> (at <file>:<line> in <function>)``
+(where it was raised: the same code gives the same reason), and the engine goes on. The
 state it may have half-changed is put back as it was before the input, *per key* (a link in
 stage 1, a service in stage 2):
 
 - Before a key's state is changed, its slots are captured with :func:`snapshot` (one level
   deep: a ``dict``, ``list`` or ``set`` slot is copied; what such a container holds is
   immutable or never changed in place), or for a link, whose slots hold only immutable
-  values, with a :func:`slot_getter` that copies nothing (readings are the hot path). If the handling raises, :func:`restore` puts every
-  slot back, and the outputs the key produced since are dropped. Nothing half-done is kept:
+  values, with a :func:`slot_getter` that copies nothing (readings are the hot path). If
+  the handling raises, :func:`restore` puts every slot back, and the outputs the key
+  produced since are dropped. Nothing half-done is kept:
   a ledger whose records were marked sent by a transition that then raised goes back to
   unsent, with no reconcile command out.
 - Stage 1 snapshots the one link a reading touches, and each link a tick wakes. Stage 2
@@ -30,6 +32,7 @@ as do faults of the broker (outside the core).
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from copy import copy
 from typing import Any, Final
@@ -90,12 +93,24 @@ def fatal(exc: BaseException) -> bool:
 
 
 def internal_error(exc: BaseException) -> str:
-    """The dead-letter reason for an input whose handling raised ``exc``."""
+    """The dead-letter reason for an input whose handling raised ``exc``: the exception's
+    type and message (bounded), and where it was raised, for whoever fixes the fault:
+    ``internal-error: KeyError: 'x' (at workflows/service.py:512 in _record)``."""
     detail = str(exc)
     if len(detail) > MAX_ERROR_DETAIL:
         detail = f"{detail[:MAX_ERROR_DETAIL]}... ({len(detail)} characters)"
-    return (
-        f"internal-error: {type(exc).__name__}: {detail}"
-        if detail
-        else (f"internal-error: {type(exc).__name__}")
-    )
+    reason = f"internal-error: {type(exc).__name__}"
+    if detail:
+        reason = f"{reason}: {detail}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        frame = frames[-1]
+        path = frame.filename.replace("\\", "/")
+        for package in ("/workflows/", "/streams/", "/schemas/"):
+            if package in path:
+                path = package[1:] + path.rsplit(package, 1)[1]
+                break
+        else:
+            path = path.rsplit("/", 1)[-1]
+        reason = f"{reason} (at {path}:{frame.lineno} in {frame.name})"
+    return reason
