@@ -5,6 +5,7 @@ engine goes on (workflows/isolation.py). Faults are injected into the core on pu
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -253,6 +254,20 @@ def test_snapshot_restores_every_slot_and_copies_containers() -> None:
     state.ledger["c"] = 0
     restore(state, saved)  # the snapshot is still as taken
     assert state.ledger == {"a": 0}
+
+
+def test_snapshot_copies_the_remembered_ids_which_are_changed_in_place() -> None:
+    state = ServiceState()
+    state.seen = OrderedDict(x=1)
+    state.queued = {"q"}
+    saved = snapshot(state)
+    state.seen["y"] = 2  # an input applied, then undone
+    state.seen.popitem(last=False)
+    state.queued.discard("q")
+    restore(state, saved)
+    assert state.seen == OrderedDict(x=1)
+    assert type(state.seen) is OrderedDict
+    assert state.queued == {"q"}
 
 
 def test_internal_error_reason_is_bounded() -> None:
