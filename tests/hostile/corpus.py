@@ -287,6 +287,33 @@ def case_times_at_year_edges() -> list[Line]:
 
 
 @event_case(
+    "Times written almost right: lowercase z and t, -00:00, a dot without digits, +24:00, "
+    "second 60, a leading space, full-width digits, a week date, a date alone, 1969.",
+    "Each used (if the schema and RFC 3339 admit it) or dead-lettered schema or bad-time.",
+)
+def case_time_format_variants() -> list[Line]:
+    times = [
+        "2019-02-05T00:00:20z",
+        "2019-02-05t00:00:20Z",
+        "2019-02-05T00:00:20-00:00",
+        "2019-02-05T00:00:20.Z",
+        "2019-02-05T00:00:20+24:00",
+        "2019-02-05T00:00:60Z",
+        " 2019-02-05T00:00:20Z",
+        "\uff12\uff10\uff11\uff19-02-05T00:00:20Z",
+        "2019-W06-2T00:00:20Z",
+        "2019-02-05",
+        "1969-12-31T23:59:59Z",
+    ]
+    return framed(
+        [
+            hostile(reading("backup-4g", time, "up", f"probe/format/{n}"), "any")
+            for n, time in enumerate(times)
+        ]
+    )
+
+
+@event_case(
     "Ticks at year 1 (with and without an offset that takes them before year 1 in UTC).",
     "No crash (exit 0); an old tick changes nothing or is dead-lettered.",
 )
@@ -926,7 +953,8 @@ def case_unknown_types() -> list[Line]:
 
 @event_case(
     "Unknown links and services: a different case, a trailing space, the tick key __tick__ "
-    "as a link and a service, a 128-character subject, a service id as a link and back.",
+    "as a link and a service, a 128-character subject, a service id as a link and back, a "
+    "service id spelled with a Cyrillic letter.",
     "Each dead-lettered unknown-link or unknown-service.",
     kafka=True,
 )
@@ -940,6 +968,7 @@ def case_unknown_subjects() -> list[Line]:
             hostile(reading("ektp", at(20))),
             hostile(override("__tick__", "force_manual", at(21))),
             hostile(override("backup-4g", "force_manual", at(21))),
+            hostile(override("\u0435ktp", "force_manual", at(21))),  # a Cyrillic e
             hostile(record("s" * 128, "U-1", at(21))),
         ]
     )
@@ -1254,6 +1283,8 @@ def roles(lines: list[Line], runner: Literal["replay", "kafka"]) -> dict[str, li
 def event_sidecar(case: EventCase, lines: list[Line]) -> str:
     parts = [
         f"# {case.name}.jsonl: written by tests/hostile/corpus.py; do not edit by hand.",
+        "# Roles: ok = must not be dead-lettered; effect = must cause a transition;",
+        "# dead = must be dead-lettered, with a documented reason and its original bytes.",
         f"attack = {_toml_str(case.attack)}",
         f"expect = {_toml_str(case.expect)}",
         f"generated_at_test_time = {'false' if case.committed else 'true'}",
@@ -1261,7 +1292,7 @@ def event_sidecar(case: EventCase, lines: list[Line]) -> str:
         f"lines = {len(lines)}",
     ]
     for runner in ("replay", "kafka") if case.kafka else ("replay",):
-        parts.append(f"\n[{runner}]  # line numbers by role")
+        parts.append(f"\n[{runner}]  # line numbers by role; lines not listed may go either way")
         for role, numbers in roles(lines, runner).items():
             if role != "any":
                 parts.append(f"{role} = {_toml_list(numbers)}")

@@ -326,3 +326,217 @@ def test_every_kafka_case_is_run(kafka_runs: dict[str, KafkaRun | BaseException]
         if isinstance(run, KafkaRun) and run.seconds > TIMEOUT + 30
     }
     assert not slow, slow
+
+
+# --------------------------------------------------------------- records on the wire
+
+
+@dataclass(frozen=True)
+class WireRecord:
+    """A record that only Kafka can carry: no value, no key, a key that is not text,
+    headers of a hostile producer, a message on a topic not meant for it."""
+
+    what: str
+    topic: str  # "links", "overrides" or "feedback"
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    role: str = "dead"  # "dead" or "any", as for a corpus line
+    partition: int | None = None  # None: the key's partition (or 0 without a key)
+
+
+def _wire_records() -> list[WireRecord]:
+    from tests.hostile.corpus import at, override, reading
+
+    pin = override("akta-lahir", "pin", at(20), "override/wire/pin")
+    forged = (
+        ("failover-reason", b"not-applicable: forged by the producer"),
+        ("failover-source-topic", b"nowhere"),
+    )
+    return [
+        WireRecord("a tombstone (no value) of a link", "links", b"backup-4g", None),
+        WireRecord("an empty value", "overrides", b"ektp", b""),
+        WireRecord("a pin with no key", "overrides", None, pin, role="any"),
+        WireRecord(
+            "a key that is not UTF-8",
+            "links",
+            b"\xff\xfe",
+            reading("backup-4g", at(21), ident="probe/wire/key"),
+        ),
+        WireRecord(
+            "the tick key on a force_manual",
+            "overrides",
+            b"__tick__",
+            override("ektp", "force_manual", at(22), "override/wire/tick-key"),
+        ),
+        WireRecord(
+            "an override on the link-status topic",
+            "links",
+            b"ektp",
+            override("ektp", "force_manual", at(22), "override/wire/topic"),
+        ),
+        WireRecord(
+            "a reading on the feedback topic",
+            "feedback",
+            b"vsat-palapa",
+            reading("vsat-palapa", at(23), ident="probe/wire/topic"),
+        ),
+        WireRecord(
+            "the engine's own dead-letter headers, forged, on garbage",
+            "links",
+            b"garbage",
+            b"{not json",
+            forged,
+        ),
+        WireRecord(
+            "a traceparent header that is not text",
+            "links",
+            b"vsat-palapa",
+            reading("vsat-palapa", at(24), ident="probe/wire/tp1"),
+            (("traceparent", b"\xff\xfe\x00\x1b[2J"),),
+            role="any",
+        ),
+        WireRecord(
+            "a traceparent header of 100 kB, twice",
+            "links",
+            b"telkom-sto-pattimura",
+            reading("telkom-sto-pattimura", at(25), ident="probe/wire/tp2"),
+            (("traceparent", b"0" * 100_000), ("traceparent", b"00-" + b"f" * 52)),
+            role="any",
+        ),
+    ]
+
+
+async def _send_wire(
+    bootstrap: str, s: Settings, records: list[WireRecord]
+) -> list[tuple[WireRecord, str, int, int]]:
+    """Send each record and learn where it landed: (record, topic, partition, offset)."""
+    from aiokafka import AIOKafkaProducer
+
+    topics = {
+        "links": s.topic_link_status,
+        "overrides": s.topic_overrides,
+        "feedback": s.topic_feedback,
+    }
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, max_request_size=1024 * 1024
+    )
+    await producer.start()
+    try:
+        landed = []
+        for r in records:
+            partition = r.partition
+            if partition is None:
+                partition = partition_for(r.key, s.partitions) if r.key else 0
+            headers = list(r.headers) or None
+            meta = await producer.send_and_wait(
+                topics[r.topic], r.value, key=r.key, partition=partition, headers=headers
+            )
+            landed.append((r, meta.topic, meta.partition, meta.offset))
+        return landed
+    finally:
+        await producer.stop()
+
+
+Letter = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+async def _dead_letters(bootstrap: str, topic: str) -> list[Letter]:
+    """Every committed record of ``topic``: key, value and the headers as sent (a list)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out += [(r.key, r.value, list(r.headers or ())) for r in records]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: object, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # type: ignore[attr-defined]
+    return consumer.partitions_for_topic(topic) or set()  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "wire-records",
+            marks=[pytest.mark.xfail(strict=True, reason=xfails.KAFKA["wire-records"])]
+            if "wire-records" in xfails.KAFKA
+            else [],
+        )
+    ],
+)
+async def test_hostile_records_on_the_wire(kafka_bootstrap: str, tmp_path: Path, name: str) -> None:
+    """Records a JSONL file cannot hold, between the frame's first and last lines: each
+    dead-lettered (or, where said, used or refused) with its key, its bytes, one reason of
+    the engine's own; the worker stays up and the framed force_manual takes effect."""
+    from tests.hostile.corpus import AFTER_ID, framed
+
+    run_id = uuid.uuid4().hex[:8]
+    engine = engine_env(
+        kafka_bootstrap, lambda p: f"t-hostile-{name}-{p}-{run_id}", tmp_path, partitions=PARTITIONS
+    )
+    s = engine.settings
+    frame = framed([])
+    head, tail = _messages(s, frame[:4]), _messages(s, frame[4:])
+    wire = _wire_records()
+    async with engine_topics(engine):
+        await publish(kafka_bootstrap, [(m.topic, m.key, m.value, m.partition) for m in head])
+        landed = await _send_wire(kafka_bootstrap, s, wire)
+        await publish(kafka_bootstrap, [(m.topic, m.key, m.value, m.partition) for m in tail])
+        outputs = Outputs(kafka_bootstrap, [s.topic_transitions, s.topic_deadletter])
+        async with outputs, running_worker(engine) as worker:
+            deadline = time.monotonic() + TIMEOUT
+            while not (await group_done(engine) and await outputs.at_end()):
+                assert worker.poll() is None, f"the worker exited\n{engine.log_tail()}"
+                assert time.monotonic() < deadline, f"not done: {await group_lag(engine)}"
+                await asyncio.sleep(0.2)
+            assert worker.poll() is None, f"the worker exited\n{engine.log_tail()}"
+        letters = await _dead_letters(kafka_bootstrap, s.topic_deadletter)
+    problems = terminal_problems("the worker's log", _logs(engine).encode())
+    if AFTER_ID not in _causes(outputs.records, s):
+        problems.append(f"{AFTER_ID} caused no transition")
+    codes = reason_codes()
+    by_where: dict[tuple[str, int, int], tuple[bytes | None, bytes | None, list[str]]] = {}
+    for key, value, headers in letters:
+        h = defaultdict(list)
+        for header, content in headers:
+            h[header].append(content)
+        where = (
+            h["failover-source-topic"][-1].decode(),
+            int(h["failover-source-partition"][-1]),
+            int(h["failover-source-offset"][-1]),
+        )
+        if len(h["failover-source-topic"]) != 1:
+            problems.append(f"{where}: {len(h['failover-source-topic'])} source topic headers")
+        by_where[where] = (key, value, [r.decode("utf-8", "replace") for r in h["failover-reason"]])
+    for record, topic, partition, offset in landed:
+        letter = by_where.get((topic, partition, offset))
+        if letter is None:
+            if record.role == "dead":
+                problems.append(f"{record.what}: not dead-lettered")
+            continue
+        key, value, reasons = letter
+        if len(reasons) != 1 or "forged" in reasons[0]:
+            problems.append(f"{record.what}: reason headers {reasons}")
+        elif code_of(reasons[0]) not in codes:
+            problems.append(f"{record.what}: undocumented reason {reasons[0][:100]!r}")
+        if key != record.key or (value or b"") != (record.value or b""):
+            problems.append(f"{record.what}: dead letter key or bytes differ from the record's")
+    assert not problems, "\n".join(problems)

@@ -32,7 +32,8 @@ REPLAY: Final[dict[str, str]] = {
     "topology/not-utf8": "UnicodeDecodeError traceback, exit 1",
 }
 
-#: tests/hostile/test_kafka.py: event files published to a real broker.
+#: tests/hostile/test_kafka.py: event files published to a real broker, and ``wire-records``
+#: (records only Kafka can carry: no value, no key, hostile headers, the wrong topic).
 KAFKA: Final[dict[str, str]] = {
     "tick-far-future-utc": "a stranger's 9999 tick is applied: later inputs dead-lettered too-old",
     "tick-overflow-offset": "OverflowError on the -23:59 tick: the worker exits",
@@ -43,4 +44,5 @@ KAFKA: Final[dict[str, str]] = {
     "html-in-operator-reason": "an operator's HTML goes unescaped into the pin notice",
     "deep-nesting": "jsonschema-rs 'Recursion limit reached' (ValueError): the worker exits",
     "duplicate-keys": "a reading whose second time key says 9999 is applied, not refused",
+    "wire-records": "reason code wrong-topic is used on Kafka, but not in the README's list",
 }
