@@ -1288,7 +1288,7 @@ def event_sidecar(case: EventCase, lines: list[Line]) -> str:
         f"attack = {_toml_str(case.attack)}",
         f"expect = {_toml_str(case.expect)}",
         f"generated_at_test_time = {'false' if case.committed else 'true'}",
-        f"kafka = {'true' if case.kafka else 'false'}",
+        f"sent_to_kafka = {'true' if case.kafka else 'false'}",
         f"lines = {len(lines)}",
     ]
     for runner in ("replay", "kafka") if case.kafka else ("replay",):
