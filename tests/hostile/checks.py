@@ -23,8 +23,9 @@ _KNOWN: Final = frozenset({"not-json", "schema", "unknown-type", "not-applicable
 #: controls, and the bidirectional controls that make text display other than it reads.
 _BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
-#: What a notice must never carry from an operator: markup a mail or web client would run.
-HTML_MARKERS: Final = (b"<script", b"<img", b"onerror=", b"javascript:")
+#: What a notice must never carry from an operator: a tag a mail or web client would read
+#: (escaped, ``&lt;script&gt;`` is text; no notice template has a tag of its own).
+HTML_TAG: Final = re.compile(rb"<[A-Za-z/!?][^\s>]*")
 
 
 @cache

@@ -38,7 +38,7 @@ from streams.config import Settings
 from streams.topics import partition_for
 from tests.hostile import xfails
 from tests.hostile.checks import (
-    HTML_MARKERS,
+    HTML_TAG,
     code_of,
     event_id,
     reason_codes,
@@ -250,9 +250,9 @@ def _problems(run: KafkaRun) -> list[str]:
             problems.append(f"undocumented reason {reason[:120]!r}")
     for record in run.records:
         if record.topic == s.topic_commands and b'"failover.notice.v1"' in record.value:
-            data = orjson.dumps(orjson.loads(record.value)["data"]).lower()
-            if any(marker in data for marker in HTML_MARKERS):
-                problems.append(f"a notice carries HTML: {data[:160]!r}")
+            data = orjson.dumps(orjson.loads(record.value)["data"])
+            if tag := HTML_TAG.search(data):
+                problems.append(f"a notice carries HTML: {tag.group()!r}")
     sent_values = {m.value for m in run.sent}
     for record in dead:
         if record.value not in sent_values:
@@ -484,8 +484,9 @@ async def _partitions(consumer: object, topic: str) -> set[int]:
 )
 async def test_hostile_records_on_the_wire(kafka_bootstrap: str, tmp_path: Path, name: str) -> None:
     """Records a JSONL file cannot hold, between the frame's first and last lines: each
-    dead-lettered (or, where said, used or refused) with its key, its bytes, one reason of
-    the engine's own; the worker stays up and the framed force_manual takes effect."""
+    dead-lettered (or, where said, used or refused) with its key, its bytes and the engine's
+    reason (the last value of its header: a forged one sent with the input does not count);
+    the worker stays up and the framed force_manual takes effect."""
     from tests.hostile.corpus import AFTER_ID, framed
 
     run_id = uuid.uuid4().hex[:8]
@@ -523,8 +524,6 @@ async def test_hostile_records_on_the_wire(kafka_bootstrap: str, tmp_path: Path,
             int(h["failover-source-partition"][-1]),
             int(h["failover-source-offset"][-1]),
         )
-        if len(h["failover-source-topic"]) != 1:
-            problems.append(f"{where}: {len(h['failover-source-topic'])} source topic headers")
         by_where[where] = (key, value, [r.decode("utf-8", "replace") for r in h["failover-reason"]])
     for record, topic, partition, offset in landed:
         letter = by_where.get((topic, partition, offset))
@@ -533,10 +532,11 @@ async def test_hostile_records_on_the_wire(kafka_bootstrap: str, tmp_path: Path,
                 problems.append(f"{record.what}: not dead-lettered")
             continue
         key, value, reasons = letter
-        if len(reasons) != 1 or "forged" in reasons[0]:
+        # The input's own headers may be kept ahead of the engine's: the last value is its.
+        if not reasons or "forged" in reasons[-1]:
             problems.append(f"{record.what}: reason headers {reasons}")
-        elif code_of(reasons[0]) not in codes:
-            problems.append(f"{record.what}: undocumented reason {reasons[0][:100]!r}")
+        elif code_of(reasons[-1]) not in codes:
+            problems.append(f"{record.what}: undocumented reason {reasons[-1][:100]!r}")
         if key != record.key or (value or b"") != (record.value or b""):
             problems.append(f"{record.what}: dead letter key or bytes differ from the record's")
     assert not problems, "\n".join(problems)
