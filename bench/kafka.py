@@ -5,7 +5,7 @@ unless --bootstrap or KAFKA_BOOTSTRAP_SERVERS says otherwise)::
 
     .venv/bin/python bench/kafka.py [--events N] [--partitions N]
         [--skip a,b,c,d,tracing,profile] [--guarantee both|exactly_once|at_least_once]
-        [--load RATE@TICK,...] [--trace-ratio R] [--worker-env K=V]
+        [--load RATE@TICK,...] [--trace-ratio R] [--worker-env K=V] [--baseline DIR]
 
 Every topic it creates is deleted at the end and every worker it starts is stopped, also on
 Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a temp dir).
@@ -22,7 +22,9 @@ Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a tem
     resumed) to (1) the last sentinel transition at a read_committed consumer: every input
     processed and its output committed; (2) the group's offsets committed at the end of every
     input partition and of the changes topic. The output is compared with the pure core's.
-    py-spy (blocking, 100 Hz, --idle) samples ``--profile-seconds`` of each run.
+    py-spy (blocking, 100 Hz, --idle) samples ``--profile-seconds`` of each run. With
+    ``--baseline DIR``, each guarantee also runs first with the code of the checkout DIR
+    (``git worktree add DIR COMMIT``; its row says "baseline"): before and after in one run.
 (c) Latency: a fresh engine with the live ticker; for ``--duration`` s a paced producer offers
     RATE link events/s, 20 ``force_manual`` overrides/s (each on another service) and takes
     one site's fiber link down each second (``degrade_after`` is 2 s in this topology).
@@ -106,7 +108,7 @@ from streams.partitions import (  # noqa: E402
     ServicePartition,
 )
 from streams.topics import TopicSpec, ensure_topics, partition_for, topic_specs  # noqa: E402
-from tests.kafka.workers import isolated_env  # noqa: E402
+from tests.kafka.workers import isolated_env, signed  # noqa: E402
 from tests.otlp import Receiver, serve  # noqa: E402
 from workflows.engine import TICK_KEY, Engine  # noqa: E402
 from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted  # noqa: E402
@@ -510,6 +512,7 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, bytes, int]]
     if event["type"] == "clock.tick.v1":
         key = TICK_KEY.encode()
         topics = (settings.topic_link_status, settings.topic_overrides, settings.topic_feedback)
+        raw = signed(raw)  # with the workers' tick key (isolated_env), as their ticker does
         return [(t, key, raw, p) for t in topics for p in range(n)]
     key = str(event["subject"]).encode()
     topic = (
@@ -1676,6 +1679,23 @@ async def run(args: argparse.Namespace, out: Any) -> int:
         engines: list[EngineResult] = []
         # The ceiling before, between and after the engine runs: the best of them counts.
         for guarantee in [None, *(args.guarantees if need_b else [])]:
+            if guarantee is not None and args.baseline:
+                # The same (b) run with the code of another checkout, side by side.
+                short = "eos" if guarantee == "exactly_once" else "alo"
+                result = await engine_run(
+                    bench,
+                    data,
+                    guarantee,
+                    expected,
+                    0,
+                    args.offsets_wait,
+                    label=f"b-{short}-baseline",
+                    extra_env={"PYTHONPATH": args.baseline},
+                    workers=args.workers,
+                )
+                engines.append(
+                    dataclasses.replace(result, guarantee=f"{result.guarantee}, baseline")
+                )
             if guarantee is not None:
                 profile = args.profile_seconds if "profile" not in skip else 0
                 engines.append(
@@ -1970,6 +1990,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="(b) workers in the group (one per core, say)"
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="DIR",
+        help="(b) also run each guarantee with the code of the checkout DIR (its streams/ and "
+        "workflows/ first on the worker's PYTHONPATH), e.g. a git worktree of an older commit",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="broker (default: infra/kafka/up)")

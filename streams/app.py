@@ -4,9 +4,13 @@ Built by :func:`build_app` from :class:`~streams.config.Settings` (nothing happe
 tests build apps with their own ids and topics).
 
 - Topics: every topic is raw bytes; inputs are decoded by :func:`workflows.engine.decode`,
-  never by a faust codec. All of the engine's topics are created before the consumer starts
-  (:meth:`FailoverApp.on_first_start`); faust creates its own (the compacted changelogs of
-  the two tables, and its leader topic).
+  never by a faust codec. All of the engine's topics, the compacted changelogs of the two
+  tables included, are created before the consumer starts (:meth:`FailoverApp.on_first_start`;
+  faust creates its leader topic), and their ``max.message.bytes`` checked against the
+  largest record the engine may write to each (:func:`streams.topics.check_limits`): the
+  worker does not run if one could be refused.
+- A state larger than one changelog record is written as pages within the limit, and put
+  together again on restore (:class:`_TableView`).
 - Stage 1 reads the link-status topic; stage 2 reads the changes, overrides and feedback
   topics, registered as one faust topic with three names (faust's assignor puts topics with
   the same partition count and the same subscribers into one group and gives partition ``q``
@@ -24,28 +28,31 @@ tests build apps with their own ids and topics).
   :func:`~streams.eos.patch_faust` fixes the faust bugs that lose state, inputs or offsets
   after a restart. streams/eos.py says what faust gets wrong, and why each fix is right.
 - The ticker (``FAILOVER_TICK_INTERVAL`` > 0) runs on the leader only and publishes
-  ``clock.tick.v1`` at the wall clock, the engine's only reading of it, to every partition of
-  the three input topics.
+  ``clock.tick.v1`` at the wall clock, tagged with the tick key, to every partition of the
+  three input topics. The wall clock is read in one other place: before each batch, for the
+  latest event time an input may carry (``max_future`` ahead: :mod:`workflows.clock`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import faust
+import orjson
 
 from streams.batches import BatchHandler, ConsumerRecord
 from streams.batches import forget as forget_batches
 from streams.codec import Origin, tick_event
 from streams.config import FAUST_PREFIX, INPUT_MAX_MESSAGE_BYTES, Settings, SettingsError
-from streams.eos import Outbox, patch_faust
+from streams.eos import Outbox, Tombstone, patch_faust
 from streams.outage import PRODUCER_REQUEST_TIMEOUT, patch_aiokafka
 from streams.partitions import (
     FEEDBACK_SOURCE,
@@ -56,18 +63,44 @@ from streams.partitions import (
     ServicePartition,
     Trace,
 )
+from streams.printable import printable
 from streams.telemetry import Telemetry
-from streams.topics import default_replication, ensure_topics, topic_specs
+from streams.topics import (
+    CHANGELOG_MIN_MESSAGE_BYTES,
+    TABLES,
+    changelog_specs,
+    changelog_topic,
+    check_limits,
+    default_replication,
+    ensure_topics,
+    topic_limits,
+    topic_specs,
+)
 from streams.tracing import KafkaTopics, Tracing
 from workflows.engine import INPUT_TYPES, TICK_KEY
 from workflows.topology import Topology
 
-__all__ = ["LINK_TABLE", "SERVICE_TABLE", "FailoverApp", "build_app"]
+__all__ = ["LINK_TABLE", "PAGED", "SERVICE_TABLE", "FailoverApp", "StateError", "build_app"]
 
 _log = logging.getLogger(__name__)
 
-LINK_TABLE = "link-health"
-SERVICE_TABLE = "service-state"
+LINK_TABLE, SERVICE_TABLE = TABLES
+
+
+#: The head of a state written as pages: never the start of a state itself (JSON).
+PAGED: Final = b"\x00failover/paged\x00"
+#: What a record adds to its key and value in a batch: the batch header (61 bytes) and the
+#: record's own varints and attributes, with room to spare.
+RECORD_OVERHEAD: Final = 256
+
+
+class StateError(RuntimeError):
+    """A table's state cannot be read back as it was written (a page missing or altered)."""
+
+
+def page_key(raw_key: bytes, number: int) -> bytes:
+    """The changelog key of page ``number`` of the state under ``raw_key``."""
+    return raw_key + b"\x00page/" + str(number).encode()
 
 
 class _TableView:
@@ -76,13 +109,26 @@ class _TableView:
     Writes go to the local store directly and their changelog records are collected here, to
     be sent by the :class:`~streams.eos.Outbox` with the input's other records: faust's own
     ``table[key] = value`` would send them through a buffer the commit does not wait for.
+
+    A state larger than one changelog record may be (``record_bytes``: what the topic and the
+    producer accept, read at start) is written as pages: its bytes cut into records under
+    :func:`page_key` keys, then a head record under the key itself, :data:`PAGED` and the
+    page count, the length and the SHA-256 of the whole. Pages the previous state of the key
+    had beyond the new count are deleted (tombstones, so the compacted changelog forgets
+    them). All of them go into the same transaction as the input that changed the state, so
+    a read_committed restore (faust's, into the store) sees a whole version or the previous
+    one; :meth:`get` reassembles it and checks length and digest. A service's ledger of
+    paper records can so grow past any broker limit, and be restored exactly.
     """
 
-    def __init__(self, table: Any, partition: int) -> None:
+    def __init__(self, table: Any, partition: int, record_bytes: int) -> None:
         store = table.data
         self._changelog: str = table.changelog_topic.get_topic_name()
         self._partition = partition
-        self.pending: list[Record] = []
+        self._record_bytes = record_bytes
+        self.pending: list[Record | Tombstone] = []
+        #: Pages of each key written or read as paged (0: a plain state).
+        self._pages: dict[bytes, int] = {}
         # faust's RocksDB store finds the partition's database through the current faust
         # event, and the batch path has none: address the partition's database directly.
         self._db: Any = None
@@ -92,13 +138,11 @@ class _TableView:
             self._key_index = store._key_index
         self._store = store
 
-    def get(self, key: str) -> bytes | None:
-        raw_key = key.encode()
+    def _read(self, raw_key: bytes) -> bytes | None:
         value = self._db.get(raw_key) if self._db is not None else self._store.get(raw_key)
         return bytes(value) if value is not None else None
 
-    def put(self, key: str, value: bytes) -> None:
-        raw_key = key.encode()
+    def _write(self, raw_key: bytes, value: bytes) -> None:
         if self._db is not None:
             self._db.put(raw_key, value)
             self._key_index[raw_key] = self._partition
@@ -106,7 +150,73 @@ class _TableView:
             self._store[raw_key] = value
         self.pending.append(Record(self._changelog, raw_key, value, self._partition, []))
 
-    def drain(self) -> list[Record]:
+    def _delete(self, raw_key: bytes) -> None:
+        if self._db is not None:
+            self._db.delete(raw_key)
+            self._key_index.pop(raw_key, None)
+        else:
+            self._store.pop(raw_key, None)
+        self.pending.append(Tombstone(self._changelog, raw_key, None, self._partition, []))
+
+    def _head(self, key: str, raw: bytes) -> dict[str, Any]:
+        try:
+            head = orjson.loads(raw[len(PAGED) :])
+            if isinstance(head, dict) and isinstance(head.get("pages"), int):
+                return head
+        except orjson.JSONDecodeError:
+            pass
+        raise StateError(f"{self._changelog}[{self._partition}] {key!r}: unreadable page head")
+
+    def get(self, key: str) -> bytes | None:
+        raw_key = key.encode()
+        value = self._read(raw_key)
+        if value is None or not value.startswith(PAGED):
+            self._pages[raw_key] = 0
+            return value
+        head = self._head(key, value)
+        pages = []
+        for number in range(head["pages"]):
+            page = self._read(page_key(raw_key, number))
+            if page is None:
+                raise StateError(
+                    f"{self._changelog}[{self._partition}] {key!r}: page {number} of "
+                    f"{head['pages']} is missing"
+                )
+            pages.append(page)
+        whole = b"".join(pages)
+        if len(whole) != head.get("bytes") or hashlib.sha256(whole).hexdigest() != head.get(
+            "sha256"
+        ):
+            raise StateError(
+                f"{self._changelog}[{self._partition}] {key!r}: the pages do not make the "
+                f"state they were written as ({len(whole)} bytes, {head.get('bytes')} written)"
+            )
+        self._pages[raw_key] = head["pages"]
+        return whole
+
+    def put(self, key: str, value: bytes) -> None:
+        raw_key = key.encode()
+        before = self._pages.get(raw_key)
+        if before is None:  # never read: what the store holds tells
+            held = self._read(raw_key)
+            before = self._head(key, held)["pages"] if held and held.startswith(PAGED) else 0
+        room = self._record_bytes - RECORD_OVERHEAD - len(raw_key)
+        if len(value) <= room and not value.startswith(PAGED):
+            pages = 0
+            self._write(raw_key, value)
+        else:
+            size = self._record_bytes - RECORD_OVERHEAD - len(page_key(raw_key, 10**9))
+            pages = -(-len(value) // size)
+            for number in range(pages):
+                self._write(page_key(raw_key, number), value[number * size : (number + 1) * size])
+            digest = hashlib.sha256(value).hexdigest()
+            head = {"pages": pages, "bytes": len(value), "sha256": digest}
+            self._write(raw_key, PAGED + orjson.dumps(head))
+        for number in range(pages, before):
+            self._delete(page_key(raw_key, number))
+        self._pages[raw_key] = pages
+
+    def drain(self) -> list[Record | Tombstone]:
         pending, self.pending = self.pending, []
         return pending
 
@@ -189,7 +299,12 @@ class FailoverApp(faust.App):
         self.counts: Counter[str] = Counter()
         self.outbox = Outbox(self, exactly_once=settings.exactly_once)
         self.outbox.before_commit = self._flush_state
+        #: The ticks' HMAC key; None only with FAILOVER_UNSIGNED_TICKS=accept (refuses to
+        #: build the app with neither).
+        self.tick_key = settings.tick_key()
         self.routing = Routing(settings)
+        #: By changelog topic, the largest record it accepts (read at start).
+        self.record_bytes: dict[str, int] = {}
         self._links: dict[int, tuple[LinkPartition, _TableView]] = {}
         self._services: dict[int, tuple[ServicePartition, _TableView]] = {}
         self._wire()
@@ -252,9 +367,23 @@ class FailoverApp(faust.App):
         )
         # faust creates its own topics (changelogs, leader) after this, with this factor.
         self.conf.topic_replication_factor = replication
-        counts = await ensure_topics(
-            s.bootstrap_servers, topic_specs(s), replication, security=s.security
+        specs = topic_specs(s) + changelog_specs(s)
+        counts = await ensure_topics(s.bootstrap_servers, specs, replication, security=s.security)
+        limits = await topic_limits(
+            s.bootstrap_servers, [spec.name for spec in specs], security=s.security
         )
+        check_limits(
+            s,
+            limits,
+            max_request_size=self.conf.producer_max_request_size,
+            max_batch_size=self.conf.producer_max_batch_size,
+        )
+        # The largest changelog record the topic and the producer accept: states larger
+        # than that are written as pages (_TableView).
+        for table in TABLES:
+            name = changelog_topic(s, table)
+            self.record_bytes[name] = min(limits[name], self.conf.producer_max_request_size)
+        _log.info("max.message.bytes of the engine's topics: %s", limits)
         self.routing = Routing(s, counts)
         self.outbox.install()
 
@@ -282,10 +411,16 @@ class FailoverApp(faust.App):
                 self._service_partition(tp.partition)
         settle_heap()
 
+    def _view(self, table: Any, partition: int) -> _TableView:
+        name = table.changelog_topic.get_topic_name()
+        return _TableView(
+            table, partition, self.record_bytes.get(name, CHANGELOG_MIN_MESSAGE_BYTES)
+        )
+
     def _link_partition(self, partition: int) -> tuple[LinkPartition, _TableView]:
         entry = self._links.get(partition)
         if entry is None:
-            view = _TableView(self.link_table, partition)
+            view = self._view(self.link_table, partition)
             stage = LinkPartition(self.topology, self.routing, partition, view, self.counts)
             entry = self._links[partition] = (stage, view)
         return entry
@@ -293,7 +428,7 @@ class FailoverApp(faust.App):
     def _service_partition(self, partition: int) -> tuple[ServicePartition, _TableView]:
         entry = self._services.get(partition)
         if entry is None:
-            view = _TableView(self.service_table, partition)
+            view = self._view(self.service_table, partition)
             stage = ServicePartition(self.topology, self.routing, partition, view, self.counts)
             entry = self._services[partition] = (stage, view)
         return entry
@@ -367,6 +502,7 @@ class FailoverApp(faust.App):
                 _log.warning("skipping %s: consumer generation changed", tp)
                 return False
             origin = Origin(tp.topic, tp.partition, records[0].offset)
+            self._bound_clock()
             try:
                 out = self._traced(tp, records, handle, stage)
                 self._log_dead(out)
@@ -435,14 +571,24 @@ class FailoverApp(faust.App):
                     headers.get("failover-source-topic", b"").decode(),
                     headers.get("failover-source-partition", b"").decode(),
                     headers.get("failover-source-offset", b"").decode(),
-                    headers.get("failover-reason", b"").decode("utf-8", "replace"),
+                    # The reason quotes the input: escaped, so it cannot forge a log line.
+                    printable(headers.get("failover-reason", b"").decode("utf-8", "replace")),
                 )
 
+    def _bound_clock(self) -> None:
+        """Before each batch: the latest event time an input may carry, the wall clock plus
+        ``max_future``, and the tick key, for :func:`workflows.engine.decode`
+        (:mod:`workflows.clock`). Read once a batch: a batch takes milliseconds, the bound is
+        minutes."""
+        now = time.time_ns() // 1_000
+        self.routing.guard(now + self.topology.policy.max_future, self.tick_key)
+
     async def _tick(self) -> None:
-        """Publish one ``clock.tick.v1`` at the wall clock (milliseconds) everywhere."""
+        """Publish one ``clock.tick.v1`` at the wall clock (milliseconds) everywhere, tagged
+        with the tick key."""
         s = self.settings
         now = time.time_ns() // 1_000_000 * 1_000
-        _, value = tick_event(now)
+        _, value = tick_event(now, self.tick_key)
         key = TICK_KEY.encode()
         topics = (s.topic_link_status, s.topic_overrides, s.topic_feedback)
         await self.outbox.send_plain(

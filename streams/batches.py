@@ -4,8 +4,8 @@ per topic-partition and fetch, not as one faust event at a time.
 Why: faust 0.15.3 delivers every record through ``Consumer._drain_messages`` ->
 ``Conductor.on_message`` -> an ``Event`` in the agent's channel queue -> ``Stream`` -> ack,
 and awaits each one through ``Service.wait_first`` (faust/transport/consumer.py:1208-1240),
-which creates and cancels tasks per record. Measured (shared/PERFORMANCE.md, and
-``bench/kafka.py`` in the 0.5% row of issue #4) that path runs at 1-3% of what aiokafka's
+which creates and cancels tasks per record. Measured with ``bench/kafka.py``, that path
+runs at 1-3% of what aiokafka's
 ``getmany`` + ``orjson`` reads on the same topic: the engine's own code was about 5% of the
 worker's time. A batch costs one ``await`` per topic-partition and fetch instead.
 
@@ -30,6 +30,7 @@ committed offset once the rebalance ends (:func:`streams.eos.patch_faust` seeks 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
@@ -150,7 +151,7 @@ async def _maybe_commit(self: Any) -> None:
     ``Consumer._commit_handler``): a 50 ms interval committed every 130 ms. The timer still
     commits while no input arrives."""
     now = time.monotonic()
-    if now - self.__dict__.get(_COMMITTED_AT, 0.0) >= self.commit_interval:
+    if now - self.__dict__.get(_COMMITTED_AT, -math.inf) >= self.commit_interval:
         self.__dict__[_COMMITTED_AT] = now
         await self.commit()
         return

@@ -12,11 +12,15 @@ from __future__ import annotations
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from streams.printable import printable
+from workflows.clock import ClockJump, clock_jumps, describe_jump
+from workflows.engine import MAX_EVENT_BYTES
 from workflows.replay import encode, read_lines
 from workflows.service import mermaid
 from workflows.topology import Topology, TopologyError
@@ -36,8 +40,36 @@ def _load(topology: Path) -> Topology:
     try:
         return Topology.load(topology)
     except TopologyError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        Console(stderr=True).print(
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
+        )
         raise typer.Exit(2) from exc
+
+
+class _Jumps:
+    """Jumps of a replayed file's clock: a warning on stderr as each is found, and a list at
+    the end of the timeline; the first :attr:`SHOWN` of them, then a count."""
+
+    SHOWN = 100
+
+    def __init__(self, file: str, timeline: Any) -> None:
+        self.file = file
+        self.timeline = timeline
+        self.count = 0
+        self.stderr = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+    def found(self, jump: ClockJump) -> None:
+        self.count += 1
+        if self.count <= self.SHOWN:
+            text = describe_jump(jump, self.file)
+            self.stderr.print(f"warning: {text}", soft_wrap=True)
+            self.timeline.jumps.append(text)
+
+    def finish(self) -> None:
+        if self.count > self.SHOWN:
+            more = f"and {self.count - self.SHOWN} more jumps of the clock"
+            self.stderr.print(f"warning: {self.file}: {more}", soft_wrap=True)
+            self.timeline.jumps.append(more)
 
 
 def _run(
@@ -50,7 +82,9 @@ def _run(
 
     topology = _load(topology_path)
     if not events.is_file():
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {events}: no such file")
+        Console(stderr=True).print(
+            Text.assemble(("error:", "bold red"), f" {printable(events)}: no such file")
+        )
         return 2
     timeline = Timeline(topology)
     # JSONL on stdout leaves the terminal to the timeline on stderr, and vice versa.
@@ -58,23 +92,29 @@ def _run(
     sink: BinaryIO = out.open("wb") if out is not None else sys.stdout.buffer
     # Spans (to stderr with --trace, or wherever OTEL_* says) never touch the JSONL.
     telemetry = configure(console=trace)
+    jumps = _Jumps(events.name, timeline)
+    lines = clock_jumps(
+        read_lines(events, MAX_EVENT_BYTES), topology.policy.max_clock_jump, jumps.found
+    )
     try:
-        batch = []
+        # Streamed: each record is written as it is made, and the timeline keeps a bounded
+        # summary of it (nothing at all with --quiet), so memory does not grow with the run.
         tracing = Tracing(telemetry, topology)
-        for record, _ in traced_replay(topology, read_lines(events), events.name, tracing):
+        for record, _ in traced_replay(topology, lines, events.name, tracing):
             sink.write(encode(record) + b"\n")
-            batch.append(record)
-        timeline.add(batch)
+            if not quiet:
+                timeline.add(record)
     finally:
         telemetry.shutdown()
         if out is not None:
             sink.close()
         else:
             sink.flush()
+    jumps.finish()
     if not quiet:
         timeline.print(console)
         if out is not None:
-            console.print(f"output records: {out}")
+            console.print(Text(f"output records: {printable(out)}"))
     return 0
 
 
@@ -138,8 +178,11 @@ def worker_command() -> None:
         from streams.app import faust_environment
 
         faust_environment(settings)  # FAILOVER_FAUST_* names faust knows
+        settings.tick_key()  # no key and no FAILOVER_UNSIGNED_TICKS=accept: refuse to start
     except SettingsError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        Console(stderr=True).print(
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
+        )
         raise typer.Exit(2) from exc
     topology = _load(path)
     # Imported here: replay and demo must not pay for (or depend on) faust.

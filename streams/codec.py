@@ -11,6 +11,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from workflows.clock import sign_tick
 from workflows.links import HealthChange
 from workflows.records import Emitted
 from workflows.timeutil import format_time
@@ -123,11 +124,12 @@ def deadletter_headers(reason: str, origin: Origin | None) -> Headers:
     return headers
 
 
-def tick_event(time: int) -> tuple[str, bytes]:
-    """A ``clock.tick.v1`` at ``time`` (µs since the epoch): its id and its bytes."""
+def tick_event(time: int, key: bytes | None = None) -> tuple[str, bytes]:
+    """A ``clock.tick.v1`` at ``time`` (µs since the epoch): its id and its bytes, tagged
+    under ``key`` when one is given (the worker's tick key: :mod:`workflows.clock`)."""
     stamp = format_time(time)
     ident = f"tick/{stamp}"
-    event = {
+    event: dict[str, Any] = {
         "specversion": "1.0",
         "id": ident,
         "source": "/failover/ticker",
@@ -135,4 +137,4 @@ def tick_event(time: int) -> tuple[str, bytes]:
         "time": stamp,
         "data": {},
     }
-    return ident, orjson.dumps(event)
+    return ident, orjson.dumps(sign_tick(key, event) if key is not None else event)

@@ -53,6 +53,13 @@ DAYS``                                                         its records (0: f
 ``FAILOVER_MAX_EVENT_BYTES``       ``65536``                   larger inputs are dead-lettered
 ``FAILOVER_WEB_PORT``              ``0``                       faust web server port; 0: off
 ``FAILOVER_LOG_LEVEL``             ``info``                    debug, info, warning, error
+``FAILOVER_TICK_SECRET``           (none)                      key of the ticks' HMAC-SHA256
+                                                               tag, the same for every worker
+                                                               (32 bytes or more)
+``FAILOVER_TICK_SECRET_FILE``      (none)                      a file holding that key instead
+``FAILOVER_UNSIGNED_TICKS``        ``refuse``                  ``accept``: no key, ticks are not
+                                                               authenticated (development and
+                                                               tests only)
 ``FAILOVER_FAUST_<NAME>``          (none)                      faust's setting read from
                                                                ``<NAME>`` (``PRODUCER_LINGER``...),
                                                                over what streams/app.py chose
@@ -66,13 +73,23 @@ are not read: faust would let them override the worker's settings, so a stray
 ``PROCESSING_GUARANTEE=at_least_once`` in a container's environment used to turn exactly-once
 off without a word. ``FAILOVER_FAUST_`` makes such an override a visible decision.
 
+The worker refuses to start without a tick key unless ``FAILOVER_UNSIGNED_TICKS=accept``
+says that unauthenticated ticks are fine (:meth:`Settings.tick_key`): a producer that can
+send a tick can move the engine's clock. The key is held in a :class:`Secret`, which never
+shows its value (not in ``describe()``, not in an error).
+
 Nothing here imports faust: the settings are checked before anything heavy starts, and every
-error names the variable and what is wrong with its value.
+error names the variable and what is wrong with its value. No error and no log line shows the
+value of a variable whose name says it holds a secret (``PASSWORD``, ``SECRET``, ``TOKEN``,
+``CREDENTIALS``, ``SASL``, ``..._KEY``...: :mod:`streams.redact`); the worker also masks
+every such value of the environment in everything it logs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import math
 import os
 import re
@@ -81,10 +98,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final
 
+from streams.redact import MASK, is_secret, shown
 from streams.security import KafkaSecurity, SecurityError
 from workflows.engine import MAX_EVENT_BYTES
 
-__all__ = ["INPUT_MAX_MESSAGE_BYTES", "Settings", "SettingsError"]
+__all__ = ["INPUT_MAX_MESSAGE_BYTES", "Secret", "Settings", "SettingsError"]
 
 #: ``max.message.bytes`` of the input and dead-letter topics: a 2 MB input must reach the
 #: engine whole, so that it can be refused as ``too-large`` and dead-lettered with its bytes.
@@ -120,6 +138,14 @@ def _faust_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
                 raise SettingsError(
                     variable, "name a faust setting, e.g. FAILOVER_FAUST_PRODUCER_LINGER"
                 )
+            if is_secret(name):
+                # faust takes its one secret, BROKER_CREDENTIALS, only as an object: as text
+                # it stops the worker with the value in the traceback.
+                raise SettingsError(
+                    variable,
+                    "faust takes no secret as text from its environment (the value is not "
+                    "shown); set the broker's security with the worker's own settings",
+                )
             found.append((name, value))
     return tuple(sorted(found))
 
@@ -136,7 +162,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     try:
         value = int(text)
     except ValueError:
-        raise SettingsError(name, f"{text!r} is not a whole number") from None
+        raise SettingsError(name, f"{shown(name, text)} is not a whole number") from None
     if not low <= value <= high:
         raise SettingsError(name, f"{value} is out of range [{low}, {high}]")
     return value
@@ -147,10 +173,10 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool) -
     try:
         value = float(text)
     except ValueError:
-        raise SettingsError(name, f"{text!r} is not a number of seconds") from None
+        raise SettingsError(name, f"{shown(name, text)} is not a number of seconds") from None
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         allowed = "0 or more" if zero else "more than 0"
-        raise SettingsError(name, f"{text!r} must be {allowed} seconds")
+        raise SettingsError(name, f"{shown(name, text)} must be {allowed} seconds")
     return value
 
 
@@ -166,8 +192,76 @@ def _session_timeout(env: Mapping[str, str]) -> float:
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = _text(env, name, default).lower()
     if value not in choices:
-        raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
+        raise SettingsError(name, f"{shown(name, value)} is not one of {', '.join(choices)}")
     return value
+
+
+# --- The tick key: ticks authenticated with a secret the workers share (workflows/clock.py).
+
+#: The shortest tick key accepted: HMAC-SHA256's own output length.
+MIN_TICK_SECRET_BYTES: Final = 32
+_UNSIGNED: Final = ("refuse", "accept")
+
+
+class Secret:
+    """A secret value that never shows itself: ``repr`` and ``str`` say only that it is set."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<hidden>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(hashlib.sha256(self._value).digest())
+
+
+def _tick_secret(env: Mapping[str, str]) -> Secret | None:
+    """``FAILOVER_TICK_SECRET``, or the content of ``FAILOVER_TICK_SECRET_FILE`` (whitespace
+    at either end removed); neither may be shorter than :data:`MIN_TICK_SECRET_BYTES`."""
+    text = env.get("FAILOVER_TICK_SECRET", "").strip()
+    path = _text(env, "FAILOVER_TICK_SECRET_FILE", "")
+    if text and path:
+        raise SettingsError("FAILOVER_TICK_SECRET_FILE", "set it or FAILOVER_TICK_SECRET, not both")
+    if path:
+        variable = "FAILOVER_TICK_SECRET_FILE"
+        try:
+            value = Path(path).read_bytes().strip()
+        except OSError as exc:
+            raise SettingsError(variable, f"{path}: {exc.strerror or 'cannot be read'}") from None
+    else:
+        variable, value = "FAILOVER_TICK_SECRET", text.encode()
+    if not value:
+        return None
+    if len(value) < MIN_TICK_SECRET_BYTES:
+        raise SettingsError(
+            variable,
+            f"the key has {len(value)} bytes; use {MIN_TICK_SECRET_BYTES} or more "
+            "(e.g. the output of openssl rand -hex 32)",
+        )
+    return Secret(value)
+
+
+def _unsigned_ticks(env: Mapping[str, str], secret: Secret | None) -> bool:
+    accept = _choice(env, "FAILOVER_UNSIGNED_TICKS", "refuse", _UNSIGNED) == "accept"
+    if accept and secret is not None:
+        raise SettingsError(
+            "FAILOVER_UNSIGNED_TICKS", "accept, but a tick key is set: choose one of the two"
+        )
+    return accept
+
+
+# --- end of the tick key
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +293,10 @@ class Settings:
     max_event_bytes: int = MAX_EVENT_BYTES
     web_port: int = 0
     log_level: str = "info"
+    #: The ticks' HMAC key (``FAILOVER_TICK_SECRET`` or ``_FILE``); see :meth:`tick_key`.
+    tick_secret: Secret | None = None
+    #: ``FAILOVER_UNSIGNED_TICKS=accept``: ticks need no tag (development and tests only).
+    unsigned_ticks: bool = False
     #: faust settings by their faust environment name, from ``FAILOVER_FAUST_<NAME>``.
     faust_env: tuple[tuple[str, str], ...] = ()
     #: Put before every topic name and the default app id (``FAILOVER_TOPIC_PREFIX``).
@@ -255,6 +353,7 @@ class Settings:
         max_event_bytes = _int(
             env, "FAILOVER_MAX_EVENT_BYTES", MAX_EVENT_BYTES, 1, INPUT_MAX_MESSAGE_BYTES // 2
         )
+        tick_secret = _tick_secret(env)
         try:
             security = KafkaSecurity.from_env(env)
         except SecurityError as exc:
@@ -285,6 +384,8 @@ class Settings:
             max_event_bytes=max_event_bytes,
             web_port=_int(env, "FAILOVER_WEB_PORT", 0, 0, 65535),
             log_level=_choice(env, "FAILOVER_LOG_LEVEL", "info", _LOG_LEVELS),
+            tick_secret=tick_secret,
+            unsigned_ticks=_unsigned_ticks(env, tick_secret),
             faust_env=_faust_env(env),
             topic_prefix=prefix,
             security=security,
@@ -305,6 +406,25 @@ class Settings:
             raise SettingsError("FAILOVER_TOPOLOGY", f"{self.topology}: no such file")
         return self.topology
 
+    def tick_key(self) -> bytes | None:
+        """The key that signs the ticker's ticks and authenticates every tick read from Kafka;
+        ``None`` when ``FAILOVER_UNSIGNED_TICKS=accept`` (ticks are then not checked).
+
+        Raises:
+            SettingsError: neither a key nor ``FAILOVER_UNSIGNED_TICKS=accept`` is set: the
+                worker must not start, since any producer could move its clock.
+        """
+        if self.tick_secret is not None:
+            return self.tick_secret.reveal()
+        if self.unsigned_ticks:
+            return None
+        raise SettingsError(
+            "FAILOVER_TICK_SECRET",
+            "not set: ticks could not be authenticated, and any producer could move the "
+            "engine's clock. Set FAILOVER_TICK_SECRET or FAILOVER_TICK_SECRET_FILE (the same "
+            "key on every worker), or FAILOVER_UNSIGNED_TICKS=accept for development",
+        )
+
     @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee == "exactly_once"
@@ -315,8 +435,15 @@ class Settings:
         return [f"kafka://{server}" for server in self.bootstrap_servers]
 
     def describe(self) -> dict[str, str]:
-        """Every setting as text, for the worker's start-up log line."""
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        """Every setting as text, for the worker's start-up log line; the value of a setting
+        whose name says it holds a secret is ``***``."""
+        described = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "faust_env":
+                value = tuple((k, MASK if is_secret(k) else v) for k, v in value)
+            described[f.name] = MASK if is_secret(f.name) else str(value)
+        return described
 
 
 #: (field, variable, default) of every topic name.

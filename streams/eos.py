@@ -16,7 +16,7 @@ that caused it. So:
    producer ``q`` may not even exist in this process: ``ProducerSendError``.
 2. A record to a topic the consumer does not subscribe to (commands, transitions, dead
    letters) has no partition in the consumer's metadata (``key_partition`` returns None),
-   so it goes out through the plain, non-transactional producer (faust issue #177): a crash
+   so it goes out through the plain, non-transactional producer (faust-streaming/faust#177): a crash
    after it leaves duplicates, and read_committed consumers see it before its transaction
    commits. (Had the topic been in the consumer's metadata, ``group_for_topic`` would raise
    ``KeyError``: only subscribed topics are in the assignor's groups.)
@@ -71,6 +71,19 @@ What this module does instead, the Kafka Streams way (one producer per input par
   handled and done, or not started: the transaction holds exactly the records of the
   offsets it commits. Right before the commit, still under the lock,
   :attr:`Outbox.before_commit` sends the state the batches since the last commit changed.
+- No transaction commits before the broker has accepted every record in it. aiokafka does
+  not make a refused record fail its transaction (``SendProduceReqHandler`` fails the batch's
+  futures, ``TransactionManager`` stays ``IN_TRANSACTION``: unlike Java's producer, it has no
+  abortable state for a refused produce), so ``EndTxn`` commits the offsets of an input
+  whose output the broker refused (``MESSAGE_TOO_LARGE`` from a topic's
+  ``max.message.bytes``, an authorization error...), and the record is gone. The outbox
+  counts, per transaction, the records the broker has not answered yet, and
+  :func:`_commit_transactions` awaits that count (:meth:`Outbox.confirm`) between
+  ``TxnOffsetCommit`` and ``EndTxn``: the last moment before the commit, on the one path
+  every commit takes. A refusal aborts that transaction (its offsets included) and every
+  other open one, and stops the worker with an error naming the topic, the partition, the
+  record's size and the broker's answer; the next worker handles the inputs again from the
+  last commit. At-least-once waits for every record before it commits offsets, the same way.
 - A failed send, or an input whose handling raised, is fatal before the next commit: the
   worker stops, and the next one starts from the last commit, instead of committing past a
   lost record (faust acks an input whose handling raised; at-least-once needs this too).
@@ -85,11 +98,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, NamedTuple
 
+from streams.codec import Headers
 from streams.partitions import Record
 
-__all__ = ["FAUST_VERSION", "Outbox", "OutboxError", "patch_faust"]
+__all__ = ["FAUST_VERSION", "Outbox", "OutboxError", "Tombstone", "patch_faust", "refusal"]
 
 #: The faust-streaming release the patches below were written against (and copy from).
 FAUST_VERSION: Final = "0.15.3"
@@ -97,8 +112,49 @@ FAUST_VERSION: Final = "0.15.3"
 _log = logging.getLogger(__name__)
 
 
+class Tombstone(NamedTuple):
+    """A record with no value: a table's key deleted (the compacted changelog forgets it)."""
+
+    topic: str
+    key: bytes
+    value: None
+    partition: int
+    headers: Headers
+
+
 class OutboxError(RuntimeError):
     """A record could not be produced; the inputs that caused it must not be committed."""
+
+
+#: Seconds the worker gives the broker to abort its open transactions after a refusal (the
+#: next owner of the partitions aborts them anyway when it starts its producers).
+ABORT_TIMEOUT: Final = 30.0
+
+
+class _Deliveries:
+    """One transaction's records since its last commit: how many the broker has not answered
+    yet, the first it refused, and who waits for the count to reach zero."""
+
+    __slots__ = ("outstanding", "refused", "waiter")
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self.refused: OutboxError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+
+def refusal(record: Record | Tombstone, exc: BaseException) -> OutboxError:
+    """The error that says which record the broker refused, and what to do about it."""
+    size = len(record.value or b"") + len(record.key or b"")
+    size += sum(len(name) + len(value) for name, value in record.headers)
+    return OutboxError(
+        f"the broker refused a record of {size} bytes (key, value and headers) for topic "
+        f"{record.topic!r} partition {record.partition}: {exc!r}. Its transaction was "
+        "aborted: no input since the last commit is committed, and the next worker handles "
+        "them again. A size error means the topic's max.message.bytes was lowered below "
+        "what the worker checked at start; raise it (kafka-configs --alter --entity-type "
+        "topics --add-config max.message.bytes=...) and restart the worker"
+    )
 
 
 class Outbox:
@@ -110,9 +166,9 @@ class Outbox:
         self.lock = asyncio.Lock()
         self.failure: BaseException | None = None
         self.sent = 0
-        #: The transactional ids (``None``: not exactly-once) of the records sent by inputs
-        #: since their transaction's last commit: nobody sees those records before it.
-        self._waiting: set[str | None] = set()
+        #: By transactional id (``None``: not exactly-once), the records sent by inputs since
+        #: their transaction's last commit: nobody sees those records before it.
+        self._pending: dict[str | None, _Deliveries] = {}
         #: Cleared once faust ends its transactions without starting new ones (it does so
         #: when it stops, and during a rebalance until it begins them again): inputs must
         #: wait, their records would have no transaction to go into.
@@ -139,11 +195,27 @@ class Outbox:
     def uncommitted(self) -> bool:
         """Records were sent since their transaction's last commit (under exactly-once,
         nobody sees them yet)."""
-        return bool(self._waiting)
+        return bool(self._pending)
 
     def waiting(self) -> frozenset[str | None]:
         """The transactional ids of the records :meth:`uncommitted` means."""
-        return frozenset(self._waiting)
+        return frozenset(self._pending)
+
+    async def confirm(self, transactional_id: str | None) -> None:
+        """Return once the broker has accepted every record sent in ``transactional_id``'s
+        transaction since its last commit.
+
+        Raises:
+            OutboxError: the broker refused one of them (the first, named).
+        """
+        deliveries = self._pending.get(transactional_id)
+        if deliveries is None:
+            return
+        while deliveries.outstanding:
+            waiter = deliveries.waiter = asyncio.get_running_loop().create_future()
+            await waiter
+        if deliveries.refused is not None:
+            raise deliveries.refused
 
     def transactional_id(self, topic: str, partition: int) -> str | None:
         """The id faust commits ``topic``/``partition``'s offsets with (``TransactionManager
@@ -154,13 +226,18 @@ class Outbox:
         return f"{self.app.conf.id}-{group}-{partition}"
 
     async def send(
-        self, records: Iterable[Record], source_topic: str, source_partition: int
+        self, records: Iterable[Record | Tombstone], source_topic: str, source_partition: int
     ) -> None:
         """Hand ``records`` to the producer that commits the source partition's offsets."""
         if self.failure is not None:
             raise OutboxError("an earlier record could not be produced") from self.failure
         producer = self.app.producer
         transactional_id = self.transactional_id(source_topic, source_partition)
+        deliveries = self._pending.get(transactional_id)
+        created = deliveries is None
+        if deliveries is None:
+            deliveries = self._pending[transactional_id] = _Deliveries()
+        delivered = self._delivered
         sent = self.sent
         for record in records:
             future = await producer.send(
@@ -172,10 +249,11 @@ class Outbox:
                 record.headers or None,
                 transactional_id=transactional_id,
             )
-            future.add_done_callback(self._delivered)
+            deliveries.outstanding += 1
+            future.add_done_callback(partial(delivered, deliveries, record))
             self.sent += 1
-        if self.sent != sent:
-            self._waiting.add(transactional_id)
+        if created and self.sent == sent:
+            del self._pending[transactional_id]  # nothing sent: nothing to commit
 
     async def send_plain(self, records: Iterable[Record]) -> None:
         """Send records outside any transaction (the ticker's), and wait for delivery."""
@@ -194,14 +272,27 @@ class Outbox:
         if self.failure is None:
             self.failure = exc
 
-    def _delivered(self, future: asyncio.Future[Any]) -> None:
+    def _delivered(
+        self, deliveries: _Deliveries, record: Record | Tombstone, future: asyncio.Future[Any]
+    ) -> None:
+        """The broker answered for ``record`` (a done callback of its send future)."""
+        deliveries.outstanding -= 1
         if future.cancelled():
             exc: BaseException | None = asyncio.CancelledError()
         else:
             exc = future.exception()
-        if exc is not None and self.failure is None:
-            self.failure = exc
-            _log.error("a record could not be produced; stopping before the next commit: %r", exc)
+        if exc is not None:
+            error = refusal(record, exc)
+            if deliveries.refused is None:
+                deliveries.refused = error
+            if self.failure is None:
+                # A record cancelled by the stop is no refusal: keep that case apart.
+                self.failure = exc if isinstance(exc, asyncio.CancelledError) else error
+                _log.error("not committing, stopping: %s", error)
+        if not deliveries.outstanding:
+            waiter = deliveries.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def _ready_to_commit(self) -> bool:
         if isinstance(self.failure, asyncio.CancelledError):
@@ -209,16 +300,41 @@ class Outbox:
             # transaction is aborted by the next owner, which handles it again.
             _log.warning("not committing: a batch was cut short by the stop")
             return False
+        if isinstance(self.failure, OutboxError):  # a refused record
+            await self._refused(self.failure)
+            return False
         if self.failure is not None:
             await self.app.crash(OutboxError(f"not committing: {self.failure!r}"))
             return False
         return True
 
+    async def _refused(self, exc: BaseException) -> None:
+        """A record was refused, or could not be sent, while committing: abort every open
+        transaction (nothing in them may be committed now), take no more input, stop."""
+        if self.failure is None:
+            self.failure = exc
+        self.open.clear()
+        producer = self.app.producer
+        open_ids = [
+            tid
+            for tid, transaction in getattr(producer, "_transaction_producers", {}).items()
+            if transaction._txn_manager.is_in_transaction()
+        ]
+        if open_ids:
+            aborts = asyncio.gather(*(producer.abort_transaction(t) for t in open_ids))
+            try:
+                await asyncio.wait_for(aborts, ABORT_TIMEOUT)
+            except Exception as error:  # the next owner's producers abort them
+                _log.warning("could not abort the open transactions: %r", error)
+        _log.error("stopping before any further commit: %s", exc)
+        await self.app.crash(exc if isinstance(exc, OutboxError) else OutboxError(repr(exc)))
+
     def _committed(self, topics: Collection[Any] | None) -> None:
         if topics is None:
-            self._waiting.clear()
+            self._pending.clear()
         else:
-            self._waiting -= {self.transactional_id(tp.topic, tp.partition) for tp in topics}
+            for tp in topics:
+                self._pending.pop(self.transactional_id(tp.topic, tp.partition), None)
 
     def _record_commit(self, seconds: float) -> None:
         tracing = getattr(self.app, "tracing", None)
@@ -241,15 +357,25 @@ class Outbox:
                     return False
                 if not await self._ready_to_commit():
                     return False
-                if self.before_commit is not None:
-                    await self.before_commit(topics)
-                if not self.exactly_once:
-                    # at-least-once: records out before their offsets are committed.
-                    await self.app.producer.flush()
-                    if not await self._ready_to_commit():
-                        return False
                 started = time.perf_counter()
-                committed = await original(topics, start_new_transaction=start_new_transaction)
+                try:
+                    if self.before_commit is not None:
+                        await self.before_commit(topics)
+                    if not self.exactly_once:
+                        # at-least-once: records accepted before their offsets are committed.
+                        await self.app.producer.flush()
+                        await self.confirm(None)
+                    started = time.perf_counter()
+                    # Under exactly-once, each transaction confirms its records right before
+                    # it commits (_commit_transactions), and raises OutboxError if refused.
+                    committed = await _uncancellable(
+                        original(topics, start_new_transaction=start_new_transaction)
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._refused(exc)
+                    return False
                 if committed:
                     # Under exactly-once, the outputs of every input since the last commit
                     # become visible only now: this is the engine's visibility latency.
@@ -260,6 +386,23 @@ class Outbox:
                 return committed
 
         consumer.force_commit = force_commit
+
+
+async def _uncancellable(commit: Awaitable[bool]) -> bool:
+    """Run ``commit`` to its end even if the task awaiting it is cancelled meanwhile (a stop
+    cancels the task that drains batches, which commits): a commit cut between its
+    transactions' EndTxn requests leaves the producers half-way, and the stop's own commit
+    then fails (``IllegalOperation: Not in the middle of a transaction``). The cancellation
+    is raised once the commit has ended, with the commit lock still held until then."""
+    task = asyncio.ensure_future(commit)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await task
+        except Exception as exc:  # the stop goes on; the next owner aborts what is open
+            _log.warning("a commit interrupted by the stop failed: %r", exc)
+        raise
 
 
 async def _highwaters_from_broker(self: Any, partitions: list[Any]) -> Any:
@@ -342,7 +485,12 @@ async def _commit_transactions(
     1293-1321), committing every producer's transaction at once instead of one after the
     other: each takes three round trips (AddOffsetsToTxn, TxnOffsetCommit, EndTxn), and with
     one producer per partition of each topic group the sequence held the commit, and with
-    it the outbox lock and every output's visibility, for 12 times that."""
+    it the outbox lock and every output's visibility, for 12 times that. Before ``EndTxn``,
+    the app's outbox confirms that the broker accepted every record of the transaction; a
+    transaction with a refused record is aborted instead, and its :class:`OutboxError`
+    raised once the others are done."""
+
+    outbox: Outbox | None = getattr(self.app, "outbox", None)
 
     async def commit(transactional_id: str, offsets: Any) -> None:
         async with self._trn_locks[transactional_id]:
@@ -351,11 +499,31 @@ async def _commit_transactions(
                 _log.warning("Commit invoked for unknown transaction %s", transactional_id)
                 return
             await producer.send_offsets_to_transaction(offsets, group_id)
+            if outbox is not None:
+                # Every record of the transaction accepted, or no commit (module doc). The
+                # batches go out now, lingering or not, as aiokafka's own commit sends them
+                # (``Sender._do_txn_commit``: ``flush_for_commit``, which closes them).
+                accumulator = getattr(producer, "_message_accumulator", None)
+                if accumulator is not None:
+                    await accumulator.flush_for_commit()
+                try:
+                    await outbox.confirm(transactional_id)
+                except OutboxError:
+                    try:
+                        await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT)
+                    except Exception as exc:  # the next owner's producer aborts it
+                        _log.warning("could not abort %s: %r", transactional_id, exc)
+                    raise
             await producer.commit_transaction()
             if start_new_transaction:
                 await producer.begin_transaction()
 
-    await asyncio.gather(*(commit(t, o) for t, o in tid_to_offset_map.items()))
+    results = await asyncio.gather(
+        *(commit(t, o) for t, o in tid_to_offset_map.items()), return_exceptions=True
+    )
+    for result in results:  # every other transaction done first: committed, or not
+        if isinstance(result, BaseException):
+            raise result
 
 
 #: aiokafka's ``retry_backoff_ms`` for faust's producers (aiokafka's default: 100).

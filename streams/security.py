@@ -25,7 +25,7 @@ file that is missing or is not PEM) is refused when the settings are read, with 
 name. The TLS context is built once then, so a bad file stops the start, not the first
 connection. Brokers' certificates are checked against the CAs and their host names.
 
-The password is kept out of ``repr`` and ``str``, and :func:`install_log_masking` replaces it
+The password is kept out of ``repr`` and ``str``, and :func:`streams.redact.install` replaces it
 (and anything else secret) in every log record of the process with ``***``: the worker's
 start-up line shows the settings, and no library's message or traceback can show the secret.
 
@@ -37,16 +37,16 @@ credentials), so the examples and the tests use it as well.
 
 from __future__ import annotations
 
-import logging
 import os
 import ssl
-import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["VARIABLES", "KafkaSecurity", "SecurityError", "install_log_masking", "mask"]
+from streams.redact import MASK
+
+__all__ = ["VARIABLES", "KafkaSecurity", "SecurityError"]
 
 PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -59,7 +59,6 @@ _SASL_VARIABLES: Final = (
 _TLS_VARIABLES: Final = ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE")
 #: Every variable this module reads.
 VARIABLES: Final = ("KAFKA_SECURITY_PROTOCOL", *_SASL_VARIABLES, *_TLS_VARIABLES)
-MASK: Final = "***"
 
 
 class SecurityError(ValueError):
@@ -70,13 +69,6 @@ class SecurityError(ValueError):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
-
-
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each secret replaced by ``***``."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
 
 
 def _value(env: Mapping[str, str], name: str) -> str | None:
@@ -275,25 +267,3 @@ def _sasl(env: Mapping[str, str], protocol: str) -> dict[str, Any]:
 
 def _no_password() -> str:
     raise ValueError("the key is encrypted")
-
-
-def install_log_masking(secrets: Iterable[str]) -> None:
-    """Replace each of ``secrets`` with ``***`` in every log record made from now on in this
-    process (message, arguments and traceback), whichever library logs it."""
-    wanted = tuple(s for s in secrets if s)
-    if not wanted:
-        return
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        message = record.getMessage()
-        masked = mask(message, wanted)
-        if masked != message:
-            record.msg, record.args = masked, None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-            record.exc_text = mask(text, wanted)
-        return record
-
-    logging.setLogRecordFactory(factory)

@@ -10,13 +10,31 @@ Java client's and aiokafka's ``DefaultPartitioner``). The engine computes it its
 every record to an explicit partition, so no producer setting can move a service elsewhere;
 producers of the inputs must use that default partitioner too (librdkafka's default,
 ``consistent_random``, does not: set ``partitioner=murmur2_random`` there).
+
+Limits. Every record the engine writes must be one the topic accepts (its
+``max.message.bytes``, which bounds a whole record batch) and the producer sends (its
+``max_request_size``), or the broker refuses it and the engine stops (streams/eos.py) rather
+than lose it. :func:`check_limits` compares, at start, each topic the engine writes with the
+largest batch the engine can write there:
+
+- the outputs and the internal changes topic: :data:`OUTPUT_RECORD_BYTES` (the core's largest
+  record: reconcile commands are paged below it, watermarks carry at most
+  ``streams.partitions.WATERMARK_TICKS`` ticks);
+- the dead-letter topic: the largest input (the input topics' own ``max.message.bytes``, or
+  twice ``FAILOVER_MAX_EVENT_BYTES`` for an input whose refusal quotes it) plus
+  :data:`DEADLETTER_HEADERS_BYTES` for the reason and origin headers;
+- the changelogs of the engine's tables: :data:`CHANGELOG_MIN_MESSAGE_BYTES`. A state larger
+  than the topic accepts is written as several records (``streams.app``'s pages), each within
+  the limit, so no state is ever too large for its changelog;
+- every topic: the producer's ``max_batch_size`` (aiokafka fills a batch up to it, and the
+  broker checks the batch).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,13 +49,38 @@ from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
 from streams.security import KafkaSecurity
 
 __all__ = [
+    "CHANGELOG_MIN_MESSAGE_BYTES",
+    "DEADLETTER_HEADERS_BYTES",
+    "DEADLETTER_MAX_MESSAGE_BYTES",
+    "OUTPUT_RECORD_BYTES",
+    "TABLES",
     "TopicSpec",
     "TopicsError",
+    "changelog_specs",
+    "changelog_topic",
+    "check_limits",
     "default_replication",
     "ensure_topics",
     "partition_for",
+    "topic_limits",
     "topic_specs",
 ]
+
+#: The engine's two tables (faust names their changelogs ``{app_id}-{table}-changelog``).
+TABLES: Final = ("link-health", "service-state")
+
+#: The largest record the engine writes to an output or the internal changes topic (key,
+#: value and headers): what their ``max.message.bytes`` must accept. The broker's default
+#: (1,048,588) does.
+OUTPUT_RECORD_BYTES: Final = 960 * 1024
+#: What a dead letter adds to the input it carries: its reason and origin headers.
+DEADLETTER_HEADERS_BYTES: Final = 16 * 1024
+#: ``max.message.bytes`` of a dead-letter topic the engine creates: the largest input, and
+#: its headers, with room to spare.
+DEADLETTER_MAX_MESSAGE_BYTES: Final = INPUT_MAX_MESSAGE_BYTES + 64 * 1024
+#: The least ``max.message.bytes`` a changelog must accept: a state page's size is what the
+#: topic accepts, less its key and the batch's overhead (``streams.app``).
+CHANGELOG_MIN_MESSAGE_BYTES: Final = 16 * 1024
 
 
 _TOPIC_ALREADY_EXISTS: Final = 36
@@ -76,7 +119,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Outputs: any partition count works (records go to murmur2(service) of their count).
         TopicSpec(settings.topic_commands, n, exact=False),
         TopicSpec(settings.topic_transitions, n, _retention(settings), exact=False),
-        TopicSpec(settings.topic_deadletter, n, large, exact=False),
+        TopicSpec(
+            settings.topic_deadletter,
+            n,
+            (("max.message.bytes", str(DEADLETTER_MAX_MESSAGE_BYTES)),),
+            exact=False,
+        ),
     ]
 
 
@@ -120,6 +168,114 @@ async def default_replication(
         if name == "default.replication.factor":
             return int(value)
     raise TopicsError("the broker's configuration has no default.replication.factor")
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The name faust gives ``table``'s changelog."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def changelog_specs(settings: Settings) -> list[TopicSpec]:
+    """The changelogs of the engine's tables, as faust would create them (compacted), created
+    first by the engine so that their limits are known before any state is written. The
+    service states keep queued inputs (raw bytes): their topic accepts what an input topic
+    does."""
+    compact = ("cleanup.policy", "compact")
+    large = ("max.message.bytes", str(INPUT_MAX_MESSAGE_BYTES))
+    return [
+        TopicSpec(changelog_topic(settings, "link-health"), settings.partitions, (compact,)),
+        TopicSpec(
+            changelog_topic(settings, "service-state"), settings.partitions, (compact, large)
+        ),
+    ]
+
+
+async def topic_limits(
+    bootstrap: Iterable[str], names: Iterable[str], *, security: KafkaSecurity | None = None
+) -> dict[str, int]:
+    """Each topic's ``max.message.bytes`` as the broker applies it (the topic's own setting,
+    or the broker's ``message.max.bytes``).
+
+    Raises:
+        TopicsError: the broker did not say (no such topic, not authorised).
+    """
+    names = list(dict.fromkeys(names))
+    options = security.client_options() if security is not None else {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **options)
+    await admin.start()
+    try:
+        query = [
+            ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+            for name in names
+        ]
+        responses = await admin.describe_configs(query)
+    finally:
+        await admin.close()
+    limits: dict[str, int] = {}
+    for response in responses:
+        for code, message, _type, name, entries in response.resources:
+            values = [entry[1] for entry in entries if entry[0] == "max.message.bytes"]
+            if code or not values:
+                raise TopicsError(
+                    f"cannot read max.message.bytes of topic {name!r}: error {code} {message or ''}"
+                )
+            limits[name] = int(values[0])
+    missing = [n for n in names if n not in limits]
+    if missing:
+        raise TopicsError(f"the broker gave no max.message.bytes for {', '.join(missing)}")
+    return limits
+
+
+def check_limits(
+    settings: Settings,
+    limits: Mapping[str, int],
+    *,
+    max_request_size: int,
+    max_batch_size: int,
+) -> None:
+    """Refuse to run if a record the engine may write would be refused (module doc).
+
+    ``limits``: ``max.message.bytes`` of every topic the engine reads or writes (inputs,
+    outputs, dead letters, the changes topic and both changelogs).
+
+    Raises:
+        TopicsError: each topic or producer setting that is too small, with the limit found,
+            the limit needed and the setting to change.
+    """
+    s = settings
+    largest_input = max(
+        [limits[t] for t in (s.topic_link_status, s.topic_overrides, s.topic_feedback)]
+        + [2 * s.max_event_bytes]
+    )
+    needed: dict[str, int] = {
+        s.topic_commands: OUTPUT_RECORD_BYTES,
+        s.topic_transitions: OUTPUT_RECORD_BYTES,
+        s.topic_changes: OUTPUT_RECORD_BYTES,
+        s.topic_deadletter: largest_input + DEADLETTER_HEADERS_BYTES,
+    }
+    for table in TABLES:
+        needed[changelog_topic(s, table)] = CHANGELOG_MIN_MESSAGE_BYTES
+    problems: list[str] = []
+    for topic, need in needed.items():
+        need = max(need, max_batch_size)
+        if limits[topic] < need:
+            problems.append(
+                f"topic {topic!r} accepts records (batches) of {limits[topic]} bytes "
+                f"(max.message.bytes), the engine may write {need}: raise the topic's "
+                f"max.message.bytes to {need} or more"
+            )
+    largest = max(needed.values())
+    if max_request_size < largest:
+        problems.append(
+            f"the producer's max_request_size is {max_request_size} bytes, the engine may "
+            f"write records of {largest} (to {max(needed, key=needed.__getitem__)!r}): set "
+            f"FAILOVER_FAUST_PRODUCER_MAX_REQUEST_SIZE to {largest} or more"
+        )
+    if problems:
+        raise TopicsError(
+            "the broker or the producer would refuse records the engine may write, and the "
+            "engine does not run so: " + "; ".join(problems)
+        )
 
 
 async def ensure_topics(

@@ -133,7 +133,7 @@ HeadersIn = Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str]] | None
 #: Called with each record, its topic and its headers, inside the record's send span.
 Send = Callable[[Emitted | DeadLetter, str, Headers], object]
 
-#: The input topic of each input type (DESIGN §3); replay names its process spans by them.
+#: The input topic of each input type (docs/contracts.md); replay names its process spans by them.
 INPUT_TOPICS: Final[Mapping[str, str]] = {
     "link.status.v1": "link-status",
     "operator.override.v1": "operator-overrides",

@@ -11,7 +11,7 @@ import faust
 
 from streams.app import build_app
 from streams.config import Settings
-from streams.security import install_log_masking
+from streams.redact import install as mask_secrets
 from streams.telemetry import configure, install_globals
 from streams.tracing import KafkaTopics, Tracing, kafka_autoinstrumentation
 from workflows.topology import Topology
@@ -20,9 +20,13 @@ __all__ = ["run"]
 
 
 def run(settings: Settings, topology: Topology) -> int:
-    """Run the worker in this process; return its exit status (non-zero after a crash)."""
-    # No log line of any library, nor any traceback, shows the SASL password.
-    install_log_masking(settings.security.secrets())
+    """Run the worker in this process; return its exit status (non-zero after a crash).
+
+    Every log record and a fatal traceback have the environment's secrets masked
+    (:mod:`streams.redact`), whatever library makes them, and so is the Kafka password, also when it
+    came from a file.
+    """
+    mask_secrets(extra=settings.security.secrets())
     telemetry = configure("failover-engine")
     install_globals(telemetry)
     unwatch_gc = telemetry.watch_gc()

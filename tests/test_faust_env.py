@@ -24,6 +24,7 @@ def test_faust_own_variables_are_ignored_and_the_prefixed_ones_applied(
         "FAILOVER_DATA_DIR": str(tmp_path),
         "FAILOVER_STORE": "memory://",
         "FAILOVER_FAUST_PRODUCER_LINGER": "0.005",
+        "FAILOVER_UNSIGNED_TICKS": "accept",
     })  # fmt: skip
     app = build_app(settings, TOPOLOGY)
     assert app.conf.processing_guarantee.value == "exactly_once"
@@ -37,3 +38,14 @@ def test_a_name_faust_does_not_read_is_refused() -> None:
         faust_environment(settings)
     assert caught.value.variable == "FAILOVER_FAUST_PRODUCER_LINGERING"
     assert "faust reads no setting from PRODUCER_LINGERING" in str(caught.value)
+
+
+def test_the_app_is_not_built_without_a_tick_key(tmp_path: Path) -> None:
+    """Deny by default: with no tick key, and no FAILOVER_UNSIGNED_TICKS=accept, any producer
+    could move the engine's clock; the app refuses to be built."""
+    settings = Settings.from_env(
+        {"FAILOVER_DATA_DIR": str(tmp_path), "FAILOVER_STORE": "memory://"}
+    )
+    with pytest.raises(SettingsError) as caught:
+        build_app(settings, TOPOLOGY)
+    assert caught.value.variable == "FAILOVER_TICK_SECRET"

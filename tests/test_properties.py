@@ -3,7 +3,7 @@
 Streams mix probe readings (per link: phases of a status, latency and loss read at a
 cadence, silent gaps, stray readings), ticks, operator overrides, manual records,
 reconcile completions that reference recorded ids, a little bad input, late arrivals and
-duplicates. Every property is checked against DESIGN §2 and §3.
+duplicates. Every property is a rule of docs/state-machine.md or docs/clock.md.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ DECODE_REASONS = (
     "too-large",
     "unknown-link",
     "unknown-service",
+    # Refused whatever the state, so not remembered: a copy is refused again.
+    "not-applicable: online-only service keeps no ledger",
 )
 
 SERVICE_INPUTS = ("operator.override.v1", "manual.record.v1", "reconcile.completed.v1")
@@ -520,7 +522,7 @@ FLAP_POLICY = {
 @given(
     # Flapping as the damping defines it: flap_threshold (4) changes within flap_window
     # (900 s), so a change at least every 299 s. Slower alternation is a run of real outages,
-    # and DESIGN gives each its transitions (hypothesis found 886 s cycling, as it should).
+    # and the machine gives each its transitions (hypothesis found 886 s cycling, as it should).
     period=st.integers(5, 299),
     hours=st.integers(2, 5),
     offline=st.lists(st.booleans(), min_size=1, max_size=3),

@@ -23,9 +23,14 @@ def micros(seconds: int) -> int:
     return int(EPOCH.timestamp() + seconds) * 1_000_000
 
 
-def judged(data: bytes, key: str | None = None, max_bytes: int = MAX_EVENT_BYTES) -> Any:
+def judged(
+    data: bytes,
+    key: str | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    not_after: int | None = None,
+) -> Any:
     """What ``decode`` makes of a reading, in the fast path's shape, or its reason."""
-    decoded = decode(data, key, max_bytes)
+    decoded = decode(data, key, max_bytes, not_after)
     if isinstance(decoded, str):
         return decoded
     event, time = decoded
@@ -40,11 +45,17 @@ def typed(value: Any) -> Any:
     return value if not isinstance(value, tuple) else [(type(v), v) for v in value]
 
 
-def agrees(data: bytes, key: str | None = None, max_bytes: int = MAX_EVENT_BYTES) -> Any:
-    """Check the fast path against ``decode`` on one message; return the fast answer."""
-    fast = read_status(data, key, max_bytes)
+def agrees(
+    data: bytes,
+    key: str | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    not_after: int | None = None,
+) -> Any:
+    """Check the fast path against ``decode`` on one message (under the Kafka path's bound
+    ``not_after``, if given); return the fast answer."""
+    fast = read_status(data, key, max_bytes, not_after)
     if fast is not None:
-        assert typed(fast) == typed(judged(data, key, max_bytes)), data
+        assert typed(fast) == typed(judged(data, key, max_bytes, not_after)), data
     return fast
 
 
@@ -66,6 +77,15 @@ ODD_TIMES = st.sampled_from(
         "2019-02-05T10:00:01.1234567890Z",
         "2019-02-05t10:00:01z",
         "",
+        # The schema admits them; the engine's range does not (1970 to before 9000).
+        "9999-12-31T23:59:59-23:59",
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00+23:59",
+        "1969-12-31T23:59:59.999999Z",
+        "9000-01-01T00:00:00Z",
+        # The ends of the range, accepted.
+        "1970-01-01T00:00:00Z",
+        "8999-12-31T23:59:59.999999Z",
     ]
 )
 TIMES = st.sampled_from(["2019-02-05T10:00:01Z", "2019-02-05T10:00:01.123456789+09:00"])
@@ -128,15 +148,21 @@ def readings(draw: st.DrawFn) -> dict[str, Any]:
     return event
 
 
+#: ``not_after`` bounds around the valid readings' times (2019-02-05T10:00:01Z, and the same
+#: instant .123456789 at +09:00): none, on either side of each, and far away.
+BOUNDS = st.sampled_from([None, 0, micros(36001) - 1, micros(36001), micros(36001) + 1,
+                          micros(36001 - 9 * 3600) + 123456, micros(36001) * 2])  # fmt: skip
+
+
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event=readings(), keyed=st.sampled_from([None, "subject", "site-a.4g"]))
+@given(event=readings(), keyed=st.sampled_from([None, "subject", "site-a.4g"]), not_after=BOUNDS)
 def test_what_the_fast_path_accepts_decode_accepts_alike(
-    event: dict[str, Any], keyed: str | None
+    event: dict[str, Any], keyed: str | None, not_after: int | None
 ) -> None:
     # json.dumps, not orjson: it writes integers past 64 bits, which orjson reads as floats.
     data = json.dumps(event, ensure_ascii=False).encode()
     key = event.get("subject") if keyed == "subject" else keyed
-    agrees(data, key if isinstance(key, str) or key is None else None)
+    agrees(data, key if isinstance(key, str) or key is None else None, not_after=not_after)
 
 
 @given(data=st.binary(max_size=40))
@@ -170,6 +196,11 @@ def test_the_fast_path_leaves_these_to_decode() -> None:
         ),
         "trailing newline in time": (VALID.replace(b'Z"', b'Z\\n"'), None, MAX_EVENT_BYTES),
         "no such day": (VALID.replace(b"-02-05T", b"-02-30T"), None, MAX_EVENT_BYTES),
+        "year 10000 in UTC": (
+            VALID.replace(b'"2019-02-05T00:00:10Z"', b'"9999-12-31T23:59:59-23:59"'),
+            None,
+            MAX_EVENT_BYTES,
+        ),
         "a tick": (raw(tick(10)), None, MAX_EVENT_BYTES),
     }
     for name, (data, key, max_bytes) in cases.items():
@@ -178,6 +209,13 @@ def test_the_fast_path_leaves_these_to_decode() -> None:
     assert isinstance(judged(*cases["extension attribute"]), tuple)
     for name in ("key-mismatch", "too-large", "trailing newline in time", "no such day"):
         assert isinstance(judged(*cases[name]), str), name
+    assert str(judged(*cases["year 10000 in UTC"])).startswith("bad-time: ")
+
+
+def test_a_reading_after_the_bound_is_left_to_decode_which_refuses_it() -> None:
+    assert agrees(VALID, None, MAX_EVENT_BYTES, micros(10)) is not None
+    assert read_status(VALID, None, MAX_EVENT_BYTES, micros(10) - 1) is None
+    assert str(judged(VALID, None, MAX_EVENT_BYTES, micros(10) - 1)).startswith("future-time: ")
 
 
 def test_duplicate_fields_read_as_decode_reads_them() -> None:

@@ -1,4 +1,4 @@
-"""The bundled demo: the Ambon case of 5-6 February 2019 (see /work/shared/SEED.md), replayed.
+"""The bundled demo: the Ambon case of 5-6 February 2019 (see the README), replayed.
 
 The file must be what ``scripts/make_demo_events.py`` writes, replay must give the same bytes
 every time, and the story the README tells must be what the engine does.

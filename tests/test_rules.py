@@ -1,4 +1,4 @@
-"""One test per rule of DESIGN §2 and §3, each on a small topology written in code.
+"""One test per rule of docs/state-machine.md and docs/clock.md, each on a small topology.
 
 Policies are short (see :data:`tests.helpers.POLICY`): degrade_after 60s, manual_after 300s,
 degraded_max 600s, recover_after 120s, restore_after 300s, relapse_after 60s, stale_after
@@ -71,7 +71,7 @@ def reasons(out: list[Any]) -> list[str]:
     return [letter.reason for letter in dead_letters(out)]
 
 
-# ------------------------------------------------------------------------ §2 transitions
+# ------------------------------------------------------ transitions (docs/state-machine.md)
 
 
 def test_online_to_degraded_after_degrade_after_impaired() -> None:
@@ -587,7 +587,7 @@ def test_flapping_link_damped_as_impaired_until_quiet() -> None:
     assert len(notices(out, "s", "public")) == 2
 
 
-# ------------------------------------------------------------------- §3 inputs, ordering
+# ------------------------------------------------------- inputs, ordering (docs/clock.md)
 
 
 def _story() -> tuple[Topology, list[Event]]:

@@ -191,6 +191,14 @@ def _del(path: str) -> Mutation:
     return mutate
 
 
+def _both(first: Mutation, second: Mutation) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> None:
+        first(doc)
+        second(doc)
+
+    return mutate
+
+
 # ------------------------------------------------------------------ the schema files
 
 
@@ -375,6 +383,11 @@ GOOD: list[tuple[str, Mutation]] = [
         _set("data", {**SCOPE, "to": "office-head", "reason": "manual-too-long"}),
     ),
     ("deadletter", _set("key", "ektp")),
+    (
+        "failover.reconcile.v1",
+        _set("data", {**SCOPE, "record_ids": ["SP-1"], "page": 2, "pages": 3}),
+    ),
+    ("deadletter", _both(_del("value"), _set("value_base64", "e29vcP8="))),
 ]
 
 
@@ -496,6 +509,18 @@ BAD: list[tuple[str, str, Mutation]] = [
     ("failover.queue.release.v1", "queue not an identifier", _set("data.queue", "")),
     ("failover.queue.release.v1", "wrong type", _set("type", "failover.queue.hold.v1")),
     ("failover.reconcile.v1", "empty record ids", _set("data.record_ids", [])),
+    ("failover.reconcile.v1", "page without pages", _set("data.page", 1)),
+    ("failover.reconcile.v1", "pages without page", _set("data.pages", 2)),
+    (
+        "failover.reconcile.v1",
+        "page 0",
+        _set("data", {**SCOPE, "record_ids": ["a"], "page": 0, "pages": 2}),
+    ),
+    (
+        "failover.reconcile.v1",
+        "more ids than a page holds",
+        _set("data.record_ids", [f"r{i}" for i in range(1001)]),
+    ),
     ("failover.reconcile.v1", "duplicate record ids", _set("data.record_ids", ["a", "a"])),
     ("failover.escalate.v1", "unknown target", _set("data.to", "mayor")),
     ("failover.escalate.v1", "provider target without provider", _del("data.provider")),
@@ -508,6 +533,8 @@ BAD: list[tuple[str, str, Mutation]] = [
     ("deadletter", "missing key", _del("key")),
     ("deadletter", "missing value", _del("value")),
     ("deadletter", "value not a string", _set("value", {"a": 1})),
+    ("deadletter", "both value and value_base64", _set("value_base64", "e29vcHM=")),
+    ("deadletter", "value_base64 not base64", _both(_del("value"), _set("value_base64", "e2=9"))),
     ("deadletter", "unknown field", _set("partition", 0)),
     ("deadletter", "unknown source field", _set("source.offset", 0)),
 ]

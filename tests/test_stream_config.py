@@ -226,3 +226,69 @@ def test_tracing_knows_the_default_topic_names() -> None:
     from streams.tracing import KafkaTopics
 
     assert KafkaTopics() == KafkaTopics.of(Settings())
+
+
+SECRET = "k" * 32
+
+
+def test_the_tick_key_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    s = Settings.from_env({"FAILOVER_TICK_SECRET": f"  {SECRET}\n"})
+    assert s.tick_key() == SECRET.encode()
+    assert not s.unsigned_ticks
+    path = tmp_path / "tick.key"
+    path.write_bytes(SECRET.encode() + b"\n")
+    assert Settings.from_env({"FAILOVER_TICK_SECRET_FILE": str(path)}).tick_key() == b"k" * 32
+    unsigned = Settings.from_env({"FAILOVER_UNSIGNED_TICKS": "accept"})
+    assert unsigned.unsigned_ticks
+    assert unsigned.tick_key() is None
+
+
+def test_no_tick_key_refuses_to_run() -> None:
+    """Deny by default: with neither a key nor the explicit development setting, the worker
+    cannot get a tick key (build_app and ``failover worker`` ask for it first)."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({}).tick_key()
+    assert caught.value.variable == "FAILOVER_TICK_SECRET"
+    assert "FAILOVER_UNSIGNED_TICKS=accept" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "problem"),
+    [
+        ({"FAILOVER_TICK_SECRET": "short-secret"}, "FAILOVER_TICK_SECRET", "12 bytes"),
+        ({"FAILOVER_TICK_SECRET_FILE": "/nonexistent/tick.key"}, "FAILOVER_TICK_SECRET_FILE",
+         "/nonexistent/tick.key"),
+        ({"FAILOVER_TICK_SECRET": SECRET, "FAILOVER_TICK_SECRET_FILE": "/x"},
+         "FAILOVER_TICK_SECRET_FILE", "not both"),
+        ({"FAILOVER_TICK_SECRET": SECRET, "FAILOVER_UNSIGNED_TICKS": "accept"},
+         "FAILOVER_UNSIGNED_TICKS", "choose one"),
+        ({"FAILOVER_UNSIGNED_TICKS": "yes"}, "FAILOVER_UNSIGNED_TICKS", "refuse, accept"),
+    ],
+)  # fmt: skip
+def test_bad_tick_key_settings_name_the_variable(
+    env: dict[str, str], variable: str, problem: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
+    assert problem in str(caught.value)
+
+
+def test_the_tick_key_is_never_shown() -> None:
+    secret = "s3cr3t-" + "x" * 40
+    s = Settings.from_env({"FAILOVER_TICK_SECRET": secret})
+    shown = " ".join([repr(s), str(s), str(s.describe()), repr(s.tick_secret)])
+    assert "s3cr3t" not in shown
+    assert s.describe()["tick_secret"] == "***"  # masked by name, whatever its type
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"FAILOVER_TICK_SECRET": "s3cr3t"})
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_worker_command_refuses_to_start_without_a_tick_key(tmp_path: Path) -> None:
+    topology = tmp_path / "topology.yaml"
+    topology.write_text((ROOT / "tests" / "data" / "design-topology.yaml").read_text())
+    env = {"PATH": "/usr/bin:/bin", "FAILOVER_TOPOLOGY": str(topology)}
+    result = _failover("worker", env=env)
+    assert result.returncode == 2
+    assert "FAILOVER_TICK_SECRET: not set" in result.stderr

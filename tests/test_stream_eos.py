@@ -265,3 +265,167 @@ async def test_a_commit_of_some_partitions_leaves_the_others_waiting() -> None:
     assert await app.consumer.force_commit() is True
     assert flushed[-1] is None
     assert not outbox.uncommitted()
+
+
+class FakeTransaction:
+    """One transactional aiokafka producer, as faust's ``_commit_transactions`` drives it."""
+
+    def __init__(self, calls: list[str], name: str) -> None:
+        self.calls = calls
+        self.name = name
+        self._txn_manager = SimpleNamespace(is_in_transaction=lambda: True)
+
+    async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
+        self.calls.append(f"{self.name} offsets")
+
+    async def commit_transaction(self) -> None:
+        self.calls.append(f"{self.name} commit")
+
+    async def abort_transaction(self) -> None:
+        self.calls.append(f"{self.name} abort")
+
+    async def begin_transaction(self) -> None:
+        self.calls.append(f"{self.name} begin")
+
+
+def faust_producer(app: Any, calls: list[str], *names: str) -> Any:
+    """faust's aiokafka ``Producer`` as :func:`streams.eos._commit_transactions` sees it."""
+    from collections import defaultdict
+
+    return SimpleNamespace(
+        app=app,
+        _trn_locks=defaultdict(asyncio.Lock),
+        _transaction_producers={n: FakeTransaction(calls, n) for n in names},
+    )
+
+
+async def test_a_transaction_commits_only_once_the_broker_accepted_its_records() -> None:
+    from streams.eos import _commit_transactions
+
+    app = fake_app()
+    outbox = app.outbox = Outbox(app, exactly_once=True)
+    await outbox.send([record("out", 0), record("out", 1)], "in", 0)
+    calls: list[str] = []
+    producer = faust_producer(app, calls, "engine-1-0")
+    commit = asyncio.ensure_future(
+        _commit_transactions(producer, {"engine-1-0": {TP("in", 0): 5}}, "engine")
+    )
+    await asyncio.sleep(0.01)
+    assert calls == ["engine-1-0 offsets"]  # EndTxn waits for the broker's answers
+    app.producer.futures[0].set_result(None)
+    await asyncio.sleep(0.01)
+    assert calls == ["engine-1-0 offsets"]
+    app.producer.futures[1].set_result(None)
+    await asyncio.wait_for(commit, 1)
+    assert calls == ["engine-1-0 offsets", "engine-1-0 commit", "engine-1-0 begin"]
+
+
+async def test_a_refused_record_aborts_its_transaction_and_no_other_waits_for_it() -> None:
+    from streams.eos import OutboxError, _commit_transactions
+
+    app = fake_app()
+    outbox = app.outbox = Outbox(app, exactly_once=True)
+    await outbox.send([record("out", 0)], "in", 0)
+    await outbox.send([record("out", 1)], "in", 1)
+    app.producer.futures[0].set_exception(RuntimeError("MessageSizeTooLargeError"))
+    app.producer.futures[1].set_result(None)
+    calls: list[str] = []
+    producer = faust_producer(app, calls, "engine-1-0", "engine-1-1")
+    offsets = {"engine-1-0": {TP("in", 0): 5}, "engine-1-1": {TP("in", 1): 9}}
+    with pytest.raises(OutboxError, match=r"refused a record of 2 bytes .* topic 'out' "):
+        await _commit_transactions(producer, offsets, "engine")
+    assert "engine-1-0 commit" not in calls
+    assert "engine-1-0 abort" in calls
+    assert "engine-1-1 commit" in calls  # its records were all accepted
+
+
+async def test_a_refusal_answered_during_the_commit_stops_the_worker_uncommitted() -> None:
+    """The refusal is not known when the commit begins: the broker answers meanwhile."""
+    from streams.eos import _commit_transactions
+
+    app = fake_app()
+    outbox = app.outbox = Outbox(app, exactly_once=True)
+    calls: list[str] = []
+    producer = faust_producer(app, calls, "engine-1-0")
+
+    async def faust_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+        offsets = {"engine-1-0": {TP("in", 0): 1}}
+        await _commit_transactions(producer, offsets, "engine", start_new_transaction)
+        return True
+
+    app.consumer.force_commit = faust_commit
+    app.producer.abort_transaction = lambda tid: producer._transaction_producers[
+        tid
+    ].abort_transaction()
+    outbox.install()
+    await outbox.send([record("out", 0)], "in", 0)
+    commit = asyncio.ensure_future(app.consumer.force_commit())
+    await asyncio.sleep(0.01)
+    assert not commit.done()
+    app.producer.futures[0].set_exception(RuntimeError("MessageSizeTooLargeError"))
+    assert await asyncio.wait_for(commit, 1) is False
+    assert calls[0] == "engine-1-0 offsets"
+    assert "engine-1-0 commit" not in calls
+    assert "engine-1-0 abort" in calls
+    assert len(app.crashed) == 1
+    assert "topic 'out' partition 0" in str(app.crashed[0])
+    assert await app.consumer.force_commit() is False  # nor later, on the way out
+    assert not outbox.open.is_set()  # no input is handled any more
+
+
+async def test_at_least_once_commits_offsets_only_once_the_records_are_accepted() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=False)
+    outbox.install()
+    await outbox.send([record("out", 0)], "in", 0)
+    commit = asyncio.ensure_future(app.consumer.force_commit())
+    await asyncio.sleep(0.01)
+    assert not commit.done()
+    app.producer.futures[0].set_exception(RuntimeError("TopicAuthorizationFailedError"))
+    assert await asyncio.wait_for(commit, 1) is False
+    assert app.consumer.commits == []
+    assert len(app.crashed) == 1
+
+
+async def test_records_sent_after_their_answers_came_are_still_uncommitted() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    await outbox.send([record("out", 0)], "in", 0)
+    app.producer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    await outbox.send([], "in", 0)
+    assert outbox.waiting() == {"engine-1-0"}
+
+
+async def test_a_stop_that_cancels_a_commit_lets_it_end_first() -> None:
+    """A stop cancels the task that drains batches, and so a commit it is in: the commit's
+    transactions must end (not be cut between their EndTxn requests), and the next commit,
+    the stop's own, must wait for it."""
+    app = fake_app()
+    gate = asyncio.Event()
+    ended: list[str] = []
+
+    async def slow_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+        ended.append("started")
+        await gate.wait()  # EndTxn in flight
+        ended.append("ended")
+        return True
+
+    app.consumer.force_commit = slow_commit
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    outbox.open.set()
+    drain = asyncio.ensure_future(app.consumer.force_commit())
+    await asyncio.sleep(0.01)
+    assert ended == ["started"]
+    drain.cancel()  # the stop
+    stop_commit = asyncio.ensure_future(app.consumer.force_commit(start_new_transaction=False))
+    await asyncio.sleep(0.01)
+    assert not drain.done()  # still committing, and holding the lock
+    assert ended == ["started"]
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await drain
+    assert ended[:2] == ["started", "ended"]
+    assert await stop_commit is True  # after the first commit ended, not during it
+    assert ended == ["started", "ended", "started", "ended"]

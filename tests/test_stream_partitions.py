@@ -128,7 +128,7 @@ def simulate(
         if batched:
             size = rng.randint(1, 40)
             batch = [
-                SimpleNamespace(topic=topic, partition=p, offset=o, key=k, value=v)
+                SimpleNamespace(topic=topic, partition=p, offset=o, key=k, value=v, headers=[])
                 for o, (k, v) in enumerate(logs[tp][offsets[tp] : offsets[tp] + size],
                                            start=offsets[tp])
             ]  # fmt: skip
@@ -191,3 +191,39 @@ def test_partitioned_routing_matches_replay(
     for service, events in expected.items():
         assert got[service] == events, service
     assert reasons == expected_reasons
+
+
+def test_a_backlog_of_ticks_makes_watermark_records_of_a_bounded_size() -> None:
+    """600 ticks in one batch of a stage-1 partition: three watermark records per stage-2
+    partition (at most WATERMARK_TICKS ticks each, in order), and stage 2 reaches the last
+    tick as it would from one record."""
+    from streams.partitions import WATERMARK_TICKS, link_source
+
+    settings = Settings(partitions=1)
+    topology = Topology.load(TOPOLOGY)
+    routing = Routing(settings)
+    link = LinkPartition(topology, routing, 0, DictTable())
+    ticks = []
+    for i in range(600):
+        event = {
+            "specversion": "1.0",
+            "id": f"tick/{i}" + "-" * 200,
+            "source": "/t",
+            "type": "clock.tick.v1",
+            "time": f"2019-02-05T00:{i // 60:02d}:{i % 60:02d}Z",
+            "data": {},
+        }
+        raw = orjson.dumps(event)
+        key = TICK_KEY.encode()
+        ticks.append(SimpleNamespace(topic="links", partition=0, offset=i, key=key, value=raw))
+    out = [r for r in link.handle_batch(ticks) if r.key == b"__watermark__"]
+    carried = [orjson.loads(r.value)["ticks"] for r in out]
+    sizes = [WATERMARK_TICKS, WATERMARK_TICKS, 600 - 2 * WATERMARK_TICKS]
+    assert [len(chunk) for chunk in carried] == sizes
+    ids = [ident for chunk in carried for _, ident in chunk]
+    assert ids == [f"tick/{i}" + "-" * 200 for i in range(600)]
+    assert max(len(r.value) for r in out) < 80_000
+    service = ServicePartition(topology, routing, 0, DictTable())
+    for r in out:
+        service._change(r.value, r.key, Origin("changes", 0, r.partition), [])
+    assert service.sources[link_source(0)][1] == ids[-1]

@@ -1,4 +1,4 @@
-"""The topology file (DESIGN §4): what loads, what the policy becomes, and how every mistake
+"""The topology file (docs/topology.md): what loads, what the policy becomes, and how every mistake
 an operator can make is reported: ``file: path: problem``."""
 
 from __future__ import annotations
@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 import yaml
 
-from workflows.topology import LinkPolicy, Policy, Topology, TopologyError
+from workflows.topology import (
+    MAX_ALIAS_NODES,
+    MAX_DEPTH,
+    MAX_DURATION,
+    MAX_FILE_BYTES,
+    LinkPolicy,
+    Policy,
+    Topology,
+    TopologyError,
+)
 
 S = 1_000_000  # microseconds in a second
 
@@ -273,3 +282,225 @@ def test_flow_style_yaml_is_not_mistaken_for_json(tmp_path: Path) -> None:
     assert Topology.load(write(tmp_path, flow)) == Topology.load(write(tmp_path, DESIGN_EXAMPLE))
     error = load_error(write(tmp_path, "{sites: [", "broken.yaml"))
     assert error.path.startswith("line ")
+
+
+# ---------------------------------------------------------------- hostile files
+
+BOMB = "\n".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        *(
+            f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]"
+            for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ]
+)
+
+
+def test_the_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
+    """Nine levels of nine aliases: 387 million nodes once expanded (5.6 GB when it was
+    expanded); refused from the composed nodes, which share every alias."""
+    assert len(BOMB) < 600
+    error = load_error(write(tmp_path, BOMB))
+    assert error.path == "$"
+    assert "aliases" in error.message
+    assert f"{MAX_ALIAS_NODES:,}" in error.message
+
+
+def test_aliases_within_the_bound_are_allowed(tmp_path: Path) -> None:
+    """Sharing a policy block or a list of redundant links is what anchors are for."""
+    text = DESIGN_EXAMPLE.replace(
+        "    queue: ektp-counter", "    queue: ektp-counter\n    policy: &fast {manual_after: 2m}"
+    ).replace("policy: {manual_after: 120s}", "policy: *fast")
+    topology = Topology.load(write(tmp_path, text))
+    assert topology.services["ektp"].policy.manual_after == 120 * S
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("a: &a [*a]\n", "$.a[0]"),
+        ("a: &a {b: *a}\n", "$.a.b"),
+        ("a: &a {<<: *a}\n", "$.a['<<']"),
+    ],
+)
+def test_an_alias_that_contains_itself_is_refused(tmp_path: Path, text: str, path: str) -> None:
+    error = load_error(write(tmp_path, text))
+    assert error.path == path
+    assert "alias that contains itself" in error.message
+
+
+def test_nesting_too_deep_is_refused(tmp_path: Path) -> None:
+    text = "a: " + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "\n"
+    error = load_error(write(tmp_path, text))
+    assert "nested deeper" in error.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "lines"),
+    [
+        # Two services with the same key: YAML alone keeps the second without a word.
+        (
+            "  surat-pindah:\n",
+            "  ektp:\n    site: x\n  surat-pindah:\n",
+            "$.services.ektp",
+            "lines 7 and 13",
+        ),
+        ("backup-4g: {provider: other}", "backup-4g: {provider: other, provider: x}", None, None),
+        ("  degrade_after: 60s", "  degrade_after: 60s\n  degrade_after: 1s", None, None),
+    ],
+)
+def test_a_key_given_twice_is_refused_at_any_level(
+    tmp_path: Path, old: str, new: str, path: str | None, lines: str | None
+) -> None:
+    assert old in DESIGN_EXAMPLE
+    error = load_error(write(tmp_path, DESIGN_EXAMPLE.replace(old, new, 1)))
+    assert "given twice" in error.message
+    if path is not None:
+        assert error.path == path
+        assert str(lines) in error.message
+
+
+def test_a_key_given_twice_in_json_is_refused(tmp_path: Path) -> None:
+    """orjson and the standard parser both keep the last of two keys without a word."""
+    import orjson
+
+    text = orjson.dumps(design_document()).decode()
+    ektp = text[text.index('"ektp":') : text.index(',"surat-pindah"')]
+    json_file = tmp_path / "topology.json"
+    json_file.write_text(text.replace(ektp, f"{ektp},{ektp}"))
+    error = load_error(json_file)
+    assert error.path == "$.services.ektp"
+    assert "given twice" in error.message
+
+
+@pytest.mark.parametrize("value", ["2.0", "2.5", "true", "'3'"])
+def test_a_count_must_be_a_whole_number(tmp_path: Path, value: str) -> None:
+    """``2.0`` is an integer to JSON Schema; the engine would count with a float."""
+    text = DESIGN_EXAMPLE + f"  flap_threshold: {value}\n"
+    error = load_error(write(tmp_path, text))
+    assert error.path == "$.policy.flap_threshold"
+
+
+@pytest.mark.parametrize("value", ["367d", "300000000d", "9" * 5000 + "ms", "8785h"])
+def test_a_duration_past_the_maximum_is_refused(tmp_path: Path, value: str) -> None:
+    text = DESIGN_EXAMPLE.replace("stale_after: 120s", f"stale_after: {value}")
+    error = load_error(write(tmp_path, text))
+    assert error.path == "$.policy.stale_after"
+    assert "longer than 366d" in error.message
+    assert len(str(error)) < 300
+
+
+def test_the_longest_duration_loads(tmp_path: Path) -> None:
+    text = DESIGN_EXAMPLE.replace("stale_after: 120s", "stale_after: 366d")
+    topology = Topology.load(write(tmp_path, text))
+    assert topology.policy.link.stale_after == MAX_DURATION == 366 * 86_400 * S
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1.0e+400"])
+def test_a_threshold_must_be_finite(tmp_path: Path, value: str) -> None:
+    text = DESIGN_EXAMPLE.replace("latency_degraded_ms: 800", f"latency_degraded_ms: {value}")
+    error = load_error(write(tmp_path, text))
+    assert error.path == "$.policy.latency_degraded_ms"
+    assert "finite" in error.message
+
+
+@pytest.mark.parametrize("zone", ["Asia", "America/Argentina", "Etc", "posixrules/x", "Asia/"])
+def test_a_region_is_not_a_time_zone(tmp_path: Path, zone: str) -> None:
+    """``Asia`` is a directory of the zone database: opening it raised IsADirectoryError."""
+    text = DESIGN_EXAMPLE.replace("Asia/Jayapura", zone)
+    error = load_error(write(tmp_path, text))
+    assert error.path == "$.sites.disdukcapil-ambon.timezone"
+
+
+def test_an_error_never_repeats_a_huge_value(tmp_path: Path) -> None:
+    huge = "A" * 20_000_000
+    error = load_error(write(tmp_path, DESIGN_EXAMPLE.replace("Asia/Jayapura", huge)))
+    assert error.path == "$.sites.disdukcapil-ambon.timezone"
+    assert "20,000,000 characters" in error.message
+    assert len(str(error)) < 500
+
+
+def test_an_error_never_repeats_a_huge_key(tmp_path: Path) -> None:
+    huge = "k" * 1_000_000
+    text = DESIGN_EXAMPLE.replace("backup-4g: {provider: other}", f"{huge}: {{provider: 7}}")
+    error = load_error(write(tmp_path, text))
+    assert len(error.path) <= 1000
+    assert len(error.message) <= 1000
+
+
+@pytest.mark.parametrize(
+    "value", ['"\\e[2J\\e[31mred"', '"a\\nforged: line"', '"x\\u202ey"', '"\\x85"', '"[/x]"']
+)
+def test_an_error_message_holds_no_control_character(tmp_path: Path, value: str) -> None:
+    error = load_error(write(tmp_path, DESIGN_EXAMPLE.replace("Asia/Jayapura", value)))
+    assert str(error).isprintable(), repr(str(error))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("terminal escape", '"\\e[31mKantor"'), ("newline", '"a\\nb"'), ("bidi", '"a\\u202eb"')],
+)
+def test_display_text_holds_no_control_character(tmp_path: Path, name: str, value: str) -> None:
+    text = DESIGN_EXAMPLE.replace("Disdukcapil Kota Ambon", value)
+    error = load_error(write(tmp_path, text))
+    assert error.path == "$.sites.disdukcapil-ambon.name", name
+
+
+def test_a_file_larger_than_the_maximum(tmp_path: Path) -> None:
+    file = tmp_path / "topology.yaml"
+    with file.open("wb") as handle:
+        handle.write(DESIGN_EXAMPLE.encode())
+        handle.seek(MAX_FILE_BYTES)
+        handle.write(b"#")
+    error = load_error(file)
+    assert error.path == "$"
+    assert "larger than" in error.message
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    file = tmp_path / "topology.yaml"
+    file.write_bytes(DESIGN_EXAMPLE.encode().replace(b"Kota Ambon", b"Kota \xe9mbon"))
+    error = load_error(file)
+    assert error.path == "line 2"
+    assert "not UTF-8" in error.message
+
+
+def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
+    error = load_error(tmp_path)
+    assert "cannot read" in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("# nothing\n", "empty"),
+        ("[sites, links]\n", "not a mapping"),
+        ("just text\n", "not a mapping"),
+        ("a: 1\n---\nb: 2\n", "a single document in the stream, but found another"),
+    ],
+)
+def test_a_document_that_is_not_a_mapping(tmp_path: Path, text: str, message: str) -> None:
+    error = load_error(write(tmp_path, text))
+    assert message in error.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("name: Disdukcapil Kota Ambon", "name: 2019-02-05", "a date or time"),
+        ("backup-4g: {provider: other}", "4: {provider: other}", "not text"),
+        ("backup-4g: {provider: other}", "backup-4g: !!binary aGVsbG8=", "!!binary"),
+        ("backup-4g: {provider: other}", "backup-4g: !!set {a, b}", "!!set"),
+        ("backup-4g: {provider: other}", "backup-4g: !custom x", "tag"),
+        ("offline: true", "offline: " + "9" * 5000, "5,000 digits"),
+    ],
+)
+def test_yaml_beyond_mappings_lists_and_scalars_is_refused(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    assert old in DESIGN_EXAMPLE
+    error = load_error(write(tmp_path, DESIGN_EXAMPLE.replace(old, new, 1)))
+    assert message in error.message
+    assert error.path.startswith("$")

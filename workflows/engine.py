@@ -14,12 +14,14 @@ import jsonschema_rs
 import orjson
 
 from schemas import load_schema
+from workflows.clock import INPUT_TYPES, future_reason, tick_reason
 from workflows.health import FEEDBACK, OVERRIDE, order_key
-from workflows.links import HealthChange, LinkStage
+from workflows.isolation import fatal, internal_error, restore, slot_getter
+from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.readings import Reading, read_status
-from workflows.records import DeadLetter, Emitted
+from workflows.records import DeadLetter, Emitted, Truncated
 from workflows.service import Input, ServiceStage
-from workflows.timeutil import parse_time
+from workflows.timeutil import parse_event_time
 from workflows.topology import Topology
 
 __all__ = [
@@ -32,13 +34,6 @@ __all__ = [
     "read_input",
 ]
 
-INPUT_TYPES: Final = (
-    "link.status.v1",
-    "operator.override.v1",
-    "manual.record.v1",
-    "reconcile.completed.v1",
-    "clock.tick.v1",
-)
 #: Larger inputs are dead-lettered unread: no probe reading or operator word needs more.
 MAX_EVENT_BYTES: Final = 64 * 1024
 #: The Kafka key the engine's ticker uses for ``clock.tick.v1``.
@@ -59,14 +54,24 @@ def _schema_reason(validator: Any, event: Any) -> str:
 
 
 def decode(
-    raw: bytes, key: str | None = None, max_bytes: int = MAX_EVENT_BYTES
+    raw: bytes,
+    key: str | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    not_after: int | None = None,
+    tick_key: bytes | None = None,
 ) -> tuple[dict[str, Any], int] | str:
     """Parse and validate one input message.
 
+    ``not_after`` and ``tick_key`` are the Kafka path's guards of the clock
+    (:mod:`workflows.clock`); replay, which trusts its file, gives neither. ``not_after``: the
+    latest event time accepted, in microseconds (the worker's wall clock plus ``max_future``).
+    ``tick_key``: the ticks' HMAC key; a ``clock.tick.v1`` must carry a valid tag.
+
     Returns:
         ``(event, time)`` with the event time in microseconds, or the reason it is refused:
-        ``too-large``, ``not-json``, ``unknown-type``, ``schema``, ``bad-time`` or
-        ``key-mismatch``, each followed by ``: `` and the detail.
+        ``too-large``, ``not-json``, ``unknown-type``, ``schema``, ``bad-time``,
+        ``unauthenticated-tick``, ``future-time`` or ``key-mismatch``, each followed by ``: ``
+        and the detail.
     """
     if len(raw) > max_bytes:
         return f"too-large: {len(raw)} bytes, the limit is {max_bytes}"
@@ -83,9 +88,15 @@ def decode(
     if not validator.is_valid(event):
         return _schema_reason(validator, event)
     try:
-        time = parse_time(event["time"])
+        time = parse_event_time(event["time"])
     except ValueError as exc:
         return f"bad-time: {exc}"
+    if tick_key is not None and event["type"] == "clock.tick.v1":
+        refused = tick_reason(event, tick_key)
+        if refused is not None:
+            return refused
+    if not_after is not None and time > not_after:
+        return future_reason(time, not_after)
     if key is not None and key != event.get("subject", TICK_KEY):
         return f"key-mismatch: key {key[:128]!r} is not the subject {event.get('subject')!r}"
     return event, time
@@ -95,14 +106,21 @@ def decode(
 Decoded = tuple[dict[str, Any], int]
 
 
-def read_input(raw: bytes, key: str | None, max_bytes: int) -> tuple[Reading | None, Decoded | str]:
+def read_input(
+    raw: bytes,
+    key: str | None,
+    max_bytes: int,
+    not_after: int | None = None,
+    tick_key: bytes | None = None,
+) -> tuple[Reading | None, Decoded | str]:
     """:func:`decode` with the readings fast path in front: ``(reading, answer)`` for a valid
     ``link.status.v1``, whichever path read it (``answer`` is ``""`` when the fast path did,
-    decode's answer otherwise); ``(None, decode's answer)`` for anything else."""
-    reading = read_status(raw, key, max_bytes)
+    decode's answer otherwise); ``(None, decode's answer)`` for anything else. ``not_after``
+    and ``tick_key`` as for :func:`decode`."""
+    reading = read_status(raw, key, max_bytes, not_after)
     if reading is not None:
         return reading, ""
-    decoded = decode(raw, key, max_bytes)
+    decoded = decode(raw, key, max_bytes, not_after, tick_key)
     if isinstance(decoded, str) or decoded[0]["type"] != "link.status.v1":
         return None, decoded
     event, time = decoded
@@ -140,6 +158,8 @@ class Engine:
         self._inputs: Counter[str] = Counter()  # every other input by type; and dead letters
         self._services_by_link = topology.services_by_link
         self._on_status = self.links.on_status  # bound once: it is called for every probe
+        self._link_states = self.links.states
+        self._link_snapshot = slot_getter(LinkState)
 
     @property
     def counts(self) -> Counter[str]:
@@ -149,47 +169,74 @@ class Engine:
         return counts
 
     def feed(self, raw: bytes, key: str | None = None, origin: Any = None) -> None:
-        """Take one input message (``key`` is its Kafka key, if it came with one)."""
-        reading, decoded = read_input(raw, key, self.max_event_bytes)
-        if reading is None:
-            if isinstance(decoded, str):
-                self._dead(key, decoded, raw, origin)
-                return
-            event, time = decoded
-            type_ = event["type"]
-        if reading is not None:
-            self._probes += 1
-            link = reading[0]
-            if link not in self._services_by_link:
-                self._dead(link, f"unknown-link: {link!r} is not in the topology", raw, origin)
-                return
-            change = self._on_status(*reading)
-            if change is not None:
-                self._fan_out(change)
-        elif type_ == "clock.tick.v1":
-            self._inputs[type_] += 1
-            self.tick(time, event["id"])
-        else:
-            self._inputs[type_] += 1
-            service = event["subject"]
-            if service not in self.topology.services:
-                self._dead(service, f"unknown-service: {service!r} is not in the topology",
-                           raw, origin)  # fmt: skip
-                return
-            data = event["data"]
-            if type_ == "operator.override.v1":
-                kind, rank = "override", OVERRIDE
-                fields: tuple[Any, ...] = (data["action"], data["actor"], data["role"],
-                                           data["reason"])  # fmt: skip
-            elif type_ == "manual.record.v1":
-                kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
+        """Take one input message (``key`` is its Kafka key, if it came with one).
+
+        Never raises for what the message holds: an input the core refuses, or whose
+        handling raises, is dead-lettered (``internal-error``, with the state it touched put
+        back as before it: :mod:`workflows.isolation`), and the next input is taken.
+        """
+        try:
+            reading, decoded = read_input(raw, key, self.max_event_bytes)
+            if reading is None:
+                if isinstance(decoded, str):
+                    if isinstance(raw, Truncated):  # a replay line too long to read whole
+                        decoded = raw.reason(self.max_event_bytes)
+                    self._dead(key, decoded, raw, origin)
+                    return
+                event, time = decoded
+                type_ = event["type"]
+            if reading is not None:
+                self._probes += 1
+                link = reading[0]
+                if link not in self._services_by_link:
+                    self._dead(link, f"unknown-link: {link!r} is not in the topology", raw,
+                               origin)  # fmt: skip
+                    return
+                state = self._link_states.get(link)
+                saved = self._link_snapshot(state) if state is not None else None
+                try:
+                    change = self._on_status(*reading)
+                except Exception:
+                    if saved is None:
+                        self._link_states.pop(link, None)
+                    else:
+                        restore(state, saved)
+                    raise
+                if change is not None:
+                    if isinstance(change, str):  # refused: see LinkStage.on_status
+                        self._dead(link, change, raw, origin)
+                    else:
+                        self._fan_out(change)
+                        self._failed(raw, origin)
+            elif type_ == "clock.tick.v1":
+                self._inputs[type_] += 1
+                self.tick(time, event["id"])
+                self._failed(raw, origin)
             else:
-                kind, rank = "reconcile", FEEDBACK
-                fields = (tuple(data["record_ids"]), data.get("incident"))
-            watermark = self.services.watermark
-            at, rank = order_key(time, rank, watermark)
-            item = Input(at, rank, event["id"], kind, fields, raw, origin)
-            self.services.offer(service, item, time, watermark)
+                self._inputs[type_] += 1
+                service = event["subject"]
+                if service not in self.topology.services:
+                    self._dead(service, f"unknown-service: {service!r} is not in the topology",
+                               raw, origin)  # fmt: skip
+                    return
+                data = event["data"]
+                if type_ == "operator.override.v1":
+                    kind, rank = "override", OVERRIDE
+                    fields: tuple[Any, ...] = (data["action"], data["actor"], data["role"],
+                                               data["reason"])  # fmt: skip
+                elif type_ == "manual.record.v1":
+                    kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
+                else:
+                    kind, rank = "reconcile", FEEDBACK
+                    fields = (tuple(data["record_ids"]), data.get("incident"))
+                watermark = self.services.watermark
+                at, rank = order_key(time, rank, watermark)
+                item = Input(at, rank, event["id"], kind, fields, raw, origin)
+                self.services.offer(service, item, time, watermark)
+        except Exception as exc:
+            if fatal(exc):
+                raise
+            self._dead(key, internal_error(exc), raw, origin)
 
     def tick(self, time: int, tick_id: str) -> None:
         """Advance event time for every link and service."""
@@ -204,8 +251,22 @@ class Engine:
     def _fan_out(self, change: HealthChange) -> None:
         item = Input(change.time, change.rank, change.id, "health",
                      (change.link, change.health, change.cause))  # fmt: skip
+        offer = self.services.offer
         for service in self._services_by_link[change.link]:
-            self.services.offer(service, item)
+            try:
+                offer(service, item)
+            except Exception as exc:  # that service misses the change; the others take it
+                if fatal(exc):
+                    raise
+                self.services.failures.append((service, internal_error(exc)))
+
+    def _failed(self, raw: bytes, origin: Any) -> None:
+        """Dead-letter ``raw`` once for each link or service that could not take it."""
+        for stage in (self.links, self.services):
+            if stage.failures:
+                for key, reason in stage.failures:
+                    self._dead(key, reason, raw, origin)
+                stage.failures.clear()
 
     def _dead(
         self, key: str | None, reason: str, raw: bytes, origin: Any, subject: str | None = None

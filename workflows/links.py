@@ -3,17 +3,29 @@
 This is where the volume is (every probe reading), so the common case, a reading that
 confirms what is known, costs a few dict and attribute operations and allocates nothing but
 one tuple. Staleness and flap damping are timers in one heap, woken only by ticks.
+
+A link remembers the ids of the readings at its newest instant, to drop duplicates: at most
+:data:`MAX_IDS_PER_INSTANT` of them. A reading at that instant with an id it does not
+remember, once it remembers that many, is refused with the reason ``dedup-overflow`` (the
+caller dead-letters it: whether it is a duplicate can no longer be told, so it is neither
+applied nor dropped), and a flood at one instant cannot grow a link's state.
 """
 
 from __future__ import annotations
 
 import heapq
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from workflows.health import DOWN, HEALTH, HEALTHY, IMPAIRED, TICK, order_key
+from workflows.isolation import fatal, internal_error, restore, slot_getter
+from workflows.timeutil import format_time
 from workflows.topology import LinkPolicy, Topology
 
-__all__ = ["HealthChange", "LinkStage", "LinkState"]
+__all__ = ["MAX_IDS_PER_INSTANT", "HealthChange", "LinkStage", "LinkState"]
+
+#: Readings of one link at one instant whose ids a link remembers; a further one is refused.
+#: Ids are at most 256 characters, so a link's state stays well under 300 KB.
+MAX_IDS_PER_INSTANT: Final = 1000
 
 _STATUS = {"up": HEALTHY, "degraded": IMPAIRED, "down": DOWN}
 
@@ -40,7 +52,9 @@ class LinkState:
         self.raw = HEALTHY
         self.effective = HEALTHY
         self.newest = -1  # event time of the newest reading applied
-        self.ids: tuple[str, ...] = ()  # ids of the readings at ``newest``: duplicates
+        # Ids of the readings at ``newest``, to drop duplicates: a tuple of one (nearly
+        # always), a dict used as an ordered set from the second reading at that instant on.
+        self.ids: tuple[str, ...] | dict[str, None] = ()
         self.last_seen = -1
         self.stale = False
         self.changes: tuple[int, ...] = ()  # times of recent raw changes, for flap damping
@@ -56,16 +70,27 @@ class LinkState:
         state = cls()
         (state.raw, state.effective, state.newest, ids, state.last_seen, state.stale, changes,
          state.damped, state.timer) = value  # fmt: skip
-        state.ids = tuple(ids)
+        state.ids = tuple(ids) if len(ids) < 2 else dict.fromkeys(ids)
         state.changes = tuple(changes)
         return state
+
+
+#: Every slot of a link's state: all immutable values, so no copy is needed.
+_snapshot = slot_getter(LinkState)
 
 
 class LinkStage:
     """Link health for a set of links. One instance per stage-1 partition on Kafka, one for
     all links in replay. Time advances only through :meth:`on_tick`."""
 
-    def __init__(self, topology: Topology, links: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        links: set[str] | None = None,
+        *,
+        max_ids_per_instant: int = MAX_IDS_PER_INSTANT,
+    ) -> None:
+        self._max_ids = max_ids_per_instant
         self._policy: dict[str, LinkPolicy] = {
             link_id: link.policy
             for link_id, link in topology.links.items()
@@ -74,6 +99,9 @@ class LinkStage:
         self.states: dict[str, LinkState] = {}
         self._timers: list[tuple[int, str]] = []
         self.watermark: int | None = None
+        #: ``(link, reason)`` for each link whose timers raised at a tick (it was left as it
+        #: was before the tick: :mod:`workflows.isolation`), until the caller empties it.
+        self.failures: list[tuple[str, str]] = []
 
     def restore(self, link: str, state: LinkState) -> None:
         """Adopt a state recovered from a changelog, and re-arm its timer."""
@@ -94,11 +122,16 @@ class LinkStage:
         status: str,
         latency_ms: float | None,
         loss_pct: float | None,
-    ) -> HealthChange | None:
+    ) -> HealthChange | str | None:
         """Apply one probe reading; return the change of effective health, if any.
 
         A reading older than the newest one applied never moves health backwards; one with
         the same time and id as an applied reading is a duplicate. Both change nothing.
+
+        Returns:
+            The change, ``None`` if there is none, or the reason the reading is refused
+            (``dedup-overflow: ...``, past ``max_ids_per_instant``, by default
+            :data:`MAX_IDS_PER_INSTANT`): the caller dead-letters it.
         """
         try:
             state = self.states[link]
@@ -110,7 +143,16 @@ class LinkStage:
         elif time < state.newest or event_id in state.ids:
             return None
         else:
-            state.ids = (*state.ids, event_id)
+            ids = state.ids
+            if len(ids) >= self._max_ids:
+                return (
+                    f"dedup-overflow: link {link!r} has {len(ids)} readings at "
+                    f"{format_time(time)} already, the most whose ids are remembered; "
+                    "whether this one is a duplicate cannot be told"
+                )
+            if isinstance(ids, tuple):
+                ids = state.ids = dict.fromkeys(ids)
+            ids[event_id] = None
             state.last_seen = time
         policy = self._policy[link]
         raw = _STATUS[status]
@@ -179,11 +221,19 @@ class LinkStage:
         timers = self._timers
         while timers and timers[0][0] <= time:
             deadline, link = heapq.heappop(timers)
-            state = self.states[link]
-            if state.timer != deadline:
-                continue  # superseded by an earlier deadline that already ran
-            state.timer = None
-            change = self._wake(link, state, time, tick_id)
+            woken = self.states.get(link)
+            if woken is None or woken.timer != deadline:
+                continue  # superseded by an earlier deadline, or its reading was undone
+            woken.timer = None
+            saved = _snapshot(woken)  # unarmed: a link whose timer raised waits for a reading
+            try:
+                change = self._wake(link, woken, time, tick_id)
+            except Exception as exc:  # one link's fault stops neither the tick nor the others
+                if fatal(exc):
+                    raise
+                restore(woken, saved)
+                self.failures.append((link, internal_error(exc)))
+                continue
             if change is not None:
                 changes.append(change)
         # Only now: what the timers found happened at this tick, not after it.

@@ -3,10 +3,23 @@
 Templates are data: one entry per (template name), each with an ``id`` and an ``en`` text.
 They name the service, the site and the local time at the site, and say what to do. Public
 texts are short and plain: they end up on a door, a website and a radio announcement.
+
+A notice's text is plain text that is also safe as HTML element content, because senders
+render it as HTML, SMS or a terminal line. Every value put into a template (an operator's
+actor, role and reason, names from the topology, ids) is made safe first (:func:`plain`):
+control characters and line or paragraph separators become a space (runs of white space
+become one, none is left at either end), format characters (bidi overrides and isolates,
+zero-width characters) are removed, the value is cut at ``FRAGMENT_MAX`` characters, and
+``&``, ``<`` and ``>`` are escaped as ``&amp;``, ``&lt;`` and ``&gt;``. The templates hold
+none of these, so a notice's text never contains a control character, a ``<`` or a ``>``,
+and every ``&`` in it starts an entity: unescaped (``html.unescape``), it gives exactly what
+was sent.
 """
 
 from __future__ import annotations
 
+import html
+import unicodedata
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -14,7 +27,33 @@ from typing import Final
 from workflows.timeutil import format_local
 from workflows.topology import Service, Site
 
-__all__ = ["TEMPLATES", "NoticeText", "render"]
+__all__ = ["FRAGMENT_MAX", "TEMPLATES", "NoticeText", "plain", "render"]
+
+#: The longest value put into a notice, in characters before escaping: an operator's reason
+#: may be 1,000 characters, and a notice's text at most 4,000 (its schema) once escaped. The
+#: whole reason stays on the transition record.
+FRAGMENT_MAX: Final = 500
+
+_DROP: Final = frozenset({"Cf", "Cs", "Co", "Cn"})  # format, surrogate, private, unassigned
+_SPACE: Final = frozenset({"Cc", "Zl", "Zp", "Zs"})  # controls and separators
+
+
+def plain(value: object) -> str:
+    """``value`` as a safe fragment of a notice (see the module's docstring)."""
+    text = str(value)
+    plain_ascii = text.isascii() and text.isprintable()
+    if not plain_ascii or "  " in text or text[:1] == " " or text[-1:] == " ":
+        kept = []
+        for char in text:
+            category = unicodedata.category(char)
+            if category in _SPACE:
+                kept.append(" ")
+            elif category not in _DROP:
+                kept.append(char)
+        text = " ".join("".join(kept).split())
+    if len(text) > FRAGMENT_MAX:
+        text = text[: FRAGMENT_MAX - 1] + "\u2026"
+    return html.escape(text, quote=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,4 +209,5 @@ def render(
         fields["since_id"] = format_local(since, site.timezone, "id")
         fields["since_en"] = format_local(since, site.timezone, "en")
     fields.update(extra)
-    return {"id": text.id.format_map(fields), "en": text.en.format_map(fields)}
+    safe = {name: plain(value) for name, value in fields.items()}
+    return {"id": text.id.format_map(safe), "en": text.en.format_map(safe)}

@@ -8,12 +8,13 @@ time parsed too, 1.2 us (1.4 us a message over bench/core.py's stream, its own r
 
 This is a fast path, not a second judge. :func:`read_status` answers only for readings it can
 vouch for: an envelope with exactly the schema's required fields and no extension attribute,
-the key equal to the subject, a time that parses. Anything else, a reading it refuses
-included, gets ``None``, and the caller asks :func:`~workflows.engine.decode`, which gives
-the verdict and the reason. So the fast path can only be wrong by accepting what the schema
-refuses or by reading a value differently; ``tests/test_readings.py`` checks both against
-``decode`` (hypothesis). The constraints are read from the schema file itself, so the two
-cannot drift apart by an edit of one.
+the key equal to the subject, a time that parses, within the engine's range and not after the
+caller's bound. Anything else, a reading it refuses included, gets ``None``, and the caller
+asks :func:`~workflows.engine.decode`, which gives the verdict and the reason. So the fast
+path can only be wrong by accepting what the schema refuses or by reading a value
+differently; ``tests/test_readings.py`` checks both against ``decode`` (hypothesis). The
+constraints are read from the schema file itself, so the two cannot drift apart by an edit
+of one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from schemas import load_schema
-from workflows.timeutil import parse_time
+from workflows.timeutil import parse_event_time
 
 __all__ = ["Reading", "read_status"]
 
@@ -96,17 +97,22 @@ def _structs() -> Any:
 _DECODER: Final[Any] = msgspec.json.Decoder(_structs())
 
 
-def read_status(raw: bytes, key: str | None, max_bytes: int) -> Reading | None:
+def read_status(
+    raw: bytes, key: str | None, max_bytes: int, not_after: int | None = None
+) -> Reading | None:
     """The reading in ``raw`` if it is a valid ``link.status.v1`` that the fast path vouches
-    for (see the module doc); ``None`` means ask :func:`~workflows.engine.decode`."""
+    for (see the module doc); ``None`` means ask :func:`~workflows.engine.decode`. A reading
+    stamped after ``not_after`` (microseconds; decode's bound) is left to decode too."""
     if len(raw) > max_bytes:
         return None
     try:
         event = _DECODER.decode(raw)
-        time = parse_time(event.time)
-    except (msgspec.DecodeError, ValueError):
+        time = parse_event_time(event.time)
+    except (msgspec.DecodeError, ValueError, RecursionError):  # decode's path says why
         return None
     if key is not None and key != event.subject:
+        return None
+    if not_after is not None and time > not_after:
         return None
     data = event.data
     return (event.subject, event.id, time, data.status, data.latency_ms, data.loss_pct)

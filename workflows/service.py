@@ -9,11 +9,26 @@ microseconds, a guard a few hundred nanoseconds.
 Every condition is *sustained on event time*: a deadline computed from when the condition
 began. :func:`conditions` lists them for a service, in priority order; the same list answers
 "is anything due now?" and "when should this service next be woken?".
+
+What one service keeps is bounded, except its ledger of paper records (which must hold every
+record of an incident):
+
+- Input ids are remembered for ``dedup_horizon`` to drop duplicates, at most ``dedup_max_ids``
+  of them. Past that, the oldest is forgotten and its time becomes the service's *floor*: an
+  input stamped at or before the floor is dead-lettered ``dedup-overflow`` (it may be a copy
+  of a forgotten one), so nothing is dropped unseen and nothing is applied twice.
+- A record for an online-only service is refused whatever the state, so it is not remembered:
+  a copy of it is refused again (it waits for the next tick like any input, since every
+  input's instant is one at which the service's conditions are evaluated).
+- A reconcile command names at most :data:`RECONCILE_PAGE_IDS` records; a larger set is sent
+  in pages, each with its own deterministic id and ``page``/``pages`` fields.
 """
 
 from __future__ import annotations
 
+import base64
 import heapq
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
@@ -29,6 +44,7 @@ from workflows.health import (
     TICK,
     service_health,
 )
+from workflows.isolation import fatal, internal_error, restore, snapshot
 from workflows.notices import render
 from workflows.records import COMMANDS, DeadLetter, Emitted, cloudevent, output_id
 from workflows.records import TRANSITIONS as TRANSITIONS_TOPIC
@@ -37,6 +53,7 @@ from workflows.topology import Policy, Service, Topology
 
 __all__ = [
     "NO_INCIDENT",
+    "RECONCILE_PAGE_IDS",
     "STATES",
     "TRANSITIONS",
     "Input",
@@ -44,11 +61,12 @@ __all__ = [
     "ServiceState",
     "conditions",
     "mermaid",
+    "reconcile_pages",
 ]
 
 STATES: Final = ("online", "degraded", "manual", "restored")
 
-#: The edges of DESIGN §2, and no others: ``transitions`` refuses any trigger not listed.
+#: The machine's edges (docs/state-machine.md): ``transitions`` refuses any trigger not listed.
 TRANSITIONS: Final = (
     {"trigger": "degrade", "source": "online", "dest": "degraded"},
     {"trigger": "suspend", "source": ["online", "degraded"], "dest": "manual"},
@@ -60,6 +78,10 @@ TRANSITIONS: Final = (
 
 #: The ``incident`` of a command sent while no incident is open (an operator's pin).
 NO_INCIDENT: Final = "none"
+
+#: The most record ids one ``failover.reconcile.v1`` carries; record ids are at most 128
+#: characters, so a page is at most about 131 KB, far below a broker's 1 MB default.
+RECONCILE_PAGE_IDS: Final = 1000
 
 # Record states in the manual ledger.
 _RECORDED, _SENT, _RECONCILED = 0, 1, 2
@@ -91,6 +113,7 @@ class ServiceState:
         "baseline",
         "down_since",
         "escalated",
+        "floor",
         "health",
         "healthy_since",
         "inbox",
@@ -100,9 +123,11 @@ class ServiceState:
         "manual_since",
         "pin",
         "previous",
+        "queued",
         "seen",
         "state",
         "step",
+        "unreconciled",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -119,34 +144,52 @@ class ServiceState:
         self.step = 0  # transitions so far in the incident: part of output ids
         self.pin: tuple[str, str, str] | None = None
         self.ledger: dict[str, int] | None = None
+        self.unreconciled = 0  # ledger records not yet reconciled (derived, not saved)
         self.escalated: tuple[str, ...] = ()
-        self.seen: dict[str, int] | None = None  # input id -> time, within dedup_horizon
+        # Input id -> time applied, within dedup_horizon, oldest first (inputs are applied in
+        # time order), at most dedup_max_ids; ``floor``: the time of the newest id forgotten
+        # to keep to that bound (an input at or before it is refused).
+        self.seen: OrderedDict[str, int] | None = None
+        self.floor: int | None = None
         self.inbox: list[Input] | None = None
+        self.queued: set[str] | None = None  # the ids in ``inbox`` (derived, not saved)
 
     def to_json(self) -> list[Any]:
-        """A JSON-able snapshot (for changelog tables); :meth:`from_json` reverses it."""
+        """A JSON-able snapshot (for changelog tables); :meth:`from_json` reverses it.
+
+        An input waiting in the inbox keeps its bytes exactly: as text when they are UTF-8,
+        else as ``{"base64": ...}``."""
         return [
             self.state, self.health, self.link_health, self.healthy_since, self.bad_since,
             self.down_since, self.baseline, self.manual_since, self.incident, self.previous,
             self.step, list(self.pin) if self.pin else None, self.ledger, list(self.escalated),
-            self.seen, [[*item[:4], list(item.data), item.raw.decode("utf-8", "replace"),
-                         item.origin] for item in self.inbox] if self.inbox else None,
+            dict(self.seen) if self.seen else None,
+            [[*item[:4], list(item.data), _raw_json(item.raw), item.origin]
+             for item in self.inbox] if self.inbox else None,
+            self.floor,
         ]  # fmt: skip
 
     @classmethod
     def from_json(cls, value: list[Any]) -> ServiceState:
+        """Reverses :meth:`to_json`; also reads the snapshots of earlier versions (without a
+        floor, inbox bytes as text)."""
         state = cls()
         (state.state, state.health, state.link_health, state.healthy_since, state.bad_since,
          state.down_since, state.baseline, state.manual_since, state.incident, state.previous,
-         state.step, pin, state.ledger, escalated, state.seen, inbox) = value  # fmt: skip
+         state.step, pin, state.ledger, escalated, seen, inbox) = value[:16]  # fmt: skip
+        state.floor = value[16] if len(value) > 16 else None
         state.pin = (pin[0], pin[1], pin[2]) if pin else None
         state.escalated = tuple(escalated)
+        if seen:
+            state.seen = OrderedDict(seen)
+        if state.ledger:
+            state.unreconciled = sum(st != _RECONCILED for st in state.ledger.values())
         if inbox:
             state.inbox = [
-                Input(t, r, i, k, tuple(d), raw.encode("utf-8"), o)
-                for t, r, i, k, d, raw, o in inbox
+                Input(t, r, i, k, tuple(d), _raw_bytes(raw), o) for t, r, i, k, d, raw, o in inbox
             ]
             heapq.heapify(state.inbox)
+            state.queued = {item.id for item in state.inbox}
         return state
 
     def set_health(self, health: int, time: int) -> None:
@@ -166,7 +209,55 @@ class ServiceState:
             self.down_since = None
 
     def all_reconciled(self) -> bool:
-        return not self.ledger or all(s == _RECONCILED for s in self.ledger.values())
+        return self.unreconciled == 0
+
+
+def _raw_json(raw: bytes) -> str | dict[str, str]:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode("ascii")}
+
+
+def _raw_bytes(value: str | dict[str, str]) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return base64.b64decode(value["base64"], validate=True)
+
+
+def reconcile_pages(record_ids: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The reconcile commands for ``record_ids`` (sorted): ``(qualifier, fields)`` for each
+    page of at most :data:`RECONCILE_PAGE_IDS` ids, in order. One page is sent as it always
+    was (qualifier ``reconcile``, no page fields); more carry ``page`` (from 1) and ``pages``,
+    and the qualifier ``reconcile/page/N`` that makes each page's id."""
+    pages = -(-len(record_ids) // RECONCILE_PAGE_IDS)
+    if pages <= 1:
+        yield "reconcile", {"record_ids": record_ids}
+        return
+    for page in range(pages):
+        chunk = record_ids[page * RECONCILE_PAGE_IDS : (page + 1) * RECONCILE_PAGE_IDS]
+        yield f"reconcile/page/{page + 1}", {"record_ids": chunk, "page": page + 1,
+                                              "pages": pages}  # fmt: skip
+
+
+#: The longest list of links a notice or an escalation's reason names in full (the schemas
+#: allow 1000 characters for a reason): a service may require many links.
+_LISTED_MAX: Final = 800
+
+
+def _listed(items: list[str], limit: int = _LISTED_MAX) -> str:
+    """``items`` joined by ``, ``, those that do not fit in ``limit`` characters counted."""
+    text = ", ".join(items)
+    if len(text) <= limit:
+        return text
+    shown: list[str] = []
+    size = 0
+    for item in items:
+        if size + len(item) + 2 > limit:
+            break
+        shown.append(item)
+        size += len(item) + 2
+    return f"{', '.join(shown)} and {len(items) - len(shown)} more"
 
 
 class Condition(NamedTuple):
@@ -295,6 +386,11 @@ class ServiceStage:
         self._timers: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._firing: _Firing | None = None
+        #: The queued input being applied (:meth:`_step` blames it if its application raises).
+        self._applying: Input | None = None
+        #: ``(service, reason)`` for each service whose timers raised since the caller last
+        #: emptied this list: the service was left as it was before the tick.
+        self.failures: list[tuple[str, str]] = []
         # The model that `transitions` drives, loaded with one service's state per trigger;
         # the callbacks are this stage's methods.
         self._cursor = _Cursor()
@@ -355,11 +451,13 @@ class ServiceStage:
         Inputs are deduplicated by id against what the service saw within
         ``dedup_horizon``. An input whose ``event_time`` is older than that behind the
         ``watermark`` where it entered the engine is dead-lettered instead, since whether it
-        is a duplicate can no longer be told.
+        is a duplicate can no longer be told; so is one stamped at or before the service's
+        floor (see the module's docstring).
         """
         state = self.state_of(service)
-        horizon = self._services[service].policy.dedup_horizon
         if item.kind != "health":
+            svc = self._services[service]
+            horizon = svc.policy.dedup_horizon
             if (
                 event_time is not None
                 and watermark is not None
@@ -369,16 +467,26 @@ class ServiceStage:
                                            f"({format_duration(horizon)}) behind the clock",
                                            item.raw, item.origin))  # fmt: skip
                 return
+            floor = state.floor
+            if floor is not None and (item.time if event_time is None else event_time) <= floor:
+                self._reject(service, item, "dedup-overflow: stamped at or before "
+                             f"{format_time(floor)}, when this service's oldest remembered "
+                             f"input id was forgotten to keep to dedup_max_ids "
+                             f"({svc.policy.dedup_max_ids}); whether it is a duplicate "
+                             "cannot be told")  # fmt: skip
+                return
             seen = state.seen
             if seen is not None and item.id in seen:
                 return
-            if state.inbox and any(queued.id == item.id for queued in state.inbox):
-                return
-        elif state.inbox and any(queued.id == item.id for queued in state.inbox):
+        queued = state.queued
+        if queued is None:
+            state.inbox, state.queued = [item], {item.id}
+        elif item.id in queued:
             return
-        if state.inbox is None:
-            state.inbox = []
-        heapq.heappush(state.inbox, item)
+        else:
+            assert state.inbox is not None
+            heapq.heappush(state.inbox, item)
+            queued.add(item.id)
         self._pending.add(service)
 
     def advance(self, time: int, tick_id: str) -> list[str]:
@@ -411,47 +519,112 @@ class ServiceStage:
         }
         handled = sorted(due | pending)
         for service in handled:
-            state = self.states[service]
-            self._drain(service, state, limit)
-            self._evaluate(service, state, time, tick_id)
-            self._forget(state, time, self._services[service].policy)
-            self._arm(service, state)
+            self._step(service, limit, time, tick_id)
         return handled
 
     def flush(self) -> None:
         """End of input (replay): apply everything still queued, in order."""
         for service in sorted(self._pending):
-            state = self.states[service]
-            self._drain(service, state, None)
-            self._arm(service, state)
+            self._step(service, None, None, "")
+
+    def _step(
+        self, service: str, limit: tuple[int, int] | None, time: int | None, tick_id: str
+    ) -> None:
+        """What is due for one service at ``time`` (``None``: the end of input), isolated as
+        :mod:`workflows.isolation` says: a queued input that raises is dead-lettered and the
+        service's inputs are applied again from its snapshot without it; a raise of its own
+        timers leaves the service as it was after its inputs, unarmed until its next input,
+        and is reported in :attr:`failures`."""
+        state = self.states[service]
+        saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
+        while True:
+            try:
+                self._drain(service, state, limit)
+                break
+            except Exception as exc:
+                if fatal(exc):
+                    raise
+                bad, reason = self._applying, internal_error(exc)
+                self._rollback(state, saved, mark)
+                if bad is None:  # pragma: no cover - nothing outside an input raises here
+                    self.failures.append((service, reason))
+                    return
+                inbox = state.inbox
+                assert inbox is not None
+                inbox.remove(bad)
+                heapq.heapify(inbox)
+                if not inbox:
+                    state.inbox = None
+                if bad.kind == "health":  # made by stage 1: no bytes of its own; say whence
+                    link, _, cause = bad.data
+                    reason = f"{reason} (the health of link {link!r} after input {cause!r})"
+                self.out.append(DeadLetter(service, reason, bad.raw, bad.origin))
+                saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
+        if time is not None:
+            if len(state.inbox or ()) != queued:  # inputs were applied: a new snapshot
+                saved, mark = snapshot(state), len(self.out)
+            try:
+                self._evaluate(service, state, time, tick_id)
+                self._forget(state, time, self._services[service].policy)
+            except Exception as exc:
+                if fatal(exc):
+                    raise
+                self._rollback(state, saved, mark)
+                self.failures.append((service, internal_error(exc)))
+                return
+        self._arm(service, state)
+
+    def _rollback(self, state: ServiceState, saved: tuple[Any, ...], mark: int) -> None:
+        restore(state, saved)
+        del self.out[mark:]
+        self._firing = None
+        self._applying = None
 
     def _drain(self, service: str, state: ServiceState, limit: tuple[int, int] | None) -> None:
         inbox = state.inbox
+        queued = state.queued
         while inbox and (limit is None or (inbox[0].time, inbox[0].rank) < limit):
             item = heapq.heappop(inbox)
+            if queued is not None:
+                queued.discard(item.id)
+            self._applying = item
             # What held until this instant was sustained until it: a spell that ends between
             # two ticks still counts, at the time of the input that ends it.
             cause = item.data[2] if item.kind == "health" else item.id
             self._evaluate(service, state, item.time, cause)
             self._apply(service, state, item)
+        self._applying = None
         if not inbox:
-            state.inbox = None
+            state.inbox = state.queued = None
             self._pending.discard(service)
 
     def _forget(self, state: ServiceState, time: int, policy: Policy) -> None:
-        if state.seen:
-            horizon = time - policy.dedup_horizon
-            kept = {key: t for key, t in state.seen.items() if t >= horizon}
-            state.seen = kept or None
+        horizon = time - policy.dedup_horizon
+        seen = state.seen
+        if seen:
+            # Oldest first: stop at the first id still within the horizon.
+            while seen and next(iter(seen.values())) < horizon:
+                seen.popitem(last=False)
+            if not seen:
+                state.seen = None
+        if state.floor is not None and state.floor < horizon:
+            state.floor = None  # what it guarded against is refused as too-old now
 
     # -- applying inputs -------------------------------------------------------------------
 
     def _apply(self, service: str, s: ServiceState, item: Input) -> None:
         svc = self._services[service]
-        if item.kind != "health":
-            if s.seen is None:
-                s.seen = {}
-            s.seen[item.id] = item.time
+        if item.kind != "health" and (svc.offline or item.kind != "record"):
+            # (A record for an online-only service is refused whatever the state: a copy of
+            # it will be too, so it need not be remembered.)
+            seen = s.seen
+            if seen is None:
+                seen = s.seen = OrderedDict()
+            seen[item.id] = item.time
+            if len(seen) > svc.policy.dedup_max_ids:
+                _, forgotten = seen.popitem(last=False)
+                if s.floor is None or forgotten > s.floor:
+                    s.floor = forgotten
         if item.kind == "health":
             link, health, cause = item.data
             if s.link_health is None:
@@ -515,6 +688,7 @@ class ServiceStage:
             s.ledger = {}
         if record_id in s.ledger:
             return
+        s.unreconciled += 1
         if s.state == "manual":
             s.ledger[record_id] = _RECORDED
             return
@@ -535,7 +709,9 @@ class ServiceStage:
             self._reject(svc.id, item, "unknown-records: none of record_ids is in the ledger")
             return
         for rid in known:
-            ledger[rid] = _RECONCILED
+            if ledger[rid] != _RECONCILED:
+                ledger[rid] = _RECONCILED
+                s.unreconciled -= 1
         self._evaluate(svc.id, s, item.time, item.id)
 
     # -- evaluation ------------------------------------------------------------------------
@@ -608,6 +784,7 @@ class ServiceStage:
             self._notice(svc, s, f.time, "staff", "recovered-staff", "recovered")
         s.previous, s.incident = s.incident, None
         s.ledger = None
+        s.unreconciled = 0
         s.escalated = ()
         s.manual_since = None
 
@@ -648,14 +825,14 @@ class ServiceStage:
             if fresh:
                 for rid in fresh:
                     s.ledger[rid] = _SENT
-                self._command(svc, s, f.time, "failover.reconcile.v1", "reconcile",
-                              {"record_ids": fresh})  # fmt: skip
+                for qualifier, fields in reconcile_pages(fresh):
+                    self._command(svc, s, f.time, "failover.reconcile.v1", qualifier, fields)
 
     # -- emitting --------------------------------------------------------------------------
 
     def _bad_links(self, s: ServiceState) -> str:
         bad = s.link_health or {}
-        return ", ".join(f"{link}={HEALTH_NAMES[h]}" for link, h in sorted(bad.items())) or "-"
+        return _listed([f"{link}={HEALTH_NAMES[h]}" for link, h in sorted(bad.items())]) or "-"
 
     def _escalate(self, svc: Service, s: ServiceState, time: int, role: str) -> None:
         policy = svc.policy
@@ -675,7 +852,7 @@ class ServiceStage:
             if health != HEALTHY:
                 failing.setdefault(self.topology.links[link].provider, []).append(link)
         for provider, links in sorted(failing.items()):
-            reason = f"links {', '.join(links)} failing; service manual since " \
+            reason = f"links {_listed(links)} failing; service manual since " \
                      f"{format_time(since or time)}"  # fmt: skip
             self._command(
                 svc,
@@ -686,7 +863,7 @@ class ServiceStage:
                 {"to": "provider", "reason": reason, "provider": provider},
             )
             self._notice(svc, s, time, "provider", "escalate-provider", f"provider/{provider}",
-                         provider=provider, links=", ".join(links), since=since)  # fmt: skip
+                         provider=provider, links=_listed(links), since=since)  # fmt: skip
 
     def _notice(self, svc: Service, s: ServiceState, time: int, audience: str, template: str,
                 qualifier: str, **fields: object) -> None:  # fmt: skip

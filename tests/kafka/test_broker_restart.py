@@ -1,4 +1,4 @@
-"""Issue #4: the broker stops for 20 s and starts again while the worker runs. The worker
+"""A broker outage: the broker stops for 20 s and starts again while the worker runs. The worker
 recovers on its own (the test never restarts it) and the output is still exactly replay's.
 
 The broker is the test's own (``private_kafka``): stopping the session's broker would break
@@ -35,7 +35,7 @@ from workflows.replay import read_lines
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
 
-#: How long the broker is away: the outage of issue #4.
+#: How long the broker is away: the outage the README says the worker rides out.
 OUTAGE = 20.0
 
 #: What aiokafka logs, thousands of times a second, while the broker is away: left out of

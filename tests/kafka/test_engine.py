@@ -32,6 +32,7 @@ from tests.kafka.workers import (
     ROOT,
     Engine,
     Outputs,
+    await_dead_letters_and_a_transition,
     cloud_event,
     engine_env,
     engine_topics,
@@ -219,19 +220,7 @@ async def test_bad_input_is_dead_lettered_and_processing_goes_on(
         await publish(kafka_bootstrap, [*sent, keyed(overrides, "ektp", override), *ticks])
         outputs = Outputs(kafka_bootstrap, [s.topic_transitions, s.topic_deadletter])
         async with outputs, running_worker(engine) as worker:
-
-            async def done() -> bool:
-                assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                await outputs.poll()
-                return len(outputs.of(s.topic_deadletter)) >= len(bad) and bool(
-                    outputs.of(s.topic_transitions)
-                )
-
-            try:
-                await wait_for(done, timeout=60, what="dead letters and the transition")
-            except AssertionError:
-                print(engine.log_tail())
-                raise
+            await await_dead_letters_and_a_transition(engine, worker, outputs, len(bad))
     dead = outputs.of(s.topic_deadletter)
     assert len(dead) == len(bad)
     by_value = {r.value: r for r in dead}

@@ -1,4 +1,4 @@
-"""The causal chain of DESIGN §6 on the real Kafka path: ``failover worker`` in a subprocess,
+"""The causal chain of traces on the real Kafka path: ``failover worker`` in a subprocess,
 configured by ``OTEL_*`` variables only, exporting over OTLP/HTTP to a receiver this test
 starts (tests/otlp.py), while a read_committed consumer reads its commands.
 
@@ -49,6 +49,7 @@ from tests.kafka.workers import (
     engine_topics,
     route,
     running_worker,
+    signed,
     stop_worker,
 )
 from tests.otlp import Receiver, serve, values
@@ -364,7 +365,7 @@ async def _publish(engine: Engine, probe_headers: list[tuple[str, bytes]]) -> in
             headers = probe_headers if raw == BAD_READING else None
             for topic, key, partition in route(s, raw):
                 sent = await producer.send(
-                    topic, raw, key=key, partition=partition, headers=headers
+                    topic, signed(raw), key=key, partition=partition, headers=headers
                 )
                 futures.append((raw, sent))
         offsets = [(raw, (await sent).offset) for raw, sent in futures]

@@ -24,13 +24,30 @@ from aiokafka.errors import CoordinatorNotAvailableError
 from streams.config import Settings
 from streams.security import VARIABLES as SECURITY_VARIABLES
 from streams.topics import ensure_topics, partition_for, topic_specs
-from tests.kafka.kafkatools import client_options
+from tests.kafka.kafkatools import client_options, wait_for
+from workflows.clock import TICK_AUTH, sign_tick
 from workflows.engine import TICK_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOPOLOGY = ROOT / "streams" / "demo" / "ambon.yaml"
 DEMO_EVENTS = ROOT / "streams" / "demo" / "ambon-events.jsonl"
 BIG = 8 * 1024 * 1024
+#: The tick key of every worker under test (FAILOVER_TICK_SECRET): :func:`publish` tags the
+#: ticks it sends with it, as the engine's ticker does.
+TEST_TICK_SECRET: Final = "test-tick-secret-" + "0123456789abcdef" * 2
+
+
+def signed(raw: bytes, secret: str = TEST_TICK_SECRET) -> bytes:
+    """``raw`` with its tag if it is an untagged ``clock.tick.v1``; anything else as it is."""
+    if b"clock.tick.v1" not in raw:
+        return raw
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    if not isinstance(event, dict) or event.get("type") != "clock.tick.v1" or TICK_AUTH in event:
+        return raw
+    return orjson.dumps(sign_tick(secret.encode(), event))
 
 
 @dataclass
@@ -80,8 +97,9 @@ def isolated_env(
     bootstrap: str, topology: Path, partitions: int, data_dir: Path, name: Callable[[str], str]
 ) -> dict[str, str]:
     """A worker's environment on a shared broker (the tests' and bench/kafka.py's): its own
-    app id and topics, ``name(purpose)`` each, the memory store, logs at info; TLS and SASL
-    as the test's own clients have them (the environment's ``KAFKA_SECURITY_PROTOCOL``...)."""
+    app id and topics, ``name(purpose)`` each, the memory store, logs at info, the tick key
+    :data:`TEST_TICK_SECRET`; TLS and SASL as the test's own clients have them (the
+    environment's ``KAFKA_SECURITY_PROTOCOL``...)."""
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "FAILOVER_TOPOLOGY": str(topology),
@@ -90,6 +108,7 @@ def isolated_env(
         "FAILOVER_STORE": "memory://",
         "FAILOVER_DATA_DIR": str(data_dir),
         "FAILOVER_LOG_LEVEL": "info",
+        "FAILOVER_TICK_SECRET": TEST_TICK_SECRET,
     }
     env.update((variable, name(purpose)) for variable, purpose in TOPIC_PURPOSES)
     env.update((v, os.environ[v]) for v in SECURITY_VARIABLES if os.environ.get(v))
@@ -183,6 +202,27 @@ async def running_worker(engine: Engine) -> AsyncIterator[subprocess.Popen[bytes
             await stop_worker(process)
 
 
+async def await_dead_letters_and_a_transition(
+    engine: Engine, worker: subprocess.Popen[bytes], outputs: Outputs, count: int
+) -> None:
+    """Wait until ``count`` dead letters and a transition are committed, the worker alive
+    all along; on a time-out, print the worker's log before failing."""
+    s = engine.settings
+
+    async def done() -> bool:
+        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+        await outputs.poll()
+        return len(outputs.of(s.topic_deadletter)) >= count and bool(
+            outputs.of(s.topic_transitions)
+        )
+
+    try:
+        await wait_for(done, timeout=60, what="dead letters and the transition")
+    except AssertionError:
+        print(engine.log_tail())
+        raise
+
+
 def cloud_event(
     type_: str,
     ident: str,
@@ -232,9 +272,13 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
 
 
 async def publish(
-    bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes, int | None]]
+    bootstrap: str,
+    messages: Iterable[tuple[str, bytes | None, bytes, int | None]],
+    *,
+    sign: bool = True,
 ) -> int:
-    """Send (topic, key, value, partition) in order with one idempotent producer."""
+    """Send (topic, key, value, partition) in order with one idempotent producer; a tick is
+    sent tagged with :data:`TEST_TICK_SECRET` (:func:`signed`) unless ``sign`` is false."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
@@ -246,7 +290,9 @@ async def publish(
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, value, key=key, partition=partition)
+            await producer.send(
+                topic, signed(value) if sign else value, key=key, partition=partition
+            )
             for topic, key, value, partition in messages
         ]
         await asyncio.gather(*futures)
