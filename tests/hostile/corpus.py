@@ -41,6 +41,18 @@ EVENTS_DIR: Final = CORPUS / "events"
 TOPOLOGIES_DIR: Final = CORPUS / "topologies"
 DEMO_TOPOLOGY: Final = ROOT / "streams" / "demo" / "ambon.yaml"
 DEMO_EVENTS: Final = ROOT / "streams" / "demo" / "ambon-events.jsonl"
+#: The topology the event cases run on: the demo's, taking unsigned overrides. The corpus
+#: attacks what an input holds, not who sent it (tests/test_operators.py: signatures).
+CORPUS_TOPOLOGY: Final = CORPUS / "topology.yaml"
+
+
+def corpus_topology() -> bytes:
+    return (
+        DEMO_TOPOLOGY.read_bytes()
+        + b"# tests/hostile/corpus.py: the event cases' overrides are not signed.\n"
+        + b"unsigned_overrides: accept\n"
+    )
+
 
 Role = Literal["ok", "effect", "dead", "any"]
 
@@ -1316,7 +1328,7 @@ def topology_sidecar(case: TopologyCase) -> str:
 
 def corpus_files() -> dict[Path, bytes]:
     """Every committed file of the corpus and its bytes (sidecars for every case)."""
-    files: dict[Path, bytes] = {}
+    files: dict[Path, bytes] = {CORPUS_TOPOLOGY: corpus_topology()}
     for case in EVENT_CASES:
         lines = case.build()
         if case.committed:

@@ -44,7 +44,7 @@ from tests.hostile.checks import (
     reason_codes,
     terminal_problems,
 )
-from tests.hostile.corpus import DEMO_TOPOLOGY, EVENT_CASES, EventCase, Line
+from tests.hostile.corpus import CORPUS_TOPOLOGY, EVENT_CASES, EventCase, Line
 from tests.kafka.workers import (
     Engine,
     Output,
@@ -127,7 +127,7 @@ async def _run(case: EventCase, bootstrap: str, work: Path, gate: asyncio.Semaph
     def name(purpose: str) -> str:
         return f"t-hostile-{case.name[:32]}-{purpose}-{run_id}"
 
-    engine = engine_env(bootstrap, name, work, partitions=PARTITIONS)
+    engine = engine_env(bootstrap, name, work, partitions=PARTITIONS, topology=CORPUS_TOPOLOGY)
     s = engine.settings
     result = KafkaRun(case.build(), s)
     result.sent = _messages(s, result.lines)
@@ -218,7 +218,7 @@ def _replay_oracle(
     ]
     per_key: dict[tuple[str, str], list[bytes]] = defaultdict(list)
     dead: dict[int, str] = {}
-    for record in replay(Topology.load(DEMO_TOPOLOGY), kept, "hostile"):
+    for record in replay(Topology.load(CORPUS_TOPOLOGY), kept, "hostile"):
         if isinstance(record, Emitted):
             per_key[(topics[record.topic], record.key)].append(orjson.dumps(record.event))
         else:

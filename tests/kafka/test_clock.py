@@ -63,7 +63,12 @@ async def test_forged_ticks_are_dead_lettered_and_a_force_manual_after_them_work
         "override/ektp/1",
         "2019-02-05T00:00:10Z",
         "ektp",
-        {"action": "force_manual", "actor": "tester", "role": "on-call", "reason": "test"},
+        {
+            "action": "force_manual",
+            "actor": "Kepala Dinas",
+            "role": "office-head",
+            "reason": "test",
+        },
     )
     tick = cloud_event("clock.tick.v1", "tick/1", "2019-02-05T00:01:00Z", None, {})
     real = [

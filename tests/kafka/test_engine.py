@@ -211,7 +211,12 @@ async def test_bad_input_is_dead_lettered_and_processing_goes_on(
         "override/ektp/1",
         "2019-02-05T00:00:10Z",
         "ektp",
-        {"action": "force_manual", "actor": "tester", "role": "on-call", "reason": "test"},
+        {
+            "action": "force_manual",
+            "actor": "Kepala Dinas",
+            "role": "office-head",
+            "reason": "test",
+        },
     )
     tick = _event("clock.tick.v1", "tick/2019-02-05T00:01:00Z", "2019-02-05T00:01:00Z", None, {})
     ticks = [(t, TICK_KEY.encode(), tick, p) for t in engine.inputs for p in range(n)]
