@@ -787,22 +787,20 @@ def _operators(
     site and service a grant names known."""
     operators: dict[str, Operator] = {}
     for operator_id, entry in raw.items():
-        path = f"$.operators.{operator_id}"
         keys = {}
         for name, text in entry["keys"].items():
             try:
                 keys[name] = decode_public_key(text)
             except ValueError as exc:
-                raise TopologyError(
-                    file, f"{path}.keys.{name}", f"not an Ed25519 public key: {exc}"
-                ) from None
+                where = _pointer(["operators", operator_id, "keys", name])
+                raise TopologyError(file, where, f"not an Ed25519 public key: {exc}") from None
         for index, grant in enumerate(entry["grants"]):
             for kind, known in (("sites", sites), ("services", services)):
                 for member, name in enumerate(grant.get(kind, ())):
                     if name not in known:
                         raise TopologyError(
                             file,
-                            f"{path}.grants[{index}].{kind}[{member}]",
+                            _pointer(["operators", operator_id, "grants", index, kind, member]),
                             f"no {kind[:-1]} {_show(name)} in $.{kind}",
                         )
         operators[operator_id] = Operator(
