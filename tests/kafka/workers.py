@@ -95,6 +95,7 @@ TOPIC_PURPOSES: Final = (
     ("FAILOVER_TOPIC_TRANSITIONS", "transitions"),
     ("FAILOVER_TOPIC_DEADLETTER", "dead"),
     ("FAILOVER_TOPIC_CHANGES", "changes"),
+    ("FAILOVER_TOPIC_AUDIT", "audit"),
 )
 
 
