@@ -1044,15 +1044,18 @@ def case_reconcile_unknown_incidents() -> list[Line]:
     "Duplicate and colliding ids: the same override twice, a release reusing a "
     "force_manual's id, the same record id under two event ids, a reading id reused for "
     "another link.",
-    "A duplicate changes nothing (it is not an error); no crash; replay and Kafka agree.",
+    "A duplicate changes nothing; a copy of an override is refused (replayed: a signed "
+    "order is used once), other duplicates are dropped; no crash; replay and Kafka agree.",
     kafka=True,
 )
 def case_duplicate_ids() -> list[Line]:
     fm = override("akta-lahir", "force_manual", at(20), "override/same")
+    copy = fm.replace(b'"source":"', b'"source":"/copy', 1)
+    assert copy != fm
     return framed(
         [
             Line(fm, "effect"),
-            hostile(fm, "any"),
+            hostile(copy, "dead"),
             hostile(override("akta-lahir", "release", at(21), "override/same"), "any"),
             hostile(record("akta-lahir", "DUP-1", at(22), "record/dup-a"), "any"),
             hostile(record("akta-lahir", "DUP-1", at(22), "record/dup-b"), "any"),

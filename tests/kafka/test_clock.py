@@ -121,7 +121,7 @@ async def test_a_reading_from_the_future_is_dead_lettered_and_the_outage_plays_o
     total = sum(len(v) for v in expected.values()) + sum(reasons.values()) + 1
     async with engine_topics(engine):
         await publish(kafka_bootstrap, messages)
-        topics = [s.topic_commands, s.topic_transitions, s.topic_deadletter]
+        topics = [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
         outputs = Outputs(kafka_bootstrap, topics)
         async with outputs, running_worker(engine) as worker:
 
