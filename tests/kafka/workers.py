@@ -19,7 +19,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import CoordinatorNotAvailableError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
 
 from streams.config import Settings
 from streams.security import VARIABLES as SECURITY_VARIABLES
@@ -382,8 +386,12 @@ class Outputs:
 
 async def group_done(engine: Engine) -> bool:
     """Has the worker committed every input, and every internal record but a trailing
-    transaction marker? Then every output it will ever make for them is committed."""
-    return not await group_lag(engine)
+    transaction marker? Then every output it will ever make for them is committed. A group
+    whose coordinator is not ready yet (a broker just started) is not done."""
+    try:
+        return not await group_lag(engine)
+    except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+        return False
 
 
 async def group_lag(engine: Engine) -> dict[str, tuple[int, int]]:
