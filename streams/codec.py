@@ -1,11 +1,18 @@
-"""Bytes on the wire: the internal changes topic, outputs, dead letters, ticks.
+"""Bytes on the wire: the internal changes topic, outputs, dead letters, ticks, and
+binary-mode CloudEvents turned into structured ones.
 
-User input is never decoded here: :func:`workflows.engine.decode` does that, on raw bytes.
-What is decoded here is the engine's own internal topic, which only the engine writes.
+User input is never validated here: :func:`workflows.engine.decode` does that, on the bytes
+of a structured-mode event. A binary-mode input (the CloudEvents Kafka protocol binding:
+attributes in ``ce_*`` headers, ``content-type`` for ``datacontenttype``, the data as the
+record's value) is turned into those bytes first (:func:`structured_from_binary`), so both
+modes pass the same schemas, bounds and reason codes; the record's own value and headers are
+what its dead letter keeps. What is decoded here is the engine's own internal topic, which
+only the engine writes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
@@ -21,11 +28,13 @@ __all__ = [
     "Headers",
     "Origin",
     "Watermark",
+    "binary_mode",
     "deadletter_headers",
     "decode_change",
     "emitted_headers",
     "encode_health",
     "encode_watermark",
+    "structured_from_binary",
     "tick_event",
 ]
 
@@ -33,6 +42,80 @@ __all__ = [
 CONTENT_TYPE: Final = b"application/cloudevents+json; charset=UTF-8"
 
 Headers = list[tuple[str, bytes]]
+
+#: The header prefix of a binary-mode CloudEvent's attributes (the Kafka protocol binding).
+CE_PREFIX: Final = "ce_"
+#: A CloudEvents attribute name: lower-case ASCII letters and digits (the spec, 1.0.2).
+_ATTRIBUTE: Final = re.compile(r"[a-z0-9]+")
+#: Attributes a binary-mode record may not carry as ``ce_`` headers: the data is the value,
+#: and ``datacontenttype`` is the ``content-type`` header.
+_NOT_HEADERS: Final = {
+    "data": "the data of a binary-mode event is the record's value",
+    "datacontenttype": "the content type of a binary-mode event is the content-type header",
+}
+
+
+def binary_mode(headers: Sequence[tuple[str, bytes]]) -> bool:
+    """Whether a record with these headers is a binary-mode CloudEvent: it has a ``ce_``
+    header (in any case) and no ``content-type`` of structured mode
+    (``application/cloudevents...``), which wins as the binding says. Call it only for a
+    record that has headers: a record without is structured mode."""
+    binary = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower.startswith(CE_PREFIX):
+            binary = True
+        elif lower == "content-type" and value[:23].lower() == b"application/cloudevents":
+            return False
+    return binary
+
+
+def structured_from_binary(
+    headers: Sequence[tuple[str, bytes]], value: bytes | None, max_bytes: int
+) -> bytes | str:
+    """The structured-mode event (JSON bytes) a binary-mode record stands for, or why there
+    is none (a dead letter's reason): ``too-large`` when its value and all its headers
+    (names and values) together are larger than ``max_bytes``; ``bad-header`` for a ``ce_``
+    header that is not an attribute name, names ``data`` or ``datacontenttype``, occurs
+    twice, or whose value (or ``content-type``'s) is not UTF-8; ``not-json`` for a value
+    that is not JSON (the engine's data is JSON: ``content-type`` says so, or is absent).
+
+    Every attribute is a string in binary mode, as every envelope attribute of the engine's
+    schemas is: the event is then judged by the schemas as a structured one would be."""
+    size = len(value or b"") + sum(len(name) + len(text) for name, text in headers)
+    if size > max_bytes:
+        return (
+            f"too-large: {size} bytes (the value and the headers of a binary-mode event), "
+            f"the limit is {max_bytes}"
+        )
+    event: dict[str, Any] = {}
+    for name, raw in headers:
+        lower = name.lower()
+        if lower.startswith(CE_PREFIX):
+            attribute = name[len(CE_PREFIX) :]
+            if name[: len(CE_PREFIX)] != CE_PREFIX or not _ATTRIBUTE.fullmatch(attribute):
+                return (
+                    f"bad-header: {name[:80]!r} is not a CloudEvents attribute header "
+                    "(ce_ and lower-case letters and digits)"
+                )
+            if attribute in _NOT_HEADERS:
+                return f"bad-header: {name!r}: {_NOT_HEADERS[attribute]}"
+        elif lower == "content-type":
+            attribute = "datacontenttype"
+        else:
+            continue  # not an attribute (traceparent, the producer's own headers)
+        if attribute in event:
+            return f"bad-header: {name[:80]!r} occurs twice"
+        try:
+            event[attribute] = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"bad-header: the value of {name[:80]!r} is not UTF-8 (byte {exc.start})"
+    if value:
+        try:
+            event["data"] = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            return f"not-json: the value (the data of a binary-mode event): {exc}"
+    return orjson.dumps(event)
 
 
 class Origin(NamedTuple):

@@ -35,11 +35,13 @@ from streams.codec import (
     Headers,
     Origin,
     Watermark,
+    binary_mode,
     deadletter_headers,
     decode_change,
     emitted_headers,
     encode_health,
     encode_watermark,
+    structured_from_binary,
 )
 from streams.config import Settings
 from streams.topics import partition_for
@@ -385,14 +387,20 @@ class LinkPartition(_Partition):
         if trace is None:
             for r in records:
                 try:
-                    handle(r.value, r.key, r, out)
+                    if r.headers and binary_mode(r.headers):
+                        self._binary(r, out)
+                    else:
+                        handle(r.value, r.key, r, out)
                 except Exception as exc:
                     self._poisoned(exc, out, r.key, r.value, r)
         else:
             for r in records:
                 start = len(out)
                 try:
-                    handle(r.value, r.key, r, out)
+                    if r.headers and binary_mode(r.headers):
+                        self._binary(r, out)
+                    else:
+                        handle(r.value, r.key, r, out)
                 except Exception as exc:
                     self._poisoned(exc, out, r.key, r.value, r)
                 if len(out) > start:  # a reading that caused nothing has nothing to trace
@@ -400,17 +408,34 @@ class LinkPartition(_Partition):
         self._watermarks(out)
         return out
 
+    def _binary(self, record: ConsumerRecord, out: list[Record]) -> None:
+        """A binary-mode record: judged as the structured event it stands for, dead-lettered
+        with its own value and headers."""
+        doc = structured_from_binary(
+            record.headers, record.value, self.routing.settings.max_event_bytes
+        )
+        if isinstance(doc, str):
+            self._dead(out, record.key, doc, record.value or b"", record)
+        else:
+            self._handle(record.value, record.key, record, out, doc)
+
     def _handle(
         self,
         raw: bytes | None,
         key: bytes | None,
         origin: Origin | ConsumerRecord,
         out: list[Record],
+        doc: bytes | None = None,
     ) -> None:
+        """One record: ``raw`` its value, ``doc`` the structured event a binary-mode record
+        stands for (``None``: ``raw`` is one; its size was checked with its headers)."""
         raw = raw if raw is not None else b""
         r = self.routing
+        limit = r.settings.max_event_bytes
+        if doc is not None:
+            limit = max(limit, len(doc))
         reading, answer = read_input(
-            raw, _text(key), r.settings.max_event_bytes, r.not_after, r.tick_key
+            raw if doc is None else doc, _text(key), limit, r.not_after, r.tick_key
         )
         if reading is None:
             decoded = self._judged(answer, key, raw, origin, out)
@@ -615,7 +640,15 @@ class ServicePartition(_Partition):
         where = record if record is not None else origin  # with the record's headers
         raw = raw if raw is not None else b""
         r = self.routing
-        answer = decode(raw, _text(key), r.settings.max_event_bytes, r.not_after, r.tick_key)
+        limit = r.settings.max_event_bytes
+        doc = raw
+        if record is not None and record.headers and binary_mode(record.headers):
+            made = structured_from_binary(record.headers, raw, limit)
+            if isinstance(made, str):
+                self._dead(out, key, made, raw, where)
+                return
+            doc, limit = made, max(limit, len(made))  # its size was checked with its headers
+        answer = decode(doc, _text(key), limit, r.not_after, r.tick_key)
         decoded = self._judged(answer, key, raw, where, out)
         if decoded is None:
             return

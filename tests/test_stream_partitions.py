@@ -23,6 +23,7 @@ from streams.partitions import (
     ServicePartition,
 )
 from streams.topics import partition_for
+from tests.binary import binary as to_binary
 from workflows.engine import TICK_KEY
 from workflows.records import DeadLetter, Emitted
 from workflows.replay import read_lines, replay
@@ -80,19 +81,28 @@ def oracle() -> tuple[dict[str, list[bytes]], Counter[str]]:
 
 
 def simulate(
-    partitions: int, seed: int, restart_every: int | None, batched: bool = False
+    partitions: int,
+    seed: int,
+    restart_every: int | None,
+    batched: bool = False,
+    binary: bool = False,
 ) -> tuple[dict[str, list[bytes]], Counter[str]]:
     """Every input through the partitions in a random interleaving of the partitions' logs,
     as Kafka could deliver them. ``batched``: as the worker does, several records of one
     partition at once through ``handle_batch``, state written only at "commits" (a flush of
-    every partition), restarts only right after a commit."""
+    every partition), restarts only right after a commit. ``binary`` (batched only): every
+    input the CloudEvents SDK takes is sent in binary mode (tests/binary.py)."""
+    assert batched or not binary
     settings = Settings(partitions=partitions)
     topology = Topology.load(TOPOLOGY)
     routing = Routing(settings)
-    logs: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
+    logs: dict[tuple[str, int], list[tuple[bytes, bytes, list[tuple[str, bytes]]]]]
+    logs = defaultdict(list)
     for _, raw in read_lines(EVENTS):
+        converted = to_binary(raw) if binary else None
+        value, headers = converted if converted is not None else (raw, [])
         for topic, key, partition in route(settings, raw):
-            logs[(topic, partition)].append((key, raw))
+            logs[(topic, partition)].append((key, value, headers))
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     tables = {("links", p): DictTable() for p in range(partitions)} | {
         ("services", p): DictTable() for p in range(partitions)
@@ -112,7 +122,7 @@ def simulate(
     def emit(records: list[Record]) -> None:
         for r in records:
             if r.topic == settings.topic_changes:
-                logs[(r.topic, r.partition)].append((r.key or b"", r.value))
+                logs[(r.topic, r.partition)].append((r.key or b"", r.value, []))
             elif r.topic == settings.topic_deadletter:
                 reasons[dict(r.headers)["failover-reason"].decode()] += 1
             else:
@@ -128,9 +138,9 @@ def simulate(
         if batched:
             size = rng.randint(1, 40)
             batch = [
-                SimpleNamespace(topic=topic, partition=p, offset=o, key=k, value=v, headers=[])
-                for o, (k, v) in enumerate(logs[tp][offsets[tp] : offsets[tp] + size],
-                                           start=offsets[tp])
+                SimpleNamespace(topic=topic, partition=p, offset=o, key=k, value=v, headers=h)
+                for o, (k, v, h) in enumerate(logs[tp][offsets[tp] : offsets[tp] + size],
+                                              start=offsets[tp])
             ]  # fmt: skip
             offsets[tp] += len(batch)
             if topic == settings.topic_link_status:
@@ -149,7 +159,7 @@ def simulate(
                     links[q] = LinkPartition(topology, routing, q, tables[("links", q)])
                     services[q] = ServicePartition(topology, routing, q, tables[("services", q)])
             continue
-        key, raw = logs[tp][offsets[tp]]
+        key, raw, _ = logs[tp][offsets[tp]]
         origin = Origin(topic, p, offsets[tp])
         offsets[tp] += 1
         if topic == settings.topic_link_status:
@@ -215,7 +225,9 @@ def test_a_backlog_of_ticks_makes_watermark_records_of_a_bounded_size() -> None:
         }
         raw = orjson.dumps(event)
         key = TICK_KEY.encode()
-        ticks.append(SimpleNamespace(topic="links", partition=0, offset=i, key=key, value=raw))
+        ticks.append(
+            SimpleNamespace(topic="links", partition=0, offset=i, key=key, value=raw, headers=[])
+        )
     out = [r for r in link.handle_batch(ticks) if r.key == b"__watermark__"]
     carried = [orjson.loads(r.value)["ticks"] for r in out]
     sizes = [WATERMARK_TICKS, WATERMARK_TICKS, 600 - 2 * WATERMARK_TICKS]
