@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -19,7 +21,15 @@ from rich.console import Console
 from rich.text import Text
 
 from streams.printable import printable
-from workflows.clock import ClockJump, clock_jumps, describe_jump
+from workflows.clock import (
+    ClockBack,
+    ClockJump,
+    clock_jumps,
+    describe_back,
+    describe_jump,
+    has_ticks,
+    implicit_ticks,
+)
 from workflows.engine import MAX_EVENT_BYTES
 from workflows.replay import encode, read_lines
 from workflows.service import mermaid
@@ -72,8 +82,67 @@ class _Jumps:
             self.timeline.jumps.append(more)
 
 
+class Clock(StrEnum):
+    """Where a replayed file's clock comes from (``--clock``)."""
+
+    auto = "auto"
+    ticks = "ticks"
+    events = "events"
+
+
+_CLOCK_HELP = (
+    "Where the clock comes from: 'ticks' (the file's clock.tick.v1 lines; nothing happens "
+    "between them), 'events' (each input's event time advances the clock, as a tick before "
+    "it), or 'auto': 'ticks' if the file holds a tick, else 'events'."
+)
+
+
+class _Back:
+    """Inputs of a file replayed by event time that go back in time: the first is warned
+    about on stderr at once and all are counted in the timeline."""
+
+    def __init__(self, file: str, timeline: Any) -> None:
+        self.file = file
+        self.timeline = timeline
+        self.first: ClockBack | None = None
+        self.count = 0
+
+    def found(self, back: ClockBack) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = back
+            text = f"warning: {describe_back(back, self.file)}"
+            Console(stderr=True, highlight=False, markup=False, emoji=False).print(
+                text, soft_wrap=True
+            )
+
+    def finish(self) -> None:
+        if self.first is not None:
+            self.timeline.jumps.append(describe_back(self.first, self.file, self.count - 1))
+
+
+def _clocked(
+    events: Path, lines: Iterable[tuple[int, bytes]], clock: Clock, back: _Back
+) -> tuple[Iterable[tuple[int, bytes]], str]:
+    """The lines as the engine is to see them under ``clock``, and the timeline's header."""
+    if clock is Clock.auto:
+        clock = Clock.ticks if has_ticks(events, MAX_EVENT_BYTES) else Clock.events
+        why = "the file holds ticks" if clock is Clock.ticks else "the file holds no tick"
+    else:
+        why = f"--clock {clock.value}"
+    if clock is Clock.ticks:
+        return lines, f"the file's ticks (clock.tick.v1) ({why})"
+    header = f"event time: each new time of an input is a tick before it ({why})"
+    return implicit_ticks(lines, back.found), header
+
+
 def _run(
-    topology_path: Path, events: Path, out: Path | None, quiet: bool, trace: bool = False
+    topology_path: Path,
+    events: Path,
+    out: Path | None,
+    quiet: bool,
+    trace: bool = False,
+    clock: Clock = Clock.auto,
 ) -> int:
     # Imported here: the timeline needs rich tables, the JSONL path does not.
     from streams.telemetry import configure
@@ -93,8 +162,14 @@ def _run(
     # Spans (to stderr with --trace, or wherever OTEL_* says) never touch the JSONL.
     telemetry = configure(console=trace)
     jumps = _Jumps(events.name, timeline)
-    lines = clock_jumps(
-        read_lines(events, MAX_EVENT_BYTES), topology.policy.max_clock_jump, jumps.found
+    back = _Back(events.name, timeline)
+    lines, timeline.clock = _clocked(
+        events,
+        clock_jumps(
+            read_lines(events, MAX_EVENT_BYTES), topology.policy.max_clock_jump, jumps.found
+        ),
+        clock,
+        back,
     )
     try:
         # Streamed: each record is written as it is made, and the timeline keeps a bounded
@@ -111,6 +186,7 @@ def _run(
         else:
             sink.flush()
     jumps.finish()
+    back.finish()
     if not quiet:
         timeline.print(console)
         if out is not None:
@@ -129,14 +205,16 @@ def replay_command(
     trace: Annotated[
         bool, typer.Option("--trace", help="Print the spans to stderr, one line each.")
     ] = False,
+    clock: Annotated[Clock, typer.Option("--clock", help=_CLOCK_HELP)] = Clock.auto,
 ) -> None:
     """Run the core over EVENTS in file order: JSONL records out, a timeline on the terminal.
 
     Same input, same output, byte for byte. Bad input lines become records on the
     failover-deadletter topic with their reason and line number; the run goes on.
+    A file with no clock.tick.v1 is replayed by its inputs' event times (see --clock).
     Spans are exported as the OTEL_* variables say (off by default); --trace prints them.
     """
-    raise typer.Exit(_run(topology, events, out, quiet, trace))
+    raise typer.Exit(_run(topology, events, out, quiet, trace, clock))
 
 
 @app.command("demo")

@@ -116,6 +116,8 @@ class Timeline:
         #: Jumps of the file's clock, as reported (workflows/clock.py): shown at the end.
         self.jumps: list[str] = []
         self.counts: Counter[str] = Counter()
+        #: Which clock the replay used (the header's first line), if said.
+        self.clock: str | None = None
 
     def add(self, record: Emitted | DeadLetter) -> None:
         """One output record, in the order replay made them."""
@@ -159,6 +161,9 @@ class Timeline:
             )
 
     def print(self, console: Console) -> None:
+        if self.clock is not None:
+            console.print(Text.assemble(("clock: ", "bold"), _text(self.clock, None)))
+            console.print()
         for service_id in self.topology.services:
             service = self.topology.services[service_id]
             site = self.topology.sites[service.site]
