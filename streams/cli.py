@@ -217,6 +217,46 @@ def replay_command(
     raise typer.Exit(_run(topology, events, out, quiet, trace, clock))
 
 
+def _validate(topology: Path, as_json: bool) -> int:
+    import orjson
+
+    from streams.validate import error_json, report, report_text
+    from workflows.topology import read_document
+
+    file = str(topology)
+    try:
+        document = read_document(topology)
+    except TopologyError as exc:
+        checked, errors = None, [exc]
+    else:
+        checked, errors = Topology.check(document, file)
+    if errors or checked is None:
+        if as_json:
+            sys.stdout.buffer.write(orjson.dumps(error_json(file, errors)) + b"\n")
+        for error in errors:
+            sys.stderr.write(f"error: {error}\n")
+        count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+        sys.stderr.write(f"{printable(file)}: {count}\n")
+        return 2
+    data = report(checked, document, file)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write("".join(f"{line}\n" for line in report_text(data)))
+    return 0
+
+
+@app.command("validate")
+def validate_command(
+    topology: Annotated[Path, typer.Argument(help="Topology YAML (or JSON) file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout.")] = False,
+) -> None:
+    """Check a topology file: every error at once, each with its path (exit 2); for a valid
+    file, the effective policy of each link and service (where each value comes from) and
+    the services each link and provider carries and takes down alone."""
+    raise typer.Exit(_validate(topology, as_json))
+
+
 @app.command("demo")
 def demo_command(
     out: Annotated[
