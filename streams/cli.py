@@ -2,6 +2,8 @@
 
 - ``failover replay TOPOLOGY EVENTS [--out FILE] [--trace]``: the core over a file, no broker.
 - ``failover demo [--trace]``: the Ambon case, bundled, through replay.
+- ``failover validate TOPOLOGY``: every error of a topology; its policy and blast radius.
+- ``failover what-if A [B] EVENTS [--set PATH=VALUE]``: one recording under two topologies.
 - ``failover diagram``: the state machine as a Mermaid diagram, generated from the code.
 - ``failover worker``: the engine on Kafka (faust), configured from the environment
   (:mod:`streams.config`); faust is imported only by this command.
@@ -101,9 +103,10 @@ class _Back:
     """Inputs of a file replayed by event time that go back in time: the first is warned
     about on stderr at once and all are counted in the timeline."""
 
-    def __init__(self, file: str, timeline: Any) -> None:
+    def __init__(self, file: str, timeline: Any, warn: bool = True) -> None:
         self.file = file
         self.timeline = timeline
+        self.warn = warn
         self.first: ClockBack | None = None
         self.count = 0
 
@@ -111,25 +114,32 @@ class _Back:
         self.count += 1
         if self.first is None:
             self.first = back
+            if not self.warn:
+                return
             text = f"warning: {describe_back(back, self.file)}"
             Console(stderr=True, highlight=False, markup=False, emoji=False).print(
                 text, soft_wrap=True
             )
 
     def finish(self) -> None:
-        if self.first is not None:
+        if self.first is not None and self.timeline is not None:
             self.timeline.jumps.append(describe_back(self.first, self.file, self.count - 1))
+
+
+def _resolve(events: Path, clock: Clock) -> tuple[Clock, str]:
+    """``auto`` decided by a first pass over the file (:func:`has_ticks`); and why."""
+    if clock is not Clock.auto:
+        return clock, f"--clock {clock.value}"
+    if has_ticks(events, MAX_EVENT_BYTES):
+        return Clock.ticks, "the file holds ticks"
+    return Clock.events, "the file holds no tick"
 
 
 def _clocked(
     events: Path, lines: Iterable[tuple[int, bytes]], clock: Clock, back: _Back
 ) -> tuple[Iterable[tuple[int, bytes]], str]:
     """The lines as the engine is to see them under ``clock``, and the timeline's header."""
-    if clock is Clock.auto:
-        clock = Clock.ticks if has_ticks(events, MAX_EVENT_BYTES) else Clock.events
-        why = "the file holds ticks" if clock is Clock.ticks else "the file holds no tick"
-    else:
-        why = f"--clock {clock.value}"
+    clock, why = _resolve(events, clock)
     if clock is Clock.ticks:
         return lines, f"the file's ticks (clock.tick.v1) ({why})"
     header = f"event time: each new time of an input is a tick before it ({why})"
@@ -255,6 +265,103 @@ def validate_command(
     file, the effective policy of each link and service (where each value comes from) and
     the services each link and provider carries and takes down alone."""
     raise typer.Exit(_validate(topology, as_json))
+
+
+def _checked(path: Path, settings: list[str], label: str) -> Topology | None:
+    """A topology file, with ``--set`` settings applied, validated as a file is: every
+    error on stderr, ``None`` if there is one."""
+    from streams.whatif import apply_settings
+    from workflows.topology import read_document
+
+    file = str(path)
+    try:
+        document = read_document(path)
+        if settings:
+            document = apply_settings(document, settings, file)
+            file = f"{file} with --set"
+        topology, errors = Topology.check(document, file)
+    except TopologyError as exc:
+        topology, errors = None, [exc]
+    for error in errors:
+        sys.stderr.write(f"error: {label}: {error}\n")
+    return topology
+
+
+def _what_if(
+    a_path: Path, b_path: Path | None, events: Path, settings: list[str], clock: Clock,
+    as_json: bool,
+) -> int:  # fmt: skip
+    import orjson
+
+    from streams.whatif import Latest, Summary, compare, text_report
+    from workflows.replay import replay
+
+    a = _checked(a_path, [], "A")
+    b = _checked(b_path or a_path, settings, "B")
+    if a is None or b is None:
+        return 2
+    if not events.is_file():
+        sys.stderr.write(f"error: {printable(events)}: no such file\n")
+        return 2
+    summaries: list[Summary] = []
+    clocks: list[str] = []
+    resolved, why = _resolve(events, clock)  # once: both runs read the file alike
+    for run, topology in enumerate((a, b)):
+        latest = Latest()
+        back = _Back(events.name, None, warn=run == 0)
+        lines, header = _clocked(
+            events, latest.watch(read_lines(events, MAX_EVENT_BYTES)), resolved, back
+        )
+        clocks.append(header.replace(f"--clock {resolved.value}", why))
+        summary = Summary()
+        for record in replay(topology, lines, events.name):
+            summary.add(record)
+        summary.finish(latest.time)
+        summaries.append(summary)
+    changes = compare(*summaries)
+    b_name = str(b_path or a_path) + "".join(f" --set {s}" for s in settings)
+    if as_json:
+        data = {"a": str(a_path), "b": b_name, "events": str(events), "clock": clocks[0],
+                "services": changes}  # fmt: skip
+        sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        lines_out = [f"clock: {clocks[0]}", *text_report(changes, str(a_path), b_name)]
+        sys.stdout.write("".join(f"{printable(line)}\n" for line in lines_out))
+    return 0
+
+
+@app.command("what-if")
+def what_if_command(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="TOPOLOGY_A [TOPOLOGY_B] EVENTS: B defaults to A with --set."),
+    ],
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="PATH=VALUE changed in B (repeatable): policy.restore_after=30m, "
+            "services.ektp.policy.manual_after=2m, links.L.policy.stale_after=5m.",
+        ),
+    ] = None,
+    clock: Annotated[Clock, typer.Option("--clock", help=_CLOCK_HELP)] = Clock.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="The changes as JSON.")] = False,
+) -> None:
+    """Replay EVENTS under topology A and under B (two replays, streamed) and say per
+    service what changes: transitions earlier, later, added or gone; commands added or
+    gone; time in manual; incidents. B is TOPOLOGY_B, or A with each --set applied,
+    validated as a file is."""
+    settings = settings or []
+    if len(files) == 3:
+        a_path, b_path, events = files
+    elif len(files) == 2 and settings:
+        (a_path, events), b_path = files, None
+    else:
+        sys.stderr.write(
+            "error: give TOPOLOGY_A TOPOLOGY_B EVENTS, or TOPOLOGY EVENTS with --set\n"
+        )
+        raise typer.Exit(2)
+    raise typer.Exit(_what_if(a_path, b_path, events, settings, clock, as_json))
 
 
 @app.command("demo")
