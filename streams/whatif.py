@@ -173,11 +173,18 @@ def compare(a: Summary, b: Summary) -> dict[str, dict[str, Any]]:
 
 
 def _transitions(ta: list[Transition], tb: list[Transition]) -> dict[str, list[dict[str, Any]]]:
-    """Transitions matched by their edge (from, to) in order; a matched pair at different
-    times is earlier or later, an unmatched one added or gone."""
+    """Transitions matched by their edge (from, to) in order, after the prefix both runs
+    share; a matched pair at different times is earlier or later, an unmatched one added or
+    gone."""
     moves: dict[str, list[dict[str, Any]]] = {"earlier": [], "later": [], "added": [], "gone": []}
     if ta == tb:
         return moves
+    # What both did alike up to their first difference is not matched again: the diff of
+    # the edges alone could pair an early transition with a later one of the same edge.
+    same = 0
+    while same < min(len(ta), len(tb)) and ta[same] == tb[same]:
+        same += 1
+    ta, tb = ta[same:], tb[same:]
     edges = difflib.SequenceMatcher(None, [t[1:3] for t in ta], [t[1:3] for t in tb], False)
     for tag, i1, i2, j1, j2 in edges.get_opcodes():
         if tag == "equal":
