@@ -48,6 +48,27 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"failover {version('failover-engine')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("failover (not installed: no version)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Event-driven failover workflow engine: per-service state machines over link status."""
+
+
 def _load(topology: Path) -> Topology:
     try:
         return Topology.load(topology)
@@ -261,9 +282,12 @@ def validate_command(
     topology: Annotated[Path, typer.Argument(help="Topology YAML (or JSON) file.")],
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout.")] = False,
 ) -> None:
-    """Check a topology file: every error at once, each with its path (exit 2); for a valid
-    file, the effective policy of each link and service (where each value comes from) and
-    the services each link and provider carries and takes down alone."""
+    """Check a topology file: every error at once, or its policy and blast radius.
+
+    Every error is listed with its path (exit 2). For a valid file: the effective policy of
+    each link and service, each value marked with where it comes from (default, policy,
+    link, service), and the services each link and provider carries and takes down alone.
+    """
     raise typer.Exit(_validate(topology, as_json))
 
 
@@ -347,10 +371,12 @@ def what_if_command(
     clock: Annotated[Clock, typer.Option("--clock", help=_CLOCK_HELP)] = Clock.auto,
     as_json: Annotated[bool, typer.Option("--json", help="The changes as JSON.")] = False,
 ) -> None:
-    """Replay EVENTS under topology A and under B (two replays, streamed) and say per
-    service what changes: transitions earlier, later, added or gone; commands added or
-    gone; time in manual; incidents. B is TOPOLOGY_B, or A with each --set applied,
-    validated as a file is."""
+    """Replay EVENTS under two topologies and say per service what changes.
+
+    Two replays, streamed. Per service: transitions earlier, later, added or gone; commands
+    added or gone; time in manual; incidents. B is TOPOLOGY_B, or A with each --set
+    applied, validated as a file is.
+    """
     settings = settings or []
     if len(files) == 3:
         a_path, b_path, events = files

@@ -258,3 +258,9 @@ def test_check_agrees_with_the_loader(document: Any) -> None:
     else:
         assert errors == []
         assert topology == loaded
+
+
+def test_the_cli_says_its_version() -> None:
+    done = failover("--version")
+    assert done.returncode == 0
+    assert done.stdout.startswith(b"failover 0.")
