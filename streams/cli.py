@@ -291,21 +291,31 @@ def validate_command(
     raise typer.Exit(_validate(topology, as_json))
 
 
-def _checked(path: Path, settings: list[str], label: str) -> Topology | None:
-    """A topology file, with ``--set`` settings applied, validated as a file is: every
-    error on stderr, ``None`` if there is one."""
-    from streams.whatif import apply_settings
+def _document(path: Path) -> Any:
+    """A topology file's document, or the error that stops its reading."""
     from workflows.topology import read_document
 
-    file = str(path)
     try:
-        document = read_document(path)
-        if settings:
-            document = apply_settings(document, settings, file)
-            file = f"{file} with --set"
-        topology, errors = Topology.check(document, file)
+        return read_document(path)
     except TopologyError as exc:
-        topology, errors = None, [exc]
+        return exc
+
+
+def _checked(document: Any, file: str, settings: list[str], label: str) -> Topology | None:
+    """A topology document, with ``--set`` settings applied, validated as a file is: every
+    error on stderr, ``None`` if there is one."""
+    from streams.whatif import apply_settings
+
+    if isinstance(document, TopologyError):
+        topology, errors = None, [document]
+    else:
+        try:
+            if settings:
+                document = apply_settings(document, settings, file)
+                file = f"{file} with --set"
+            topology, errors = Topology.check(document, file)
+        except TopologyError as exc:
+            topology, errors = None, [exc]
     for error in errors:
         sys.stderr.write(f"error: {label}: {error}\n")
     return topology
@@ -320,8 +330,11 @@ def _what_if(
     from streams.whatif import Latest, Summary, compare, text_report
     from workflows.replay import replay
 
-    a = _checked(a_path, [], "A")
-    b = _checked(b_path or a_path, settings, "B")
+    # B with --set alone is A's document changed: the file is read (and parsed) once.
+    document = _document(a_path)
+    a = _checked(document, str(a_path), [], "A")
+    b_document = document if b_path is None else _document(b_path)
+    b = _checked(b_document, str(b_path or a_path), settings, "B")
     if a is None or b is None:
         return 2
     if not events.is_file():
