@@ -69,22 +69,27 @@ def blast_radius(topology: Topology) -> dict[str, dict[str, Any]]:
     for link in topology.links.values():
         providers.setdefault(link.provider, set()).add(link.id)
     out: dict[str, dict[str, Any]] = {"links": {}, "providers": {}}
+    order = {service: i for i, service in enumerate(topology.services)}
     for link_id in topology.links:
-        out["links"][link_id] = _radius(topology, {link_id})
+        out["links"][link_id] = _radius(topology, {link_id}, order)
     for provider, links in sorted(providers.items()):
-        entry = _radius(topology, links)
+        entry = _radius(topology, links, order)
         out["providers"][provider] = {"links": sorted(links), **entry}
     return out
 
 
-def _radius(topology: Topology, links: set[str]) -> dict[str, list[str]]:
-    carries: list[str] = []
-    down: list[str] = []
-    for service in topology.services.values():
-        if any(link in links for link in service.links):
-            carries.append(service.id)
-            if any(all(link in links for link in group) for group in service.requires):
-                down.append(service.id)
+def _radius(topology: Topology, links: set[str], order: dict[str, int]) -> dict[str, list[str]]:
+    """Only the services of these links are looked at (``services_by_link``): the cost is
+    theirs, not that of every service for every link. Services in the topology's order."""
+    found = {service for link in links for service in topology.services_by_link[link]}
+    carries = sorted(found, key=order.__getitem__)
+    down = [
+        service_id
+        for service_id in carries
+        if any(
+            all(link in links for link in group) for group in topology.services[service_id].requires
+        )
+    ]
     return {"carries": carries, "takes_down": down}
 
 
