@@ -17,6 +17,8 @@ variable                           default                     what
 ``FAILOVER_TOPIC_FEEDBACK``        ``service-feedback``        input, key: service id
 ``FAILOVER_TOPIC_COMMANDS``        ``failover-commands``       output, key: service id
 ``FAILOVER_TOPIC_TRANSITIONS``     ``service-transitions``     output, key: service id
+``FAILOVER_TOPIC_AUDIT``           ``operator-audit``          output: every operator action,
+                                                               applied or refused
 ``FAILOVER_TOPIC_DEADLETTER``      ``failover-deadletter``     bad input, with the reason
 ``FAILOVER_TOPIC_CHANGES``         ``APP_ID-link-changes``     internal: link health changes,
                                                                repartitioned by service id
@@ -276,6 +278,7 @@ class Settings:
     topic_feedback: str = "service-feedback"
     topic_commands: str = "failover-commands"
     topic_transitions: str = "service-transitions"
+    topic_audit: str = "operator-audit"
     topic_deadletter: str = "failover-deadletter"
     topic_changes: str = "failover-engine-link-changes"
     partitions: int = 6
@@ -453,6 +456,7 @@ _TOPICS: Final = (
     ("topic_feedback", "FAILOVER_TOPIC_FEEDBACK", "service-feedback"),
     ("topic_commands", "FAILOVER_TOPIC_COMMANDS", "failover-commands"),
     ("topic_transitions", "FAILOVER_TOPIC_TRANSITIONS", "service-transitions"),
+    ("topic_audit", "FAILOVER_TOPIC_AUDIT", "operator-audit"),
     ("topic_deadletter", "FAILOVER_TOPIC_DEADLETTER", "failover-deadletter"),
     ("topic_changes", "FAILOVER_TOPIC_CHANGES", "APP_ID-link-changes"),
 )

@@ -25,7 +25,7 @@ import msgspec
 import yaml
 
 from workflows.clock import describe_gap
-from workflows.records import DeadLetter, Emitted
+from workflows.records import COMMANDS, DeadLetter, Emitted
 from workflows.timeutil import format_time, parse_event_time, parse_time
 from workflows.topology import TopologyError
 
@@ -66,6 +66,8 @@ class Summary:
                 self._since[service] = time
             elif before == "manual":
                 self.manual[service] += time - self._since.pop(service, time)
+            return
+        if record.topic != COMMANDS:  # the operators' audit: not a command
             return
         command = _command(event["type"], data)
         counts = self.commands.setdefault(service, Counter())

@@ -114,7 +114,7 @@ def test_a_recording_without_ticks_replays_as_with_a_tick_before_each_new_time(
     events: list[Event | bytes],
 ) -> None:
     implicit, _ = by_events(events)
-    explicit = run(TOPOLOGY, with_ticks(events))
+    explicit = run(TOPOLOGY, with_ticks(events), audit=True)
     assert comparable(implicit) == comparable(explicit)
 
 

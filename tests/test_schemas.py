@@ -35,6 +35,7 @@ OUTPUT_TYPES = (
     "failover.queue.release.v1",
     "failover.reconcile.v1",
     "failover.escalate.v1",
+    "failover.audit.v1",
 )
 MESSAGE_TYPES = INPUT_TYPES + OUTPUT_TYPES
 ALL_NAMES = (*MESSAGE_TYPES, "topology", "deadletter")
@@ -151,6 +152,21 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "failover.escalate.v1",
         "ektp",
         {**SCOPE, "to": "provider", "reason": "manual-too-long", "provider": "telkom"},
+        "/failover/disdukcapil-ambon",
+    ),
+    "failover.audit.v1": _envelope(
+        "failover.audit.v1",
+        "ektp",
+        {
+            "override": "override/ektp/release/1",
+            "action": "release",
+            "actor": "Plt. Kepala Dinas",
+            "role": "acting-head",
+            "key": "Plt. Kepala Dinas/demo",
+            "verdict": "refused",
+            "reason": "forbidden: operator 'Plt. Kepala Dinas' has no grant to release",
+            "operator_reason": "Jaringan sudah pulih.",
+        },
         "/failover/disdukcapil-ambon",
     ),
     "deadletter": {
@@ -749,6 +765,7 @@ TOPICS = {
         "receive",
         {"manual.record.v1", "reconcile.completed.v1", "clock.tick.v1"},
     ),
+    "operator-audit": ("send", {"failover.audit.v1"}),
     "failover-commands": (
         "send",
         {

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 from workflows.timeutil import format_time
 
 __all__ = [
+    "AUDIT",
     "COMMANDS",
     "DEADLETTER",
     "TRANSITIONS",
@@ -22,6 +23,7 @@ __all__ = [
 TRANSITIONS = "service-transitions"
 COMMANDS = "failover-commands"
 DEADLETTER = "failover-deadletter"
+AUDIT = "operator-audit"
 
 # Output ids are UUIDv5 under this namespace (itself uuid5(NAMESPACE_URL, "urn:failover")),
 # so the same decision always has the same id, whichever worker or replay made it.

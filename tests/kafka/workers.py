@@ -19,9 +19,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import CoordinatorNotAvailableError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
 
 from streams.config import Settings
+from streams.demokeys import DEMO_OPERATORS, sign_as
 from streams.security import VARIABLES as SECURITY_VARIABLES
 from streams.topics import ensure_topics, partition_for, topic_specs
 from tests.kafka.kafkatools import client_options, wait_for
@@ -90,6 +95,7 @@ TOPIC_PURPOSES: Final = (
     ("FAILOVER_TOPIC_TRANSITIONS", "transitions"),
     ("FAILOVER_TOPIC_DEADLETTER", "dead"),
     ("FAILOVER_TOPIC_CHANGES", "changes"),
+    ("FAILOVER_TOPIC_AUDIT", "audit"),
 )
 
 
@@ -231,7 +237,8 @@ def cloud_event(
     data: dict[str, object],
     source: str = "/tests",
 ) -> bytes:
-    """One input as a probe, an operator or an office would send it (CloudEvents, JSON)."""
+    """One input as a probe, an operator or an office would send it (CloudEvents, JSON); an
+    override by a demo operator signed with their key."""
     event: dict[str, object] = {
         "specversion": "1.0",
         "id": ident,
@@ -242,6 +249,8 @@ def cloud_event(
     }
     if subject is not None:
         event["subject"] = subject
+    if type_ == "operator.override.v1" and data.get("actor") in DEMO_OPERATORS:
+        event = sign_as(event)  # the demo topology's operators sign with the demo keys
     return orjson.dumps(event)
 
 
@@ -382,8 +391,12 @@ class Outputs:
 
 async def group_done(engine: Engine) -> bool:
     """Has the worker committed every input, and every internal record but a trailing
-    transaction marker? Then every output it will ever make for them is committed."""
-    return not await group_lag(engine)
+    transaction marker? Then every output it will ever make for them is committed. A group
+    whose coordinator is not ready yet (a broker just started) is not done."""
+    try:
+        return not await group_lag(engine)
+    except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+        return False
 
 
 async def group_lag(engine: Engine) -> dict[str, tuple[int, int]]:
