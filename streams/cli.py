@@ -254,9 +254,10 @@ def _validate(topology: Path, as_json: bool) -> int:
     from streams.validate import error_json, report, report_text
     from workflows.topology import read_document
 
-    file = str(topology)
+    stdin = str(topology) == "-"
+    file = "<stdin>" if stdin else str(topology)
     try:
-        document = read_document(topology)
+        document = read_document(sys.stdin.buffer if stdin else topology, file)
     except TopologyError as exc:
         checked, errors = None, [exc]
     else:
@@ -279,7 +280,9 @@ def _validate(topology: Path, as_json: bool) -> int:
 
 @app.command("validate")
 def validate_command(
-    topology: Annotated[Path, typer.Argument(help="Topology YAML (or JSON) file.")],
+    topology: Annotated[
+        Path, typer.Argument(help="Topology YAML (or JSON) file; - for standard input.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout.")] = False,
 ) -> None:
     """Check a topology file: every error at once, or its policy and blast radius.

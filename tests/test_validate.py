@@ -264,3 +264,18 @@ def test_the_cli_says_its_version() -> None:
     done = failover("--version")
     assert done.returncode == 0
     assert done.stdout.startswith(b"failover 0.")
+
+
+def test_validate_reads_standard_input() -> None:
+    code = "import sys; from streams.cli import main; sys.argv[0] = 'failover'; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "validate", "-"],
+        input=THREE_MISTAKES.encode(),
+        capture_output=True,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines()[-1] == "<stdin>: 3 errors"
+    assert b"error: <stdin>: $.services.s1.site: no site 'kantr'" in done.stderr

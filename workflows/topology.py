@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, BinaryIO, Final, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import jsonschema_rs
@@ -284,20 +284,25 @@ class Topology:
         return (topology if not errors else None), errors
 
 
-def read_document(path: str | Path) -> Any:
-    """A topology file read defensively (size, UTF-8, YAML's aliases, depth, tags, duplicate
-    keys: see the module's docstring) into plain mappings, lists and scalars, not yet
-    validated as a topology.
+def read_document(path: str | Path | BinaryIO, name: str | None = None) -> Any:
+    """A topology file (or an open binary stream: standard input) read defensively (size,
+    UTF-8, YAML's aliases, depth, tags, duplicate keys: see the module's docstring) into
+    plain mappings, lists and scalars, not yet validated as a topology. ``name`` is the
+    file's name in errors (the path by default).
 
     Raises:
         TopologyError: the file cannot be read or is not a document a topology can be.
     """
-    name = str(path)
+    if name is None:
+        name = str(path)
     try:
-        with Path(path).open("rb") as handle:
-            # One byte more than allowed tells "too large" without reading all of it;
-            # the size on disk is not trusted (a pipe or a device has none).
-            data = handle.read(MAX_FILE_BYTES + 1)
+        if isinstance(path, str | Path):
+            with Path(path).open("rb") as handle:
+                # One byte more than allowed tells "too large" without reading all of it;
+                # the size on disk is not trusted (a pipe or a device has none).
+                data = handle.read(MAX_FILE_BYTES + 1)
+        else:
+            data = path.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         problem = exc.strerror or type(exc).__name__
         raise TopologyError(name, "$", f"cannot read the file: {problem}") from exc
