@@ -12,6 +12,7 @@ character (escape, carriage return, bidirectional override) reaches the terminal
 
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -225,7 +226,21 @@ def _add_row(table: Table, row: _Row, zone: ZoneInfo) -> None:
     commands = [printable(c, TEXT_LIMIT) for c in row.commands]
     if row.more:
         commands.append(f"… {row.more} more")
-    table.add_row(_local(row.time, zone), row.change, _text(row.why), Text("\n".join(commands)))
+    why = _UTC_TIME.sub(lambda match: _localized(match.group(), zone), row.why)
+    table.add_row(_local(row.time, zone), row.change, _text(why), Text("\n".join(commands)))
+
+
+def _localized(text: str, zone: ZoneInfo) -> str:
+    """A UTC instant of a "why" in the site's local time; as it was if it is no instant (an
+    operator's words may hold anything)."""
+    try:
+        return _local(parse_time(text), zone)
+    except (ValueError, OverflowError):
+        return text
+
+
+#: An instant as the core writes it in a transition's detail (UTC): shown in local time.
+_UTC_TIME: Final = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z\b")
 
 
 def _dead_row(dead: DeadLetter) -> tuple[Text, Text]:
