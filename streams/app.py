@@ -39,10 +39,11 @@ import asyncio
 import gc
 import hashlib
 import logging
+import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, cast
 
 import faust
@@ -248,6 +249,21 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+_TRACEPARENT: Final = re.compile(rb"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _trace_of(headers: Sequence[tuple[str, bytes]]) -> str:
+    """`` trace=<id>`` for a log line about a record whose headers carry a W3C
+    ``traceparent`` (the input's, or the engine's span under it: one trace), else nothing.
+    Only a well-formed value is shown: a header is input, and must not forge the line."""
+    for name, value in reversed(headers):
+        if name == "traceparent":
+            match = _TRACEPARENT.fullmatch(value)
+            if match is not None:
+                return f" trace={match.group(1).decode()}"
+    return ""
 
 
 class FailoverApp(faust.App):
@@ -567,10 +583,11 @@ class FailoverApp(faust.App):
             if record.topic == self.settings.topic_deadletter:
                 headers = dict(record.headers)
                 _log.warning(
-                    "dead letter from %s[%s]@%s: %s",
+                    "dead letter from %s[%s]@%s%s: %s",
                     headers.get("failover-source-topic", b"").decode(),
                     headers.get("failover-source-partition", b"").decode(),
                     headers.get("failover-source-offset", b"").decode(),
+                    _trace_of(record.headers),
                     # The reason quotes the input: escaped, so it cannot forge a log line.
                     printable(headers.get("failover-reason", b"").decode("utf-8", "replace")),
                 )

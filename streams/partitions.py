@@ -43,11 +43,10 @@ from streams.codec import (
 )
 from streams.config import Settings
 from streams.topics import partition_for
-from workflows.engine import Decoded, decode, read_input
-from workflows.health import FEEDBACK, OVERRIDE, order_key
+from workflows.engine import Decoded, decode, read_input, service_input
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
-from workflows.operators import KEY_ATTRIBUTE, audit, override_judge
+from workflows.operators import override_judge
 from workflows.records import AUDIT, COMMANDS, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
 from workflows.topology import Topology
@@ -643,32 +642,16 @@ class ServicePartition(_Partition):
             )
             self._dead(out, key, reason, raw, where)
             return
-        data = event["data"]
         seen = self.sources.get(source)
         watermark = seen[0] if seen is not None else None
-        fields: tuple[Any, ...]
         if type_ == "operator.override.v1":
-            site = self.topology.services[service].site
-            refused = self._judge(event, time, watermark, site)
+            refused = self._judge(event, time, watermark)
             if refused is not None:  # audited, dead-lettered, nothing else done
-                key_id = event.get(KEY_ATTRIBUTE)
-                key_id = key_id if isinstance(key_id, str) else None
-                out.append(self.routing.emitted(
-                    audit(event["id"], service, site, time, data, key_id, refused)
-                ))  # fmt: skip
-                self._dead(out, key, refused, raw, where)
+                out.append(self.routing.emitted(refused[1]))
+                self._dead(out, key, refused[0], raw, where)
                 return
-            kind, rank = "override", OVERRIDE
-            fields = (data["action"], data["actor"], data["role"], data["reason"],
-                      event.get(KEY_ATTRIBUTE))  # fmt: skip
-        elif type_ == "manual.record.v1":
-            kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
-        else:
-            kind, rank = "reconcile", FEEDBACK
-            fields = (tuple(data["record_ids"]), data.get("incident"))
-        at, rank = order_key(time, rank, watermark)
         headers = record.headers if record is not None else ()
-        item = Input(at, rank, event["id"], kind, fields, raw, _queued_origin(origin, headers))
+        item = service_input(event, time, watermark, raw, _queued_origin(origin, headers))
         self.stage.offer(service, item, time, watermark)
         self._dirty.add(service)
         self._drain(out, raw, where)

@@ -234,6 +234,28 @@ def test_a_dead_letter_reason_cannot_forge_a_log_line(caplog: pytest.LogCaptureF
     assert "\\r\\nforged: line" in message
 
 
+def test_a_dead_letter_log_line_carries_the_inputs_trace_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings()
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    good = [("traceparent", f"00-{trace}-00f067aa0ba902b7-01".encode())]
+    forged = [("traceparent", b"00-x\nforged: line-00f067aa0ba902b7-01")]
+    routing = Routing(settings)
+    records = [
+        routing.dead(b"k", "schema: x", b"v", KafkaOrigin("t", 0, 1), good),
+        routing.dead(b"k", "schema: x", b"v", KafkaOrigin("t", 0, 2), forged),
+        routing.dead(b"k", "schema: x", b"v", KafkaOrigin("t", 0, 3)),
+    ]
+    with caplog.at_level(logging.WARNING, logger="streams.app"):
+        FailoverApp._log_dead(SimpleNamespace(settings=settings), records)  # type: ignore[arg-type]
+    first, second, third = [r.getMessage() for r in caplog.records]
+    assert f"@1 trace={trace}: schema: x" in first
+    assert "trace=" not in second
+    assert "forged" not in second
+    assert "trace=" not in third
+
+
 def test_printable_escapes_controls_and_bidi_and_bounds_length() -> None:
     assert printable("a\nb\x1b\u202e\u2066c\x85") == "a\\nb\\x1b\\u202e\\u2066c\\x85"
     assert printable("é 中 ok") == "é 中 ok"

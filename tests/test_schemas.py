@@ -816,3 +816,33 @@ def test_asyncapi_deadletter_headers() -> None:
         "failover-source-partition",
         "failover-source-offset",
     } <= headers
+
+
+def test_asyncapi_kafka_bindings_are_what_the_worker_creates() -> None:
+    """Partitions and topic settings in the AsyncAPI document are streams/topics.py's, for
+    the default settings; inputs are read by the engine's group; a secured server says how."""
+    from streams.config import Settings
+    from streams.topics import topic_specs
+
+    settings = Settings()
+    doc = asyncapi()
+    by_address = {ch["address"]: ch for ch in doc["channels"].values()}
+    for spec in topic_specs(settings):
+        if spec.name == settings.topic_changes:  # internal: not a contract for others
+            assert spec.name not in by_address
+            continue
+        binding = by_address[spec.name]["bindings"]["kafka"]
+        assert binding["partitions"] == spec.partitions, spec.name
+        config = binding["topicConfiguration"]
+        want = dict(spec.config)
+        assert config.pop("cleanup.policy") == [want.pop("cleanup.policy", "delete")], spec.name
+        assert {k: str(v) for k, v in config.items()} == want, spec.name
+    for op in doc["operations"].values():
+        if op["action"] == "receive":
+            group = op["bindings"]["kafka"]["groupId"]
+            assert group["enum"] == [settings.app_id]
+    secure = doc["servers"]["kafkaSecure"]
+    assert secure["protocol"] == "kafka-secure"
+    schemes = {_deref(s)["type"] for s in secure["security"]}
+    assert schemes == {"scramSha512", "scramSha256", "X509"}
+    assert "read_committed" in doc["info"]["description"]

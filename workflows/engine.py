@@ -8,6 +8,7 @@ against. The Kafka workers run the same :class:`~workflows.links.LinkStage` and
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Final
 
 import jsonschema_rs
@@ -18,7 +19,7 @@ from workflows.clock import INPUT_TYPES, future_reason, tick_reason
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
-from workflows.operators import KEY_ATTRIBUTE, audit, override_judge
+from workflows.operators import KEY_ATTRIBUTE, override_judge
 from workflows.readings import Reading, read_status
 from workflows.records import DeadLetter, Emitted, Truncated
 from workflows.service import Input, ServiceStage
@@ -33,6 +34,7 @@ __all__ = [
     "Engine",
     "decode",
     "read_input",
+    "service_input",
 ]
 
 #: Larger inputs are dead-lettered unread: no probe reading or operator word needs more.
@@ -140,6 +142,28 @@ def _reason_code(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
+def service_input(
+    event: Mapping[str, Any], time: int, watermark: int | None, raw: bytes, origin: Any
+) -> Input:
+    """A decoded input for a service (an override, a manual record, a reconciliation) as the
+    service stage queues it, ordered among the inputs of its instant; the one place that
+    says what each type carries, for replay and both stages on Kafka."""
+    type_ = event["type"]
+    data = event["data"]
+    fields: tuple[Any, ...]
+    if type_ == "operator.override.v1":
+        kind, rank = "override", OVERRIDE
+        fields = (data["action"], data["actor"], data["role"], data["reason"],
+                  event.get(KEY_ATTRIBUTE))  # fmt: skip
+    elif type_ == "manual.record.v1":
+        kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
+    else:
+        kind, rank = "reconcile", FEEDBACK
+        fields = (tuple(data["record_ids"]), data.get("incident"))
+    at, rank = order_key(time, rank, watermark)
+    return Input(at, rank, event["id"], kind, fields, raw, origin)
+
+
 class Engine:
     """Both stages over one topology, fed one message at a time, in order.
 
@@ -221,30 +245,14 @@ class Engine:
                     self._dead(service, f"unknown-service: {service!r} is not in the topology",
                                raw, origin)  # fmt: skip
                     return
-                data = event["data"]
                 watermark = self.services.watermark
                 if type_ == "operator.override.v1":
-                    site = self.topology.services[service].site
-                    refused = self._judge(event, time, watermark, site)
-                    if refused is not None:
-                        key_id = event.get(KEY_ATTRIBUTE)
-                        self.out.append(audit(event["id"], service, site, time, data,
-                                              key_id if isinstance(key_id, str) else None,
-                                              refused))  # fmt: skip
-                        self._dead(service, refused, raw, origin)
+                    refused = self._judge(event, time, watermark)
+                    if refused is not None:  # audited, dead-lettered, nothing else done
+                        self.out.append(refused[1])
+                        self._dead(service, refused[0], raw, origin)
                         return
-                    kind, rank = "override", OVERRIDE
-                    fields: tuple[Any, ...] = (
-                        data["action"], data["actor"], data["role"], data["reason"],
-                        event.get(KEY_ATTRIBUTE),
-                    )  # fmt: skip
-                elif type_ == "manual.record.v1":
-                    kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
-                else:
-                    kind, rank = "reconcile", FEEDBACK
-                    fields = (tuple(data["record_ids"]), data.get("incident"))
-                at, rank = order_key(time, rank, watermark)
-                item = Input(at, rank, event["id"], kind, fields, raw, origin)
+                item = service_input(event, time, watermark, raw, origin)
                 self.services.offer(service, item, time, watermark)
         except Exception as exc:
             if fatal(exc):

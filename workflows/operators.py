@@ -255,14 +255,25 @@ def audit(
 
 
 def override_judge(topology: Any) -> Any:
-    """``judge(event, time, watermark, site)`` for ``topology`` (a
-    :class:`~workflows.topology.Topology`): :func:`judge_override` with its operators and
-    policy, as both the replay engine and the Kafka worker call it."""
+    """``judge(event, time, watermark)`` for ``topology`` (a
+    :class:`~workflows.topology.Topology`), as both the replay engine and the Kafka worker
+    call it on an override of one of its services: ``None`` to go on, else the dead-letter
+    reason and the audit record of the refusal (:func:`judge_override`)."""
     operators = topology.operators
+    services = topology.services
     accept = topology.unsigned_overrides
     max_age = topology.policy.signature_max_age
 
-    def judge(event: Mapping[str, Any], time: int, watermark: int | None, site: str) -> str | None:
-        return judge_override(event, time, watermark, operators, site, accept, max_age)
+    def judge(
+        event: Mapping[str, Any], time: int, watermark: int | None
+    ) -> tuple[str, Emitted] | None:
+        service = event["subject"]
+        site = services[service].site
+        reason = judge_override(event, time, watermark, operators, site, accept, max_age)
+        if reason is None:
+            return None
+        key_id = event.get(KEY_ATTRIBUTE)
+        key_id = key_id if isinstance(key_id, str) else None
+        return reason, audit(event["id"], service, site, time, event["data"], key_id, reason)
 
     return judge
