@@ -2,7 +2,9 @@
 
 A reading guide:
 
-- :mod:`streams.cli` - ``failover``: ``replay``, ``demo``, ``diagram``, ``worker``.
+- :mod:`streams.cli` - ``failover``: ``replay``, ``demo``, ``validate``, ``what-if``,
+  ``diagram``, ``worker``.
+- :mod:`streams.validate`, :mod:`streams.whatif` - the reports of ``validate`` and ``what-if``.
 - :mod:`streams.config` - every worker setting, from the environment.
 - :mod:`streams.app` - the faust app: stage 1 by link, stage 2 by service, a batch each.
 - :mod:`streams.batches` - how a topic-partition's records reach the app one fetch at a time.

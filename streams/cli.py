@@ -2,6 +2,8 @@
 
 - ``failover replay TOPOLOGY EVENTS [--out FILE] [--trace]``: the core over a file, no broker.
 - ``failover demo [--trace]``: the Ambon case, bundled, through replay.
+- ``failover validate TOPOLOGY``: every error of a topology; its policy and blast radius.
+- ``failover what-if A [B] EVENTS [--set PATH=VALUE]``: one recording under two topologies.
 - ``failover diagram``: the state machine as a Mermaid diagram, generated from the code.
 - ``failover worker``: the engine on Kafka (faust), configured from the environment
   (:mod:`streams.config`); faust is imported only by this command.
@@ -10,6 +12,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -19,7 +23,15 @@ from rich.console import Console
 from rich.text import Text
 
 from streams.printable import printable
-from workflows.clock import ClockJump, clock_jumps, describe_jump
+from workflows.clock import (
+    ClockBack,
+    ClockJump,
+    clock_jumps,
+    describe_back,
+    describe_jump,
+    has_ticks,
+    implicit_ticks,
+)
 from workflows.engine import MAX_EVENT_BYTES
 from workflows.replay import encode, read_lines
 from workflows.service import mermaid
@@ -34,6 +46,27 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"failover {version('failover-engine')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("failover (not installed: no version)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Event-driven failover workflow engine: per-service state machines over link status."""
 
 
 def _load(topology: Path) -> Topology:
@@ -72,8 +105,75 @@ class _Jumps:
             self.timeline.jumps.append(more)
 
 
+class Clock(StrEnum):
+    """Where a replayed file's clock comes from (``--clock``)."""
+
+    auto = "auto"
+    ticks = "ticks"
+    events = "events"
+
+
+_CLOCK_HELP = (
+    "Where the clock comes from: 'ticks' (the file's clock.tick.v1 lines; nothing happens "
+    "between them), 'events' (each input's event time advances the clock, as a tick before "
+    "it), or 'auto': 'ticks' if the file holds a tick, else 'events'."
+)
+
+
+class _Back:
+    """Inputs of a file replayed by event time that go back in time: the first is warned
+    about on stderr at once and all are counted in the timeline."""
+
+    def __init__(self, file: str, timeline: Any, warn: bool = True) -> None:
+        self.file = file
+        self.timeline = timeline
+        self.warn = warn
+        self.first: ClockBack | None = None
+        self.count = 0
+
+    def found(self, back: ClockBack) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = back
+            if not self.warn:
+                return
+            text = f"warning: {describe_back(back, self.file)}"
+            Console(stderr=True, highlight=False, markup=False, emoji=False).print(
+                text, soft_wrap=True
+            )
+
+    def finish(self) -> None:
+        if self.first is not None and self.timeline is not None:
+            self.timeline.jumps.append(describe_back(self.first, self.file, self.count - 1))
+
+
+def _resolve(events: Path, clock: Clock) -> tuple[Clock, str]:
+    """``auto`` decided by a first pass over the file (:func:`has_ticks`); and why."""
+    if clock is not Clock.auto:
+        return clock, f"--clock {clock.value}"
+    if has_ticks(events, MAX_EVENT_BYTES):
+        return Clock.ticks, "the file holds ticks"
+    return Clock.events, "the file holds no tick"
+
+
+def _clocked(
+    events: Path, lines: Iterable[tuple[int, bytes]], clock: Clock, back: _Back
+) -> tuple[Iterable[tuple[int, bytes]], str]:
+    """The lines as the engine is to see them under ``clock``, and the timeline's header."""
+    clock, why = _resolve(events, clock)
+    if clock is Clock.ticks:
+        return lines, f"the file's ticks (clock.tick.v1) ({why})"
+    header = f"event time: each new time of an input is a tick before it ({why})"
+    return implicit_ticks(lines, back.found), header
+
+
 def _run(
-    topology_path: Path, events: Path, out: Path | None, quiet: bool, trace: bool = False
+    topology_path: Path,
+    events: Path,
+    out: Path | None,
+    quiet: bool,
+    trace: bool = False,
+    clock: Clock = Clock.auto,
 ) -> int:
     # Imported here: the timeline needs rich tables, the JSONL path does not.
     from streams.telemetry import configure
@@ -93,8 +193,14 @@ def _run(
     # Spans (to stderr with --trace, or wherever OTEL_* says) never touch the JSONL.
     telemetry = configure(console=trace)
     jumps = _Jumps(events.name, timeline)
-    lines = clock_jumps(
-        read_lines(events, MAX_EVENT_BYTES), topology.policy.max_clock_jump, jumps.found
+    back = _Back(events.name, timeline)
+    lines, timeline.clock = _clocked(
+        events,
+        clock_jumps(
+            read_lines(events, MAX_EVENT_BYTES), topology.policy.max_clock_jump, jumps.found
+        ),
+        clock,
+        back,
     )
     try:
         # Streamed: each record is written as it is made, and the timeline keeps a bounded
@@ -111,6 +217,7 @@ def _run(
         else:
             sink.flush()
     jumps.finish()
+    back.finish()
     if not quiet:
         timeline.print(console)
         if out is not None:
@@ -129,14 +236,174 @@ def replay_command(
     trace: Annotated[
         bool, typer.Option("--trace", help="Print the spans to stderr, one line each.")
     ] = False,
+    clock: Annotated[Clock, typer.Option("--clock", help=_CLOCK_HELP)] = Clock.auto,
 ) -> None:
     """Run the core over EVENTS in file order: JSONL records out, a timeline on the terminal.
 
     Same input, same output, byte for byte. Bad input lines become records on the
     failover-deadletter topic with their reason and line number; the run goes on.
+    A file with no clock.tick.v1 is replayed by its inputs' event times (see --clock).
     Spans are exported as the OTEL_* variables say (off by default); --trace prints them.
     """
-    raise typer.Exit(_run(topology, events, out, quiet, trace))
+    raise typer.Exit(_run(topology, events, out, quiet, trace, clock))
+
+
+def _validate(topology: Path, as_json: bool) -> int:
+    import orjson
+
+    from streams.validate import error_json, report, report_text
+    from workflows.topology import read_document
+
+    stdin = str(topology) == "-"
+    file = "<stdin>" if stdin else str(topology)
+    try:
+        document = read_document(sys.stdin.buffer if stdin else topology, file)
+    except TopologyError as exc:
+        checked, errors = None, [exc]
+    else:
+        checked, errors = Topology.check(document, file)
+    if errors or checked is None:
+        if as_json:
+            sys.stdout.buffer.write(orjson.dumps(error_json(file, errors)) + b"\n")
+        for error in errors:
+            sys.stderr.write(f"error: {error}\n")
+        count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+        sys.stderr.write(f"{printable(file)}: {count}\n")
+        return 2
+    data = report(checked, document, file)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write("".join(f"{line}\n" for line in report_text(data)))
+    return 0
+
+
+@app.command("validate")
+def validate_command(
+    topology: Annotated[
+        Path, typer.Argument(help="Topology YAML (or JSON) file; - for standard input.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout.")] = False,
+) -> None:
+    """Check a topology file: every error at once, or its policy and blast radius.
+
+    Every error is listed with its path (exit 2). For a valid file: the effective policy of
+    each link and service, each value marked with where it comes from (default, policy,
+    link, service), and the services each link and provider carries and takes down alone.
+    """
+    raise typer.Exit(_validate(topology, as_json))
+
+
+def _document(path: Path) -> Any:
+    """A topology file's document, or the error that stops its reading."""
+    from workflows.topology import read_document
+
+    try:
+        return read_document(path)
+    except TopologyError as exc:
+        return exc
+
+
+def _checked(document: Any, file: str, settings: list[str], label: str) -> Topology | None:
+    """A topology document, with ``--set`` settings applied, validated as a file is: every
+    error on stderr, ``None`` if there is one."""
+    from streams.whatif import apply_settings
+
+    if isinstance(document, TopologyError):
+        topology, errors = None, [document]
+    else:
+        try:
+            if settings:
+                document = apply_settings(document, settings, file)
+                file = f"{file} with --set"
+            topology, errors = Topology.check(document, file)
+        except TopologyError as exc:
+            topology, errors = None, [exc]
+    for error in errors:
+        sys.stderr.write(f"error: {label}: {error}\n")
+    return topology
+
+
+def _what_if(
+    a_path: Path, b_path: Path | None, events: Path, settings: list[str], clock: Clock,
+    as_json: bool,
+) -> int:  # fmt: skip
+    import orjson
+
+    from streams.whatif import Latest, Summary, compare, text_report
+    from workflows.replay import replay
+
+    # B with --set alone is A's document changed: the file is read (and parsed) once.
+    document = _document(a_path)
+    a = _checked(document, str(a_path), [], "A")
+    b_document = document if b_path is None else _document(b_path)
+    b = _checked(b_document, str(b_path or a_path), settings, "B")
+    if a is None or b is None:
+        return 2
+    if not events.is_file():
+        sys.stderr.write(f"error: {printable(events)}: no such file\n")
+        return 2
+    summaries: list[Summary] = []
+    clocks: list[str] = []
+    resolved, why = _resolve(events, clock)  # once: both runs read the file alike
+    for run, topology in enumerate((a, b)):
+        latest = Latest()
+        back = _Back(events.name, None, warn=run == 0)
+        lines, header = _clocked(
+            events, latest.watch(read_lines(events, MAX_EVENT_BYTES)), resolved, back
+        )
+        clocks.append(header.replace(f"--clock {resolved.value}", why))
+        summary = Summary()
+        for record in replay(topology, lines, events.name):
+            summary.add(record)
+        summary.finish(latest.time)
+        summaries.append(summary)
+    changes = compare(*summaries)
+    b_name = str(b_path or a_path) + "".join(f" --set {s}" for s in settings)
+    if as_json:
+        data = {"a": str(a_path), "b": b_name, "events": str(events), "clock": clocks[0],
+                "services": changes}  # fmt: skip
+        sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        lines_out = [f"clock: {clocks[0]}", *text_report(changes, str(a_path), b_name)]
+        sys.stdout.write("".join(f"{printable(line)}\n" for line in lines_out))
+    return 0
+
+
+@app.command("what-if")
+def what_if_command(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="TOPOLOGY_A [TOPOLOGY_B] EVENTS: B defaults to A with --set."),
+    ],
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="PATH=VALUE changed in B (repeatable): policy.restore_after=30m, "
+            "services.ektp.policy.manual_after=2m, links.L.policy.stale_after=5m.",
+        ),
+    ] = None,
+    clock: Annotated[Clock, typer.Option("--clock", help=_CLOCK_HELP)] = Clock.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="The changes as JSON.")] = False,
+) -> None:
+    """Replay EVENTS under two topologies and say per service what changes.
+
+    Two replays, streamed. Per service: transitions earlier, later, added or gone; commands
+    added or gone; time in manual; incidents. B is TOPOLOGY_B, or A with each --set
+    applied, validated as a file is.
+    """
+    settings = settings or []
+    if len(files) == 3:
+        a_path, b_path, events = files
+    elif len(files) == 2 and settings:
+        (a_path, events), b_path = files, None
+    else:
+        sys.stderr.write(
+            "error: give TOPOLOGY_A TOPOLOGY_B EVENTS, or TOPOLOGY EVENTS with --set\n"
+        )
+        raise typer.Exit(2)
+    raise typer.Exit(_what_if(a_path, b_path, events, settings, clock, as_json))
 
 
 @app.command("demo")

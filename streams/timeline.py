@@ -12,6 +12,7 @@ character (escape, carriage return, bidirectional override) reaches the terminal
 
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -116,6 +117,8 @@ class Timeline:
         #: Jumps of the file's clock, as reported (workflows/clock.py): shown at the end.
         self.jumps: list[str] = []
         self.counts: Counter[str] = Counter()
+        #: Which clock the replay used (the header's first line), if said.
+        self.clock: str | None = None
 
     def add(self, record: Emitted | DeadLetter) -> None:
         """One output record, in the order replay made them."""
@@ -159,6 +162,9 @@ class Timeline:
             )
 
     def print(self, console: Console) -> None:
+        if self.clock is not None:
+            console.print(Text.assemble(("clock: ", "bold"), _text(self.clock, None)))
+            console.print()
         for service_id in self.topology.services:
             service = self.topology.services[service_id]
             site = self.topology.sites[service.site]
@@ -220,7 +226,21 @@ def _add_row(table: Table, row: _Row, zone: ZoneInfo) -> None:
     commands = [printable(c, TEXT_LIMIT) for c in row.commands]
     if row.more:
         commands.append(f"… {row.more} more")
-    table.add_row(_local(row.time, zone), row.change, _text(row.why), Text("\n".join(commands)))
+    why = _UTC_TIME.sub(lambda match: _localized(match.group(), zone), row.why)
+    table.add_row(_local(row.time, zone), row.change, _text(why), Text("\n".join(commands)))
+
+
+def _localized(text: str, zone: ZoneInfo) -> str:
+    """A UTC instant of a "why" in the site's local time; as it was if it is no instant (an
+    operator's words may hold anything)."""
+    try:
+        return _local(parse_time(text), zone)
+    except (ValueError, OverflowError):
+        return text
+
+
+#: An instant as the core writes it in a transition's detail (UTC): shown in local time.
+_UTC_TIME: Final = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z\b")
 
 
 def _dead_row(dead: DeadLetter) -> tuple[Text, Text]:

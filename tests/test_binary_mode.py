@@ -12,6 +12,7 @@ import pytest
 
 from streams.codec import binary_mode, structured_from_binary, tick_event
 from streams.config import Settings
+from streams.demokeys import sign_as
 from streams.partitions import (
     FEEDBACK_SOURCE,
     OVERRIDES_SOURCE,
@@ -36,17 +37,28 @@ READING = orjson.dumps(
         "data": {"status": "down", "latency_ms": 10.0, "loss_pct": 0.0},
     }
 )
-OVERRIDE = orjson.dumps(
-    {
-        "specversion": "1.0",
-        "id": "override/1",
-        "source": "/ops/console",
-        "type": "operator.override.v1",
-        "time": "2019-02-05T00:00:00Z",
-        "subject": "ektp",
-        "data": {"action": "force_manual", "actor": "a", "role": "on-call", "reason": "r"},
-    }
-)
+
+
+def override(action: str) -> bytes:
+    """An override signed by the demo's office head (its signature travels as ce_ headers)."""
+    return orjson.dumps(
+        sign_as(
+            {
+                "specversion": "1.0",
+                "id": "override/1",
+                "source": "/ops/console",
+                "type": "operator.override.v1",
+                "time": "2019-02-05T00:00:00Z",
+                "subject": "ektp",
+                "data": {
+                    "action": action,
+                    "actor": "Kepala Dinas",
+                    "role": "office-head",
+                    "reason": "r",
+                },
+            }
+        )
+    )
 
 
 def sdk(raw: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -154,7 +166,7 @@ def test_a_queued_binary_input_dead_lettered_later_keeps_its_value_and_headers()
     settings = Settings(partitions=1)
     topology = Topology.load(TOPOLOGY)
     stage = ServicePartition(topology, Routing(settings), 0, DictTable())
-    release = OVERRIDE.replace(b"force_manual", b"release")
+    release = override("release")
     value, headers = sdk(release)
     out = stage.handle_batch(
         OVERRIDES_SOURCE,

@@ -275,3 +275,12 @@ def test_trace_lines_show_input_text_inert(tmp_path: Path) -> None:
     assert "\x1b" not in result.output
     assert "\u202e" not in result.output
     assert not any(line.startswith("forged") for line in result.output.splitlines())
+
+
+def test_the_why_is_in_the_sites_local_time() -> None:
+    timeline = Timeline(TOPOLOGY)
+    timeline.add(_transition("ektp", 1, detail="down for 1m since 2019-02-05T00:00:00Z"))
+    timeline.add(_transition("ektp", 2, detail="not a time: 2019-99-99T99:99:99Z"))
+    text = _render(timeline)
+    assert "since Tue 05 Feb 09:00:00" in text  # 09:00 WIT (UTC+9)
+    assert "2019-99-99T99:99:99Z" in text

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, BinaryIO, Final, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import jsonschema_rs
@@ -47,6 +47,8 @@ __all__ = [
     "Site",
     "Topology",
     "TopologyError",
+    "parse_document",
+    "read_document",
 ]
 
 _SECOND = 1_000_000
@@ -234,24 +236,7 @@ class Topology:
                 UTF-8, is not YAML, or does not describe a runnable topology.
         """
         name = str(path)
-        try:
-            with Path(path).open("rb") as handle:
-                # One byte more than allowed tells "too large" without reading all of it;
-                # the size on disk is not trusted (a pipe or a device has none).
-                data = handle.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            problem = exc.strerror or type(exc).__name__
-            raise TopologyError(name, "$", f"cannot read the file: {problem}") from exc
-        if len(data) > MAX_FILE_BYTES:
-            raise TopologyError(name, "$", f"larger than {MAX_FILE_BYTES:,} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            raise TopologyError(
-                name, f"line {line}", f"not UTF-8 text (byte {exc.start + 1} of the file)"
-            ) from None
-        return cls.parse(text, name)
+        return cls.from_document(read_document(path), name)
 
     @classmethod
     def parse(cls, text: str, file: str = "<topology>") -> Topology:
@@ -261,14 +246,7 @@ class Topology:
         services, 0.4 s against 21 s for libyaml (measured with bench/core.py's generator),
         so a large deployment can keep its topology as JSON and start in seconds.
         """
-        if len(text) > MAX_FILE_BYTES:
-            raise TopologyError(file, "$", f"larger than {MAX_FILE_BYTES:,} characters")
-        if text.lstrip()[:1] == "{":
-            document = _load_json(text, file)
-            if document is not _NOT_JSON:
-                return cls.from_document(document, file)
-            # YAML flow style, or broken: the YAML parser says which, and where
-        return cls.from_document(_load_yaml(text, file), file)
+        return cls.from_document(parse_document(text, file), file)
 
     @classmethod
     def from_document(cls, document: Any, file: str = "<topology>") -> Topology:
@@ -283,6 +261,74 @@ class Topology:
             )
         _check_schema(document, file)
         return _build(document, file)
+
+    @classmethod
+    def check(
+        cls, document: Any, file: str = "<topology>"
+    ) -> tuple[Topology | None, list[TopologyError]]:
+        """Validate a parsed document and report **every** error, each with its path: all
+        the schema's, then all of what the schema cannot say (an unknown site or link, a
+        bad duration, a key set where it does not hold), in the order of the file. The
+        topology when there is none, else ``None``. (:meth:`load` stops at the first.)"""
+        if document is None or not isinstance(document, Mapping):
+            try:
+                cls.from_document(document, file)
+            except TopologyError as exc:
+                return None, [exc]
+        errors = _schema_errors(document, file)
+        found: list[TopologyError] = []
+        topology = _build(document, file, found)
+        errors.extend(e for e in found if not _said(e, errors))
+        positions: dict[int, dict[str, int]] = {}
+        errors.sort(key=lambda error: _order(document, error.path, positions))
+        return (topology if not errors else None), errors
+
+
+def read_document(path: str | Path | BinaryIO, name: str | None = None) -> Any:
+    """A topology file (or an open binary stream: standard input) read defensively (size,
+    UTF-8, YAML's aliases, depth, tags, duplicate keys: see the module's docstring) into
+    plain mappings, lists and scalars, not yet validated as a topology. ``name`` is the
+    file's name in errors (the path by default).
+
+    Raises:
+        TopologyError: the file cannot be read or is not a document a topology can be.
+    """
+    if name is None:
+        name = str(path)
+    try:
+        if isinstance(path, str | Path):
+            with Path(path).open("rb") as handle:
+                # One byte more than allowed tells "too large" without reading all of it;
+                # the size on disk is not trusted (a pipe or a device has none).
+                data = handle.read(MAX_FILE_BYTES + 1)
+        else:
+            data = path.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        problem = exc.strerror or type(exc).__name__
+        raise TopologyError(name, "$", f"cannot read the file: {problem}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise TopologyError(name, "$", f"larger than {MAX_FILE_BYTES:,} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TopologyError(
+            name, f"line {line}", f"not UTF-8 text (byte {exc.start + 1} of the file)"
+        ) from None
+    return parse_document(text, name)
+
+
+def parse_document(text: str, file: str = "<topology>") -> Any:
+    """Topology text (YAML, or JSON read by the JSON parser) into a document, checked as
+    :func:`read_document` says; not yet validated as a topology."""
+    if len(text) > MAX_FILE_BYTES:
+        raise TopologyError(file, "$", f"larger than {MAX_FILE_BYTES:,} characters")
+    if text.lstrip()[:1] == "{":
+        document = _load_json(text, file)
+        if document is not _NOT_JSON:
+            return document
+        # YAML flow style, or broken: the YAML parser says which, and where
+    return _load_yaml(text, file)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -596,19 +642,99 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MASK: Final = "\x00value\x00"
 
 
-def _check_schema(document: Any, file: str) -> None:
+def _validator() -> jsonschema_rs.Validator:
     global _VALIDATOR
     if _VALIDATOR is None:
         _VALIDATOR = jsonschema_rs.validator_for(load_schema("topology"), mask=_MASK)
+    return _VALIDATOR
+
+
+def _schema_errors(document: Any, file: str) -> list[TopologyError]:
+    """Every error the schema finds, each with its path, in the order of their paths (a
+    file's order, for the mappings YAML and JSON build); one error repeated at one path
+    (a list item that is neither of two forms) is given once."""
     try:
-        errors = list(_VALIDATOR.iter_errors(document))
+        errors = list(_validator().iter_errors(document))
+    except ValueError as exc:  # a key that is not text, a value JSON has no type for
+        return [TopologyError(file, "$", f"not a JSON document: {exc}")]
+    out: dict[tuple[str, str], TopologyError] = {}
+    for error in errors:
+        message = error.message.replace(_MASK, _show(error.instance))
+        where = _pointer(list(error.instance_path))
+        out.setdefault((where, message), TopologyError(file, where, message))
+    return list(out.values())
+
+
+def _said(error: TopologyError, schema: list[TopologyError]) -> bool:
+    """Whether the schema said it already: an error at the same path, or a key the schema
+    refused in its mapping (``'stale_afer' was unexpected``)."""
+    for said in schema:
+        if error.path == said.path:
+            return True
+        if error.path.startswith(f"{said.path}.") and (
+            f"'{error.path[len(said.path) + 1 :]}'" in said.message
+        ):
+            return True
+    return False
+
+
+def _order(document: Any, pointer: str, positions: dict[int, dict[str, int]]) -> tuple[int, ...]:
+    """Where a path (``$.services.ektp.requires[1]``) is in the document, as the positions
+    of its keys and items: errors sorted by it come in the order of the file. A step that
+    cannot be followed ends it (a missing key comes after the mapping's keys). ``positions``
+    keeps each mapping's key positions, made once."""
+    rest, value, place = pointer[1:], document, []
+    while rest:
+        if isinstance(value, list) and (match := re.match(r"\[(\d+)\]", rest)):
+            index = int(match.group(1))
+            if index >= len(value):
+                break
+            place.append(index)
+            value, rest = value[index], rest[match.end() :]
+        elif isinstance(value, Mapping) and rest.startswith("."):
+            step = re.match(r"\.([^.\[]*)", rest)
+            # a key may hold dots: try the step, then the step with what follows it
+            keys = [k for k in _candidates(rest[1:], step.group(1) if step else "") if k in value]
+            if not keys:  # a key that is missing: after the keys there are
+                place.append(len(value))
+                break
+            key = max(keys, key=len)
+            where = positions.get(id(value))
+            if where is None:
+                where = positions[id(value)] = {k: i for i, k in enumerate(value)}
+            place.append(where[key])
+            value, rest = value[key], rest[1 + len(key) :]
+        else:
+            break
+    return tuple(place)
+
+
+def _candidates(rest: str, first: str) -> list[str]:
+    """The keys a pointer's next step may be: ``a``, ``a.b``, ``a.b.c``... (ids may hold
+    dots), each ending where a step ends."""
+    out = [first]
+    end = len(first)
+    while end < len(rest) and rest[end] == ".":
+        step = re.match(r"[^.\[]*", rest[end + 1 :])
+        end += 1 + (step.end() if step else 0)
+        out.append(rest[:end])
+    return out
+
+
+def _check_schema(document: Any, file: str) -> None:
+    try:
+        errors = list(_validator().iter_errors(document))
     except ValueError as exc:  # a key that is not text, a value JSON has no type for
         raise TopologyError(file, "$", f"not a JSON document: {exc}") from None
     if errors:
         # The deepest error is usually the one that names the real mistake; report it first
         # and count the rest, so a long file with one typo gives one clear line.
         error = max(errors, key=lambda e: len(e.instance_path))
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        more = (
+            f" (and {len(errors) - 1} more: `failover validate` lists them all)"
+            if len(errors) > 1
+            else ""
+        )
         message = error.message.replace(_MASK, _show(error.instance))
         raise TopologyError(file, _pointer(list(error.instance_path)), message + more)
 
@@ -630,68 +756,118 @@ def _count_keys() -> frozenset[str]:
 _DURATION_DIGITS: Final = 16
 
 
+class _Collect:
+    """One part of the topology checked in a ``with`` block. With ``errors`` None, the
+    first error goes up (``Topology.load``). Otherwise each error is kept and the check goes
+    on to the next part; and with ``lenient``, a part the schema already refused (a key
+    missing, a value of the wrong type) is skipped without a second word."""
+
+    __slots__ = ("errors", "lenient")
+
+    def __init__(self, errors: list[TopologyError] | None, lenient: bool = False) -> None:
+        self.errors = errors
+        self.lenient = lenient
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> bool:
+        if exc is None or self.errors is None:
+            return False
+        if isinstance(exc, TopologyError):
+            self.errors.append(exc)
+            return True
+        return self.lenient and isinstance(
+            exc, KeyError | TypeError | AttributeError | IndexError | ValueError
+        )
+
+
 def _durations(
-    raw: Mapping[str, Any], keys: frozenset[str], file: str, path: str
+    raw: Mapping[str, Any],
+    keys: frozenset[str],
+    file: str,
+    path: str,
+    errors: list[TopologyError] | None = None,
 ) -> dict[str, Any]:
     """The policy keys of one mapping as the engine uses them: durations in microseconds
     (longer than zero, at most ``MAX_DURATION``), counts as integers, thresholds as finite
-    floats."""
+    floats. With ``errors``, a key in error is reported there and left out."""
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        where = f"{path}.{key}"
-        if key not in keys:
-            raise TopologyError(file, where, "not a key that can be set here")
-        if isinstance(value, str):
-            digits = len(value) - len(value.lstrip("0123456789"))
-            if digits > _DURATION_DIGITS:
-                raise TopologyError(file, where, f"{_show(value)} is longer than 366d")
-            try:
-                micros = parse_duration(value)
-            except ValueError:
-                if _WHOLE_DURATION.fullmatch(value):  # well formed, past the core's maximum
-                    message = f"{_show(value)} is longer than 366d"
-                    raise TopologyError(file, where, message) from None
-                raise TopologyError(
-                    file,
-                    where,
-                    f"{_show(value)} is not a duration (a whole number and one of ms, s, m, h, d)",
-                ) from None
-            if micros <= 0:
-                raise TopologyError(file, where, "must be longer than zero")
-            if micros > MAX_DURATION:
-                raise TopologyError(file, where, f"{_show(value)} is longer than 366d")
-            values[key] = micros
-        elif key in _count_keys():
-            if type(value) is not int:
-                raise TopologyError(file, where, f"{_show(value)} is not a whole number")
-            values[key] = value
-        else:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TopologyError(file, where, f"{_show(value)} is not a number")
-            if not math.isfinite(value):
-                raise TopologyError(file, where, f"{_show(value)} is not a finite number")
-            values[key] = float(value)
+        try:
+            values[key] = _policy_value(key, value, keys, file, f"{path}.{key}")
+        except TopologyError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
     return values
 
 
+def _policy_value(key: str, value: Any, keys: frozenset[str], file: str, where: str) -> Any:
+    if key not in keys:
+        raise TopologyError(file, where, "not a key that can be set here")
+    if isinstance(value, str):
+        digits = len(value) - len(value.lstrip("0123456789"))
+        if digits > _DURATION_DIGITS:
+            raise TopologyError(file, where, f"{_show(value)} is longer than 366d")
+        try:
+            micros = parse_duration(value)
+        except ValueError:
+            if _WHOLE_DURATION.fullmatch(value):  # well formed, past the core's maximum
+                message = f"{_show(value)} is longer than 366d"
+                raise TopologyError(file, where, message) from None
+            raise TopologyError(
+                file,
+                where,
+                f"{_show(value)} is not a duration (a whole number and one of ms, s, m, h, d)",
+            ) from None
+        if micros <= 0:
+            raise TopologyError(file, where, "must be longer than zero")
+        if micros > MAX_DURATION:
+            raise TopologyError(file, where, f"{_show(value)} is longer than 366d")
+        return micros
+    if key in _count_keys():
+        if type(value) is not int:
+            raise TopologyError(file, where, f"{_show(value)} is not a whole number")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TopologyError(file, where, f"{_show(value)} is not a number")
+    if not math.isfinite(value):
+        raise TopologyError(file, where, f"{_show(value)} is not a finite number")
+    return float(value)
+
+
 def _policy(
-    base: Policy, raw: Mapping[str, Any] | None, file: str, path: str, *, top: bool
+    base: Policy,
+    raw: Mapping[str, Any] | None,
+    file: str,
+    path: str,
+    *,
+    top: bool,
+    errors: list[TopologyError] | None = None,
 ) -> Policy:
     if not raw:
         return base
+    keys = _SERVICE_KEYS | _LINK_KEYS
     if not top:
+        misplaced: set[str] = set()
         for key in raw:
-            if key in _ENGINE_KEYS:
-                raise TopologyError(
-                    file, f"{path}.{key}", "holds for the whole engine: set it in $.policy"
-                )
-            if key in _LINK_KEYS:
-                raise TopologyError(
-                    file,
-                    f"{path}.{key}",
-                    "judged per link, not per service: set it in $.policy or the link's policy",
-                )
-    values = _durations(raw, _SERVICE_KEYS | _LINK_KEYS, file, path)
+            with _Collect(errors):
+                if key in _ENGINE_KEYS:
+                    misplaced.add(key)
+                    raise TopologyError(
+                        file, f"{path}.{key}", "holds for the whole engine: set it in $.policy"
+                    )
+                if key in _LINK_KEYS:
+                    misplaced.add(key)
+                    raise TopologyError(
+                        file,
+                        f"{path}.{key}",
+                        "judged per link, not per service: set it in $.policy or the link's policy",
+                    )
+        if misplaced:  # reported above (only when errors are collected)
+            raw = {key: value for key, value in raw.items() if key not in misplaced}
+    values = _durations(raw, keys, file, path, errors)
     link_values = {k: values.pop(k) for k in list(values) if k in _LINK_KEYS}
     link = replace(base.link, **link_values) if link_values else base.link
     return replace(base, link=link, **values)
@@ -715,95 +891,165 @@ def _zone(name: str, file: str, path: str) -> ZoneInfo:
         raise TopologyError(file, path, problem) from None
 
 
-def _build(document: Mapping[str, Any], file: str) -> Topology:
-    policy = _policy(Policy(), document.get("policy"), file, "$.policy", top=True)
+def _build(
+    document: Mapping[str, Any], file: str, errors: list[TopologyError] | None = None
+) -> Topology:
+    """The topology of a document the schema accepted; with ``errors``, every error of the
+    document is added there (it may also hold what the schema refused: the parts it names
+    are skipped) and what can be built is built."""
+    check = _Collect(errors, lenient=errors is not None)
+    policy = Policy()
+    with check:
+        policy = _policy(Policy(), document.get("policy"), file, "$.policy", top=True,
+                         errors=errors)  # fmt: skip
 
     sites: dict[str, Site] = {}
-    for site_id, raw in document["sites"].items():
-        zone = _zone(raw["timezone"], file, f"$.sites.{site_id}.timezone")
-        sites[site_id] = Site(site_id, raw["name"], zone, raw.get("head", "office-head"))
+    with check:
+        for site_id, raw in document["sites"].items():
+            with check:
+                zone = _zone(raw["timezone"], file, f"$.sites.{site_id}.timezone")
+                sites[site_id] = Site(site_id, raw["name"], zone, raw.get("head", "office-head"))
 
     links: dict[str, Link] = {}
-    for link_id, raw in document["links"].items():
-        values = _durations(raw.get("policy") or {}, _LINK_KEYS, file, f"$.links.{link_id}.policy")
-        links[link_id] = Link(
-            link_id,
-            raw["provider"],
-            raw.get("description", ""),
-            replace(policy.link, **values),
-        )
+    with check:
+        for link_id, raw in document["links"].items():
+            with check:
+                values = _durations(raw.get("policy") or {}, _LINK_KEYS, file,
+                                    f"$.links.{link_id}.policy", errors)  # fmt: skip
+                links[link_id] = Link(
+                    link_id,
+                    raw["provider"],
+                    raw.get("description", ""),
+                    replace(policy.link, **values),
+                )
 
     services: dict[str, Service] = {}
     users: dict[str, list[str]] = {link_id: [] for link_id in links}
-    for service_id, raw in document["services"].items():
-        path = f"$.services.{service_id}"
-        if raw["site"] not in sites:
-            raise TopologyError(file, f"{path}.site", f"no site {_show(raw['site'])} in $.sites")
-        groups: list[tuple[str, ...]] = []
-        for index, item in enumerate(raw["requires"]):
-            group = (item,) if isinstance(item, str) else tuple(item)
-            for member, link_id in enumerate(group):
-                if link_id not in links:
-                    where = f"{path}.requires[{index}]"
-                    if not isinstance(item, str):
-                        where += f"[{member}]"
-                    raise TopologyError(file, where, f"no link {_show(link_id)} in $.links")
-            groups.append(group)
-        if not raw["offline"] and not raw.get("queue"):
-            raise TopologyError(
-                file,
-                f"{path}.queue",
-                "an online-only service (offline: false) needs a queue to hold while manual",
-            )
-        service = Service(
-            id=service_id,
-            site=raw["site"],
-            name_id=raw["name"]["id"],
-            name_en=raw["name"]["en"],
-            requires=tuple(groups),
-            offline=raw["offline"],
-            queue=raw.get("queue"),
-            policy=_policy(policy, raw.get("policy"), file, f"{path}.policy", top=False),
-        )
-        services[service_id] = service
-        for link_id in service.links:
-            users[link_id].append(service_id)
+    with check:
+        for service_id, raw in document["services"].items():
+            with check:
+                service = _service(service_id, raw, sites, links, policy, file, errors, check)
+                if service is not None:
+                    services[service_id] = service
+                    for link_id in service.links:
+                        users[link_id].append(service_id)
 
+    operators: dict[str, Operator] = {}
+    with check:
+        # Collecting, a grant may name a service in error (it is in the file all the same).
+        named = services if errors is None else document["services"]
+        operators = _operators(document.get("operators") or {}, sites, named, file, check)
     return Topology(
         sites=sites,
         links=links,
         services=services,
         services_by_link={link: tuple(ids) for link, ids in users.items()},
         policy=policy,
-        operators=_operators(document.get("operators") or {}, sites, services, file),
+        operators=operators,
         unsigned_overrides=document.get("unsigned_overrides", "refuse") == "accept",
     )
 
 
+def _service(
+    service_id: str,
+    raw: Mapping[str, Any],
+    sites: Mapping[str, Site],
+    links: Mapping[str, Link],
+    policy: Policy,
+    file: str,
+    errors: list[TopologyError] | None,
+    check: _Collect,
+) -> Service | None:
+    """One service; ``None`` when errors are collected and it has one (each reported)."""
+    path = f"$.services.{service_id}"
+    before = len(errors) if errors is not None else 0
+    with check:
+        if raw["site"] not in sites and (errors is None or raw["site"] not in _bad_sites(errors)):
+            raise TopologyError(file, f"{path}.site", f"no site {_show(raw['site'])} in $.sites")
+    groups: list[tuple[str, ...]] = []
+    with check:
+        for index, item in enumerate(raw["requires"]):
+            group = (item,) if isinstance(item, str) else tuple(item)
+            for member, link_id in enumerate(group):
+                if link_id not in links:
+                    with check:
+                        where = f"{path}.requires[{index}]"
+                        if not isinstance(item, str):
+                            where += f"[{member}]"
+                        raise TopologyError(file, where, f"no link {_show(link_id)} in $.links")
+            groups.append(group)
+    with check:
+        if not raw["offline"] and not raw.get("queue"):
+            raise TopologyError(
+                file,
+                f"{path}.queue",
+                "an online-only service (offline: false) needs a queue to hold while manual",
+            )
+    own = _policy(policy, raw.get("policy"), file, f"{path}.policy", top=False, errors=errors)
+    if errors is not None and len(errors) > before:
+        return None
+    return Service(
+        id=service_id,
+        site=raw["site"],
+        name_id=raw["name"]["id"],
+        name_en=raw["name"]["en"],
+        requires=tuple(groups),
+        offline=raw["offline"],
+        queue=raw.get("queue"),
+        policy=own,
+    )
+
+
+def _bad_sites(errors: list[TopologyError]) -> frozenset[str]:
+    """Sites reported in error already (their time zone): a service at one is not told
+    again that its site does not exist."""
+    return frozenset(
+        e.path.split(".")[2] for e in errors if e.path.startswith("$.sites.") and
+        e.path.endswith(".timezone")
+    )  # fmt: skip
+
+
 def _operators(
-    raw: Mapping[str, Any], sites: Mapping[str, Site], services: Mapping[str, Service], file: str
+    raw: Mapping[str, Any],
+    sites: Mapping[str, Site],
+    services: Mapping[str, Any],
+    file: str,
+    check: _Collect | None = None,
 ) -> dict[str, Operator]:
     """The operators section (its shape checked by the schema): keys decoded, and every
-    site and service a grant names known."""
+    site and service a grant names known. With ``check`` collecting, every error is kept
+    (``services`` then names every service of the file, those in error too)."""
+    check = check or _Collect(None)
     operators: dict[str, Operator] = {}
     for operator_id, entry in raw.items():
-        keys = {}
-        for name, text in entry["keys"].items():
-            try:
-                keys[name] = decode_public_key(text)
-            except ValueError as exc:
-                where = _pointer(["operators", operator_id, "keys", name])
-                raise TopologyError(file, where, f"not an Ed25519 public key: {exc}") from None
-        for index, grant in enumerate(entry["grants"]):
-            for kind, known in (("sites", sites), ("services", services)):
-                for member, name in enumerate(grant.get(kind, ())):
-                    if name not in known:
+        with check:
+            keys = {}
+            failed = False
+            for name, text in entry["keys"].items():
+                with check:
+                    try:
+                        keys[name] = decode_public_key(text)
+                    except ValueError as exc:
+                        failed = True
+                        where = _pointer(["operators", operator_id, "keys", name])
                         raise TopologyError(
-                            file,
-                            _pointer(["operators", operator_id, "grants", index, kind, member]),
-                            f"no {kind[:-1]} {_show(name)} in $.{kind}",
-                        )
-        operators[operator_id] = Operator(
-            operator_id, entry["name"], entry["role"], keys, grants_of(entry["grants"])
-        )
+                            file, where, f"not an Ed25519 public key: {exc}"
+                        ) from None
+            for index, grant in enumerate(entry["grants"]):
+                for kind, known in (("sites", sites), ("services", services)):
+                    for member, name in enumerate(grant.get(kind, ())):
+                        if name not in known:
+                            failed = True
+                            with check:
+                                raise TopologyError(
+                                    file,
+                                    _pointer(
+                                        ["operators", operator_id, "grants", index, kind, member]
+                                    ),
+                                    f"no {kind[:-1]} {_show(name)} in $.{kind}",
+                                )
+            if not failed:
+                operators[operator_id] = Operator(
+                    operator_id, entry["name"], entry["role"], keys, grants_of(entry["grants"])
+                )
     return operators
