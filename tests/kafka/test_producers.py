@@ -65,7 +65,7 @@ def assert_same_as_replay(engine: Engine, outputs: Outputs, sent: set[bytes]) ->
     expected, reasons = expected_outputs(s)
     got: dict[tuple[str, str], list[bytes]] = {}
     for record in outputs.records:
-        if record.topic in (s.topic_commands, s.topic_transitions):
+        if record.topic in (s.topic_commands, s.topic_transitions, s.topic_audit):
             assert record.key is not None
             assert record.partition == partition_for(record.key, s.partitions)
             got.setdefault((record.topic, record.key.decode()), []).append(record.value)
@@ -97,7 +97,7 @@ async def test_the_demo_in_binary_mode_gives_replays_outputs(
     async with engine_topics(engine):
         await send(kafka_bootstrap, messages)
         outputs = Outputs(kafka_bootstrap, [s.topic_commands, s.topic_transitions,
-                                            s.topic_deadletter])  # fmt: skip
+                                            s.topic_audit, s.topic_deadletter])  # fmt: skip
         async with outputs, running_worker(engine) as worker:
             await finish(engine, outputs, worker)
     assert_same_as_replay(engine, outputs, {m[2] for m in messages})
