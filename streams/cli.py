@@ -5,6 +5,8 @@
 - ``failover diagram``: the state machine as a Mermaid diagram, generated from the code.
 - ``failover worker``: the engine on Kafka (faust), configured from the environment
   (:mod:`streams.config`); faust is imported only by this command.
+- ``failover board [--port P] [--host H]``: the status board over the engine's read model
+  (:mod:`streams.board`).
 """
 
 from __future__ import annotations
@@ -183,6 +185,41 @@ def worker_command() -> None:
     from streams.worker import run
 
     raise typer.Exit(run(settings, topology))
+
+
+@app.command("board")
+def board_command(
+    port: Annotated[int, typer.Option(help="TCP port to serve on.", min=0, max=65535)] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve the status board: every service's state from the service-state topic, incident
+    timelines, a JSON API, server-sent events, /metrics, /healthz and /readyz.
+
+    Reads KAFKA_BOOTSTRAP_SERVERS, FAILOVER_APP_ID (the worker's group, for its lag), the
+    FAILOVER_TOPIC_* names and FAILOVER_TOPOLOGY (optional: site time zones and names) as the
+    worker does. SIGTERM or SIGINT stops it.
+    """
+    import asyncio
+    import logging
+
+    from streams.config import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+        from streams.board import serve, state_topic
+
+        topic = state_topic()
+        if settings.topology is not None:
+            settings.topology_path()
+    except SettingsError as exc:
+        Console(stderr=True).print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False
+        )
+        raise typer.Exit(2) from exc
+    if settings.topology is not None:
+        _load(settings.topology)  # a bad file: its error, exit 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    raise typer.Exit(asyncio.run(serve(settings, topic, host, port)))
 
 
 def main() -> None:

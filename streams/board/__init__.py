@@ -1,0 +1,89 @@
+"""``failover board``: the on-call engineer's live view of every service.
+
+Reads the engine's compacted ``service-state`` topic (and ``service-transitions`` and
+``failover-commands`` for incident timelines and notices as sent) into memory, and serves it
+over HTTP: the status page, incident pages, a JSON API, server-sent events, Prometheus
+metrics and health checks. See :mod:`streams.board.model` for what is kept and its bounds,
+:mod:`streams.board.reader` for how Kafka is read, :mod:`streams.board.web` for the routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+from collections.abc import Mapping
+from datetime import tzinfo
+
+from aiohttp import web
+
+from streams.board.model import Board
+from streams.board.reader import Reader, Topics
+from streams.board.web import BoardWeb, make_app
+from streams.config import Settings, SettingsError
+
+__all__ = ["serve", "state_topic"]
+
+log = logging.getLogger("failover.board")
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def state_topic(env: Mapping[str, str] | None = None) -> str:
+    """``FAILOVER_TOPIC_STATE`` (default ``service-state``), the engine's read model.
+
+    Raises:
+        SettingsError: not a Kafka topic name.
+    """
+    env = os.environ if env is None else env
+    name = (env.get("FAILOVER_TOPIC_STATE") or "").strip() or "service-state"
+    if not _TOPIC.match(name) or name in (".", ".."):
+        raise SettingsError(
+            "FAILOVER_TOPIC_STATE",
+            f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)",
+        )
+    return name
+
+
+def _zones(settings: Settings) -> tuple[dict[str, tzinfo], dict[str, str]]:
+    """Site time zones and names from the topology, when ``FAILOVER_TOPOLOGY`` is set;
+    otherwise the board shows times in the offset the state records carry."""
+    if settings.topology is None:
+        return {}, {}
+    from workflows.topology import Topology
+
+    topology = Topology.load(settings.topology_path())
+    return (
+        {site.id: site.timezone for site in topology.sites.values()},
+        {site.id: site.name for site in topology.sites.values()},
+    )
+
+
+async def serve(settings: Settings, topic: str, host: str, port: int) -> int:
+    """Run the board until SIGTERM or SIGINT."""
+    zones, names = _zones(settings)
+    board = Board(zones)
+    reader = Reader(
+        board,
+        list(settings.bootstrap_servers),
+        Topics(topic, settings.topic_transitions, settings.topic_commands),
+        settings.app_id,
+    )
+    handlers = BoardWeb(board, reader.ready.is_set, lambda: reader.lag, site_names=names)
+    runner = web.AppRunner(make_app(handlers), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("board: serving on http://%s:%d/", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await reader.start()
+    try:
+        await stop.wait()
+    finally:
+        await reader.stop()
+        await runner.cleanup()
+    return 0
