@@ -138,7 +138,7 @@ async def test_page_groups_by_site_with_text_and_icon(client: TestClient[Any, An
     assert response.headers["Content-Security-Policy"] == CSP
     html = await response.text()
     assert html.index(f'data-site="{DISDUKCAPIL}"') < html.index(f'data-site="{SIRIMAU}"')
-    assert f"{STATE_ICONS['manual']}</span> <span class=\"state-text\">manual" in html
+    assert f'{STATE_ICONS["manual"]}</span> <span class="state-text">manual' in html
     assert "daring" in html  # online, in Indonesian
     assert "2019-02-05 08:15 +09:00" in html  # ektp's since, site time
     assert 'href="/incident/ektp%4020190204T231200Z?lang=id"' in html

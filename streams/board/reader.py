@@ -112,14 +112,16 @@ class Reader:
     async def _assign(self) -> None:
         """Assign every partition of the topics that exist, keeping the positions of those
         already assigned; the state topic's end offsets become the readiness targets."""
-        consumer = self._consumer
+        consumer, admin = self._consumer, self._admin
         assert consumer is not None
-        existing = await consumer.topics()
+        assert admin is not None
         wanted: set[TopicPartition] = set()
-        for topic in self.topics.kinds():
-            if topic in existing:
-                partitions = consumer.partitions_for_topic(topic) or set()
-                wanted |= {TopicPartition(topic, p) for p in partitions}
+        for described in await admin.describe_topics(list(self.topics.kinds())):
+            if described["error_code"] == 0:
+                wanted |= {
+                    TopicPartition(described["topic"], p["partition"])
+                    for p in described["partitions"]
+                }
         if wanted == self._assigned:
             return
         positions = {tp: await consumer.position(tp) for tp in self._assigned}
@@ -172,10 +174,13 @@ class Reader:
         while True:
             try:
                 await self._assign()
-                await self.measure_lag()
                 self.board.heard(self.clock())
             except KafkaError as exc:
                 log.warning("board: broker check failed: %s", type(exc).__name__)
+            try:
+                await self.measure_lag()
+            except KafkaError as exc:
+                log.warning("board: the engine's lag could not be read: %s", type(exc).__name__)
             await asyncio.sleep(self.check_interval)
 
     async def measure_lag(self) -> None:

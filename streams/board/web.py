@@ -225,9 +225,22 @@ class BoardWeb:
             "open": not incident.closed,
             "start": _rfc3339(incident.start),
             "start_local": local_text(incident.start, zone),
-            "events": [entry.as_json(zone) for entry in incident.events],
+            # Ordered by event time, not by arrival: the topics' partitions interleave
+            # differently on every read, and a restarted board must show the same page.
+            "events": [
+                entry.as_json(zone)
+                for entry in sorted(
+                    incident.events,
+                    key=lambda e: (e.time, e.kind != "transition", e.summary, e.reason or ""),
+                )
+            ],
             "events_dropped": incident.dropped,
-            "notices": [notice.as_json(zone) for notice in incident.notices],
+            "notices": [
+                notice.as_json(zone)
+                for notice in sorted(
+                    incident.notices, key=lambda n: (n.time, n.audience, n.template, n.text_en)
+                )
+            ],
         }
 
     # --- pages
