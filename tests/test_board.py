@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.board.i18n import STATE_ICONS, STRINGS
 from streams.board.model import MAX_EVENTS, STATES, Board, duration_text, since_text
 from streams.board.reader import Lag
-from streams.board.web import CSP, BoardWeb, make_app
+from streams.board.web import BOARD, CSP, BoardWeb, make_app
 from tests.boardrecords import (
     DISDUKCAPIL,
     SIRIMAU,
@@ -289,3 +289,18 @@ def test_words_and_formats() -> None:
     assert duration_text(3 * 3600 + 5 * 60) == "3h 05m"
     assert duration_text(2 * 86400 + 7200) == "2d 2h"
     assert duration_text(-5) == "0m"
+
+
+@pytest.mark.asyncio
+async def test_answers_follow_changes(client: TestClient[Any, Any]) -> None:
+    """Answers are cached per query; a change of a service shows in every list it is in."""
+    assert len(await services(client, "?not_online=1")) == 4
+    assert len(await services(client, f"?site={DISDUKCAPIL}")) == 4
+    sirimau = await services(client, f"?site={SIRIMAU}")
+    board = client.app[BOARD]
+    feed(board, ektp_restored())
+    assert len(await services(client, "?not_online=1")) == 3
+    listed = await services(client, f"?site={DISDUKCAPIL}")
+    assert next(s for s in listed if s["service"] == "ektp")["state"] == "online"
+    assert await services(client, f"?site={SIRIMAU}") == sirimau
+    assert [s["state"] for s in await services(client, "?state=online")] == ["online"] * 2

@@ -17,7 +17,7 @@ import signal
 from collections.abc import Mapping
 from datetime import tzinfo
 
-from aiohttp import web
+from aiohttp import web as aioweb
 
 from streams.board.model import Board
 from streams.board.reader import Reader, Topics
@@ -72,9 +72,9 @@ async def serve(settings: Settings, topic: str, host: str, port: int) -> int:
         settings.app_id,
     )
     handlers = BoardWeb(board, reader.ready.is_set, lambda: reader.lag, site_names=names)
-    runner = web.AppRunner(make_app(handlers), access_log=None)
+    runner = aioweb.AppRunner(make_app(handlers), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await aioweb.TCPSite(runner, host, port).start()
     log.info("board: serving on http://%s:%d/", host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

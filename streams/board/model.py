@@ -18,6 +18,7 @@ Bounds (the board runs for months):
 from __future__ import annotations
 
 import re
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 STATES: Final = ("online", "degraded", "manual", "restored")
+STATES_INTERNED: Final = {state: state for state in STATES}
 STATE_TYPE: Final = "failover.service.state.v1"
 TRANSITION_TYPE: Final = "failover.transition.v1"
 COMMAND_PREFIX: Final = "failover."
@@ -273,6 +275,12 @@ class Board:
         self.dropped_events = 0
         self.forgotten_incidents = 0
         self._listeners: list[Any] = []
+        #: Grows with every change of a service: answers built from the services are cached
+        #: by it (and by the site's and the not-online services' own).
+        self.version = 0
+        self.site_versions: dict[str, int] = {}
+        #: Grows with every change of a service that is or was not online.
+        self.not_online_version = 0
 
     # --- input
 
@@ -335,7 +343,10 @@ class Board:
         old = self.services.get(service)
         if old is not None and old.site != site:
             self.by_site.get(old.site, set()).discard(service)
-        row = ServiceRow(service, site, state, orjson.dumps(data), data)
+        # A copy of exactly its length: orjson's own result keeps its whole write buffer
+        # (4 KB for a 500-byte record), which would be most of the board's memory.
+        compact = memoryview(orjson.dumps(data)).tobytes()
+        row = ServiceRow(service, sys.intern(site), STATES_INTERNED[state], compact, data)
         self.services[service] = row
         self.by_site.setdefault(site, set()).add(service)
         if state == "online":
@@ -351,6 +362,7 @@ class Board:
                 done.closed = True
         if row.incident is not None:
             self._incident(row.incident, service, site, when)
+        self._changed(row, old)
         for listener in self._listeners:
             listener(row, service)
 
@@ -360,8 +372,26 @@ class Board:
             return
         self.by_site.get(row.site, set()).discard(service)
         self.not_online.discard(service)
+        self._changed(None, row)
         for listener in self._listeners:
             listener(None, service)
+
+    def _changed(self, new: ServiceRow | None, old: ServiceRow | None) -> None:
+        self.version += 1
+        for row in (new, old):
+            if row is not None:
+                self.site_versions[row.site] = self.site_versions.get(row.site, 0) + 1
+                if row.state != "online":
+                    self.not_online_version += 1
+
+    def version_of(self, query: Query) -> tuple[str, int]:
+        """A version of the services ``query`` selects: it grows when any of them changes
+        (and maybe more often, never less)."""
+        if query.site is not None:
+            return "site", self.site_versions.get(query.site, 0)
+        if query.not_online or query.state not in (None, "online"):
+            return "not-online", self.not_online_version
+        return "all", self.version
 
     def _incident(self, incident: str, service: str, site: str, when: datetime) -> Incident:
         found = self.incidents.get(incident)

@@ -37,13 +37,19 @@ from streams.board.model import (
 )
 from streams.board.reader import Lag
 
-__all__ = ["CSP", "MAX_ROWS", "BoardWeb", "make_app"]
+__all__ = ["BOARD", "CSP", "MAX_ROWS", "BoardWeb", "make_app"]
 
 #: Rows the HTML page shows at most (the API has no such limit); a site filter shows fewer.
 MAX_ROWS: Final = 2000
 #: Server-sent messages waiting for a slow client before it is disconnected (it reconnects
 #: and reloads the list).
 MAX_PENDING: Final = 10_000
+
+#: The application's read model (tests feed it directly).
+BOARD: Final = web.AppKey("board", Board)
+
+#: Queries whose /api/services answer is kept (the oldest dropped first).
+MAX_CACHED: Final = 256
 
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -104,6 +110,8 @@ class BoardWeb:
         self.site_names = dict(site_names or {})
         self.clock_interval = clock_interval
         self.subscribers: set[_Subscriber] = set()
+        #: The last answer of /api/services per query, kept while no service changes.
+        self._answers: dict[Query, tuple[tuple[tuple[str, int], str | None], bytes]] = {}
         self.registry = registry(BoardCollector(board, lag, ready))
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_package_dir("templates")),
@@ -194,15 +202,24 @@ class BoardWeb:
         return query
 
     async def api_services(self, request: web.Request) -> web.Response:
-        rows = self.board.select(self._api_query(request))
-        body = (
-            b'{"services":['
-            + b",".join(row.data for row in rows)
-            + b'],"heard_from_kafka":'
-            + orjson.dumps(_rfc3339(self.board.heard_from_kafka))
-            + b"}"
-        )
-        return web.Response(body=body, content_type="application/json", headers=_HEADERS)
+        query = self._api_query(request)
+        heard = _rfc3339(self.board.heard_from_kafka)
+        key = (self.board.version_of(query), heard)
+        cached = self._answers.get(query)
+        if cached is None or cached[0] != key:
+            rows = self.board.select(query)
+            body = (
+                b'{"services":['
+                + b",".join(row.data for row in rows)
+                + b'],"heard_from_kafka":'
+                + orjson.dumps(heard)
+                + b"}"
+            )
+            self._answers.pop(query, None)
+            while len(self._answers) >= MAX_CACHED:
+                del self._answers[next(iter(self._answers))]
+            self._answers[query] = cached = (key, body)
+        return web.Response(body=cached[1], content_type="application/json", headers=_HEADERS)
 
     async def api_service(self, request: web.Request) -> web.Response:
         row = self.board.services.get(request.match_info["id"])
@@ -394,6 +411,7 @@ async def _headers(
 
 def make_app(web_: BoardWeb) -> web.Application:
     app = web.Application(middlewares=[_headers])
+    app[BOARD] = web_.board
     app.router.add_get("/", web_.page)
     app.router.add_get("/incident/{id:.+}", web_.incident_page)
     app.router.add_get("/events", web_.events)
