@@ -44,6 +44,7 @@ from workflows.health import (
     TICK,
     service_health,
 )
+from workflows.isolation import fatal, internal_error, restore, snapshot
 from workflows.notices import render
 from workflows.records import COMMANDS, DeadLetter, Emitted, cloudevent, output_id
 from workflows.records import TRANSITIONS as TRANSITIONS_TOPIC
@@ -385,6 +386,11 @@ class ServiceStage:
         self._timers: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._firing: _Firing | None = None
+        #: The queued input being applied (:meth:`_step` blames it if its application raises).
+        self._applying: Input | None = None
+        #: ``(service, reason)`` for each service whose timers raised since the caller last
+        #: emptied this list: the service was left as it was before the tick.
+        self.failures: list[tuple[str, str]] = []
         # The model that `transitions` drives, loaded with one service's state per trigger;
         # the callbacks are this stage's methods.
         self._cursor = _Cursor()
@@ -513,19 +519,66 @@ class ServiceStage:
         }
         handled = sorted(due | pending)
         for service in handled:
-            state = self.states[service]
-            self._drain(service, state, limit)
-            self._evaluate(service, state, time, tick_id)
-            self._forget(state, time, self._services[service].policy)
-            self._arm(service, state)
+            self._step(service, limit, time, tick_id)
         return handled
 
     def flush(self) -> None:
         """End of input (replay): apply everything still queued, in order."""
         for service in sorted(self._pending):
-            state = self.states[service]
-            self._drain(service, state, None)
-            self._arm(service, state)
+            self._step(service, None, None, "")
+
+    def _step(
+        self, service: str, limit: tuple[int, int] | None, time: int | None, tick_id: str
+    ) -> None:
+        """What is due for one service at ``time`` (``None``: the end of input), isolated as
+        :mod:`workflows.isolation` says: a queued input that raises is dead-lettered and the
+        service's inputs are applied again from its snapshot without it; a raise of its own
+        timers leaves the service as it was after its inputs, unarmed until its next input,
+        and is reported in :attr:`failures`."""
+        state = self.states[service]
+        saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
+        while True:
+            try:
+                self._drain(service, state, limit)
+                break
+            except Exception as exc:
+                if fatal(exc):
+                    raise
+                bad, reason = self._applying, internal_error(exc)
+                self._rollback(state, saved, mark)
+                if bad is None:  # pragma: no cover - nothing outside an input raises here
+                    self.failures.append((service, reason))
+                    return
+                inbox = state.inbox
+                assert inbox is not None
+                inbox.remove(bad)
+                heapq.heapify(inbox)
+                if not inbox:
+                    state.inbox = None
+                if bad.kind == "health":  # made by stage 1: no bytes of its own; say whence
+                    link, _, cause = bad.data
+                    reason = f"{reason} (the health of link {link!r} after input {cause!r})"
+                self.out.append(DeadLetter(service, reason, bad.raw, bad.origin))
+                saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
+        if time is not None:
+            if len(state.inbox or ()) != queued:  # inputs were applied: a new snapshot
+                saved, mark = snapshot(state), len(self.out)
+            try:
+                self._evaluate(service, state, time, tick_id)
+                self._forget(state, time, self._services[service].policy)
+            except Exception as exc:
+                if fatal(exc):
+                    raise
+                self._rollback(state, saved, mark)
+                self.failures.append((service, internal_error(exc)))
+                return
+        self._arm(service, state)
+
+    def _rollback(self, state: ServiceState, saved: tuple[Any, ...], mark: int) -> None:
+        restore(state, saved)
+        del self.out[mark:]
+        self._firing = None
+        self._applying = None
 
     def _drain(self, service: str, state: ServiceState, limit: tuple[int, int] | None) -> None:
         inbox = state.inbox
@@ -534,11 +587,13 @@ class ServiceStage:
             item = heapq.heappop(inbox)
             if queued is not None:
                 queued.discard(item.id)
+            self._applying = item
             # What held until this instant was sustained until it: a spell that ends between
             # two ticks still counts, at the time of the input that ends it.
             cause = item.data[2] if item.kind == "health" else item.id
             self._evaluate(service, state, item.time, cause)
             self._apply(service, state, item)
+        self._applying = None
         if not inbox:
             state.inbox = state.queued = None
             self._pending.discard(service)
