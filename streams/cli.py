@@ -1,6 +1,7 @@
 """``failover``: the command line.
 
-- ``failover replay TOPOLOGY EVENTS [--out FILE] [--trace]``: the core over a file, no broker.
+- ``failover replay TOPOLOGY EVENTS [--out FILE] [--trace] [--state]``: the core over a file,
+  no broker.
 - ``failover demo [--trace]``: the Ambon case, bundled, through replay.
 - ``failover diagram``: the state machine as a Mermaid diagram, generated from the code.
 - ``failover worker``: the engine on Kafka (faust), configured from the environment
@@ -72,7 +73,12 @@ class _Jumps:
 
 
 def _run(
-    topology_path: Path, events: Path, out: Path | None, quiet: bool, trace: bool = False
+    topology_path: Path,
+    events: Path,
+    out: Path | None,
+    quiet: bool,
+    trace: bool = False,
+    state: bool = False,
 ) -> int:
     # Imported here: the timeline needs rich tables, the JSONL path does not.
     from streams.telemetry import configure
@@ -94,7 +100,7 @@ def _run(
     try:
         batch = []
         tracing = Tracing(telemetry, topology)
-        for record, _ in traced_replay(topology, lines, events.name, tracing):
+        for record, _ in traced_replay(topology, lines, events.name, tracing, state=state):
             sink.write(encode(record) + b"\n")
             batch.append(record)
         timeline.add(batch)
@@ -123,14 +129,23 @@ def replay_command(
     trace: Annotated[
         bool, typer.Option("--trace", help="Print the spans to stderr, one line each.")
     ] = False,
+    state: Annotated[
+        bool,
+        typer.Option(
+            "--state",
+            help="Also write the read model's records (topic service-state), as the worker does.",
+        ),
+    ] = False,
 ) -> None:
     """Run the core over EVENTS in file order: JSONL records out, a timeline on the terminal.
 
     Same input, same output, byte for byte. Bad input lines become records on the
     failover-deadletter topic with their reason and line number; the run goes on.
     Spans are exported as the OTEL_* variables say (off by default); --trace prints them.
+    With --state, a failover.service.state.v1 record follows each change of a service's
+    state, health, links, held queue, paper records, pin or last operator action.
     """
-    raise typer.Exit(_run(topology, events, out, quiet, trace))
+    raise typer.Exit(_run(topology, events, out, quiet, trace, state))
 
 
 @app.command("demo")

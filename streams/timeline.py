@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from workflows.records import DeadLetter, Emitted
+from workflows.records import STATE, DeadLetter, Emitted
 from workflows.replay import Origin
 from workflows.timeutil import parse_time
 from workflows.topology import Topology
@@ -64,6 +64,9 @@ class Timeline:
             if isinstance(record, DeadLetter):
                 self.dead.append(record)
                 self.counts["dead letters"] += 1
+                continue
+            if record.topic == STATE:  # the read model repeats what the rows show
+                self.counts["state records"] += 1
                 continue
             event = record.event
             rows = self._rows[record.key]

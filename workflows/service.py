@@ -45,9 +45,18 @@ from workflows.health import (
     service_health,
 )
 from workflows.notices import render
-from workflows.records import COMMANDS, DeadLetter, Emitted, cloudevent, output_id
+from workflows.records import (
+    COMMANDS,
+    STATE,
+    STATE_SCHEMA_VERSION,
+    STATE_TYPE,
+    DeadLetter,
+    Emitted,
+    cloudevent,
+    output_id,
+)
 from workflows.records import TRANSITIONS as TRANSITIONS_TOPIC
-from workflows.timeutil import format_compact, format_duration, format_time
+from workflows.timeutil import format_compact, format_duration, format_offset, format_time
 from workflows.topology import Policy, Service, Topology
 
 __all__ = [
@@ -111,6 +120,7 @@ class ServiceState:
         "bad_since",
         "baseline",
         "down_since",
+        "entered",
         "escalated",
         "floor",
         "health",
@@ -120,6 +130,7 @@ class ServiceState:
         "ledger",
         "link_health",
         "manual_since",
+        "operator",
         "pin",
         "previous",
         "queued",
@@ -145,6 +156,11 @@ class ServiceState:
         self.ledger: dict[str, int] | None = None
         self.unreconciled = 0  # ledger records not yet reconciled (derived, not saved)
         self.escalated: tuple[str, ...] = ()
+        # For the read model (records.STATE): the last transition, as (time, reason code,
+        # detail), and the last operator action accepted, as (action, actor, role, reason,
+        # time). Both outlive incidents: "why is it online" has an answer too.
+        self.entered: tuple[int, str, str] | None = None
+        self.operator: tuple[str, str, str, str, int] | None = None
         # Input id -> time applied, within dedup_horizon, oldest first (inputs are applied in
         # time order), at most dedup_max_ids; ``floor``: the time of the newest id forgotten
         # to keep to that bound (an input at or before it is refused).
@@ -166,17 +182,26 @@ class ServiceState:
             [[*item[:4], list(item.data), _raw_json(item.raw), item.origin]
              for item in self.inbox] if self.inbox else None,
             self.floor,
+            list(self.entered) if self.entered else None,
+            list(self.operator) if self.operator else None,
         ]  # fmt: skip
 
     @classmethod
     def from_json(cls, value: list[Any]) -> ServiceState:
         """Reverses :meth:`to_json`; also reads the snapshots of earlier versions (without a
-        floor, inbox bytes as text)."""
+        floor, inbox bytes as text; without the read model's last transition and operator
+        action, which are then unknown until the next one)."""
         state = cls()
         (state.state, state.health, state.link_health, state.healthy_since, state.bad_since,
          state.down_since, state.baseline, state.manual_since, state.incident, state.previous,
          state.step, pin, state.ledger, escalated, seen, inbox) = value[:16]  # fmt: skip
         state.floor = value[16] if len(value) > 16 else None
+        if len(value) > 17 and value[17]:
+            time, code, detail = value[17]
+            state.entered = (time, code, detail)
+        if len(value) > 18 and value[18]:
+            action, actor, role, reason, at = value[18]
+            state.operator = (action, actor, role, reason, at)
         state.pin = (pin[0], pin[1], pin[2]) if pin else None
         state.escalated = tuple(escalated)
         if seen:
@@ -370,9 +395,16 @@ class ServiceStage:
     """Stage 2 for a set of services: orders their inputs, runs their machines, emits.
 
     Feed inputs with :meth:`offer`; advance time with :meth:`advance`; drain :attr:`out`.
+
+    With ``state_records``, the stage also writes the public read model: each time it has
+    handled a service (at a tick, or at the end of input), one ``failover.service.state.v1``
+    record (topic :data:`~workflows.records.STATE`) for the service if anything the record
+    shows changed meanwhile, after the service's transitions and commands.
     """
 
-    def __init__(self, topology: Topology, services: set[str] | None = None) -> None:
+    def __init__(
+        self, topology: Topology, services: set[str] | None = None, *, state_records: bool = False
+    ) -> None:
         self.topology = topology
         self._services = {
             sid: svc for sid, svc in topology.services.items()
@@ -385,6 +417,9 @@ class ServiceStage:
         self._timers: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._firing: _Firing | None = None
+        #: With state records: service -> (time, cause) of the last change of its read model
+        #: since it was last handled; None without them (nothing is tracked).
+        self._changed: dict[str, tuple[int, str]] | None = {} if state_records else None
         # The model that `transitions` drives, loaded with one service's state per trigger;
         # the callbacks are this stage's methods.
         self._cursor = _Cursor()
@@ -512,20 +547,26 @@ class ServiceStage:
             if (inbox := states[sid].inbox) and (inbox[0].time, inbox[0].rank) < limit
         }
         handled = sorted(due | pending)
+        changed = self._changed
         for service in handled:
             state = self.states[service]
             self._drain(service, state, limit)
             self._evaluate(service, state, time, tick_id)
             self._forget(state, time, self._services[service].policy)
             self._arm(service, state)
+            if changed and service in changed:
+                self._state_record(service, state, *changed.pop(service))
         return handled
 
     def flush(self) -> None:
         """End of input (replay): apply everything still queued, in order."""
+        changed = self._changed
         for service in sorted(self._pending):
             state = self.states[service]
             self._drain(service, state, None)
             self._arm(service, state)
+            if changed and service in changed:
+                self._state_record(service, state, *changed.pop(service))
 
     def _drain(self, service: str, state: ServiceState, limit: tuple[int, int] | None) -> None:
         inbox = state.inbox
@@ -574,6 +615,8 @@ class ServiceStage:
             link, health, cause = item.data
             if s.link_health is None:
                 s.link_health = {}
+            if self._changed is not None and s.link_health.get(link, HEALTHY) != health:
+                self._changed[service] = (item.time, item.id)
             if health == HEALTHY:
                 s.link_health.pop(link, None)
             else:
@@ -595,20 +638,24 @@ class ServiceStage:
     def _override(self, svc: Service, s: ServiceState, item: Input) -> None:
         action, actor, role, reason = item.data
         operator = {"action": action, "actor": actor, "role": role, "reason": reason}
+        accepted = (action, actor, role, reason, item.time)
         if action == "force_manual":
             if s.state not in ("online", "degraded"):
                 self._reject(svc.id, item, f"not-applicable: force_manual while {s.state}")
                 return
+            self._operated(svc, s, accepted, item)
             self._fire(svc, s, "suspend", item.time, item.id, "operator-force-manual",
                        f"forced to manual by {actor} ({role}): {reason}", operator)  # fmt: skip
         elif action == "release":
             if s.state != "manual":
                 self._reject(svc.id, item, f"not-applicable: release while {s.state}")
                 return
+            self._operated(svc, s, accepted, item)
             self._fire(svc, s, "restore", item.time, item.id, "operator-release",
                        f"released by {actor} ({role}): {reason}", operator)  # fmt: skip
         elif action == "pin":
             s.pin = (actor, role, reason)
+            self._operated(svc, s, accepted, item)
             self._notice(svc, s, item.time, "oncall", "pinned-oncall", f"pin/{item.id}",
                          actor=actor, role=role, reason=reason)  # fmt: skip
             return
@@ -617,6 +664,7 @@ class ServiceStage:
                 self._reject(svc.id, item, "not-applicable: unpin while not pinned")
                 return
             s.pin = None
+            self._operated(svc, s, accepted, item)
             self._notice(svc, s, item.time, "oncall", "unpinned-oncall", f"unpin/{item.id}",
                          actor=actor, role=role, reason=reason)  # fmt: skip
         self._evaluate(svc.id, s, item.time, item.id)
@@ -634,6 +682,8 @@ class ServiceStage:
         if record_id in s.ledger:
             return
         s.unreconciled += 1
+        if self._changed is not None:
+            self._changed[svc.id] = (item.time, item.id)
         if s.state == "manual":
             s.ledger[record_id] = _RECORDED
             return
@@ -657,6 +707,8 @@ class ServiceStage:
             if ledger[rid] != _RECONCILED:
                 ledger[rid] = _RECONCILED
                 s.unreconciled -= 1
+                if self._changed is not None:
+                    self._changed[svc.id] = (item.time, item.id)
         self._evaluate(svc.id, s, item.time, item.id)
 
     # -- evaluation ------------------------------------------------------------------------
@@ -700,6 +752,9 @@ class ServiceStage:
         s.step += 1
         if dest in ("manual", "restored") or source == "restored":
             s.baseline = f.time
+        s.entered = (f.time, f.reason, f.detail)
+        if self._changed is not None:
+            self._changed[svc.id] = (f.time, f.cause)
         data: dict[str, Any] = {
             "service": svc.id,
             "site": svc.site,
@@ -774,6 +829,51 @@ class ServiceStage:
                     self._command(svc, s, f.time, "failover.reconcile.v1", qualifier, fields)
 
     # -- emitting --------------------------------------------------------------------------
+
+    def _operated(
+        self, svc: Service, s: ServiceState, accepted: tuple[str, str, str, str, int], item: Input
+    ) -> None:
+        """An operator action was accepted: it is the read model's last one."""
+        s.operator = accepted
+        if self._changed is not None:
+            self._changed[svc.id] = (item.time, item.id)
+
+    def _state_record(self, service: str, s: ServiceState, time: int, cause: str) -> None:
+        """The read model of ``service`` now, made by the input ``cause`` at ``time``."""
+        svc = self._services[service]
+        zone = self.topology.sites[svc.site].timezone
+        bad = s.link_health or {}
+        ledger = len(s.ledger) if s.ledger else 0
+        entered, operator, pin = s.entered, s.operator, s.pin
+        data: dict[str, Any] = {
+            "schema_version": STATE_SCHEMA_VERSION,
+            "service": service,
+            "site": svc.site,
+            "offline": svc.offline,
+            "state": s.state,
+            "since": format_offset(entered[0], zone) if entered else None,
+            "incident": s.incident,
+            "health": HEALTH_NAMES[s.health],
+            "links": [
+                {"link": link, "health": HEALTH_NAMES[bad.get(link, HEALTHY)]}
+                for link in svc.links
+            ],
+            "queue": {"held": not svc.offline and s.state == "manual", "name": svc.queue},
+            "manual": {"open": s.unreconciled, "reconciled": ledger - s.unreconciled},
+            "pin": None if pin is None else {
+                "state": s.state, "actor": pin[0], "role": pin[1], "reason": pin[2]
+            },
+            "last_operator": None if operator is None else {
+                "action": operator[0], "actor": operator[1], "role": operator[2],
+                "reason": operator[3], "time": format_offset(operator[4], zone),
+            },
+            "last_reason": entered[2] if entered else None,
+            "last_reason_code": entered[1] if entered else None,
+        }  # fmt: skip
+        ident = output_id(service, "state", str(time), cause)
+        self.out.append(
+            Emitted(STATE, service, cloudevent(STATE_TYPE, ident, svc.site, time, service, data))
+        )
 
     def _bad_links(self, s: ServiceState) -> str:
         bad = s.link_health or {}
