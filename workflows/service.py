@@ -840,12 +840,24 @@ class ServiceStage:
 
     def _state_record(self, service: str, s: ServiceState, time: int, cause: str) -> None:
         """The read model of ``service`` now, made by the input ``cause`` at ``time``."""
+        site = self._services[service].site
+        ident = output_id(service, "state", str(time), cause)
+        data = self.read_model(service, s)
+        self.out.append(
+            Emitted(STATE, service, cloudevent(STATE_TYPE, ident, site, time, service, data))
+        )
+
+    def read_model(self, service: str, s: ServiceState | None = None) -> dict[str, Any]:
+        """The ``data`` of ``service``'s ``failover.service.state.v1`` record now (its state
+        ``s``, the stage's own by default)."""
         svc = self._services[service]
+        if s is None:
+            s = self.state_of(service)
         zone = self.topology.sites[svc.site].timezone
         bad = s.link_health or {}
         ledger = len(s.ledger) if s.ledger else 0
         entered, operator, pin = s.entered, s.operator, s.pin
-        data: dict[str, Any] = {
+        return {
             "schema_version": STATE_SCHEMA_VERSION,
             "service": service,
             "site": svc.site,
@@ -870,10 +882,6 @@ class ServiceStage:
             "last_reason": entered[2] if entered else None,
             "last_reason_code": entered[1] if entered else None,
         }  # fmt: skip
-        ident = output_id(service, "state", str(time), cause)
-        self.out.append(
-            Emitted(STATE, service, cloudevent(STATE_TYPE, ident, svc.site, time, service, data))
-        )
 
     def _bad_links(self, s: ServiceState) -> str:
         bad = s.link_health or {}
