@@ -117,9 +117,11 @@ async def test_the_worker_writes_replays_state_records_to_a_compacted_topic(
     async with engine_topics(engine):
         assert await topic_config(kafka_bootstrap, s.topic_state, "cleanup.policy") == "compact"
         await publish_demo(engine, kafka_bootstrap)
-        async with Outputs(kafka_bootstrap, [s.topic_state]) as outputs:
-            async with running_worker(engine) as worker:
-                await settle(engine, outputs, worker)
+        async with (
+            Outputs(kafka_bootstrap, [s.topic_state]) as outputs,
+            running_worker(engine) as worker,
+        ):
+            await settle(engine, outputs, worker)
         assert_state_is_replays(engine, outputs)
 
 
