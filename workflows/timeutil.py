@@ -125,6 +125,8 @@ def format_time(micros: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# A state record repeats its service's ``since`` until the next transition: cached too.
+@functools.lru_cache(maxsize=1024)
 def format_offset(micros: int, zone: ZoneInfo) -> str:
     """RFC 3339 with the offset of ``zone`` at that instant (``2019-02-05T08:12:00+09:00``);
     fractional seconds only when there are any. UTC itself is written ``+00:00``. A zone
