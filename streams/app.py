@@ -63,6 +63,7 @@ from streams.partitions import (
     ServicePartition,
     Trace,
 )
+from streams.printable import printable
 from streams.telemetry import Telemetry
 from streams.topics import (
     CHANGELOG_MIN_MESSAGE_BYTES,
@@ -541,7 +542,8 @@ class FailoverApp(faust.App):
                     headers.get("failover-source-topic", b"").decode(),
                     headers.get("failover-source-partition", b"").decode(),
                     headers.get("failover-source-offset", b"").decode(),
-                    headers.get("failover-reason", b"").decode("utf-8", "replace"),
+                    # The reason quotes the input: escaped, so it cannot forge a log line.
+                    printable(headers.get("failover-reason", b"").decode("utf-8", "replace")),
                 )
 
     def _bound_clock(self) -> None:

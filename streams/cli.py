@@ -21,10 +21,12 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.measure import Measurement
+from rich.text import Text
 
+from streams.printable import printable
 from workflows.clock import ClockJump, clock_jumps, describe_jump
+from workflows.engine import MAX_EVENT_BYTES
 from workflows.replay import encode, read_lines
 from workflows.service import STATES, mermaid
 from workflows.topology import Topology, TopologyError
@@ -44,9 +46,8 @@ def _load(topology: Path) -> Topology:
     try:
         return Topology.load(topology)
     except TopologyError as exc:
-        # Escaped: a file's name or value must not be read as rich markup (``[/x]``).
         Console(stderr=True).print(
-            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
         )
         raise typer.Exit(2) from exc
 
@@ -92,7 +93,9 @@ def _run(
 
     topology = _load(topology_path)
     if not events.is_file():
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {events}: no such file")
+        Console(stderr=True).print(
+            Text.assemble(("error:", "bold red"), f" {printable(events)}: no such file")
+        )
         return 2
     timeline = Timeline(topology)
     # JSONL on stdout leaves the terminal to the timeline on stderr, and vice versa.
@@ -101,14 +104,17 @@ def _run(
     # Spans (to stderr with --trace, or wherever OTEL_* says) never touch the JSONL.
     telemetry = configure(console=trace)
     jumps = _Jumps(events.name, timeline)
-    lines = clock_jumps(read_lines(events), topology.policy.max_clock_jump, jumps.found)
+    lines = clock_jumps(
+        read_lines(events, MAX_EVENT_BYTES), topology.policy.max_clock_jump, jumps.found
+    )
     try:
-        batch = []
+        # Streamed: each record is written as it is made, and the timeline keeps a bounded
+        # summary of it (nothing at all with --quiet), so memory does not grow with the run.
         tracing = Tracing(telemetry, topology)
         for record, _ in traced_replay(topology, lines, events.name, tracing, state=state):
             sink.write(encode(record) + b"\n")
-            batch.append(record)
-        timeline.add(batch)
+            if not quiet:
+                timeline.add(record)
     finally:
         telemetry.shutdown()
         if out is not None:
@@ -119,7 +125,7 @@ def _run(
     if not quiet:
         timeline.print(console)
         if out is not None:
-            console.print(f"output records: {out}")
+            console.print(Text(f"output records: {printable(out)}"))
     return 0
 
 
@@ -195,7 +201,7 @@ def worker_command() -> None:
         settings.tick_key()  # no key and no FAILOVER_UNSIGNED_TICKS=accept: refuse to start
     except SettingsError as exc:
         Console(stderr=True).print(
-            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
         )
         raise typer.Exit(2) from exc
     topology = _load(path)
@@ -211,7 +217,9 @@ StateName = Enum("StateName", {name: name for name in STATES}, type=str)  # type
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     Console(stderr=True).print(
-        f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+        Text.assemble(("error:", "bold red"), f" {printable(message, None)}"),
+        highlight=False,
+        soft_wrap=True,
     )
     return typer.Exit(code)
 

@@ -25,7 +25,7 @@ path gives each service what replay gives it:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
@@ -45,6 +45,7 @@ from streams.config import Settings
 from streams.topics import partition_for
 from workflows.engine import Decoded, decode, read_input
 from workflows.health import FEEDBACK, OVERRIDE, order_key
+from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.records import COMMANDS, STATE, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
@@ -162,24 +163,47 @@ class Routing:
             emitted_headers(record),
         )
 
-    def dead(self, key: bytes | None, reason: str, raw: bytes, origin: Origin) -> Record:
+    def dead(
+        self,
+        key: bytes | None,
+        reason: str,
+        raw: bytes,
+        origin: Origin,
+        original: Sequence[tuple[str, bytes]] = (),
+    ) -> Record:
+        """A dead letter: the input's key, bytes and ``original`` headers as it came, then
+        the engine's headers (reason, origin), which a reader of the last value sees."""
         topic = self.settings.topic_deadletter
         count = self._counts[topic]
         partition = partition_for(key, count) if key else origin.partition % count
-        return Record(topic, key, raw, partition, deadletter_headers(reason, origin))
+        headers = [*original, *deadletter_headers(reason, origin)]
+        return Record(topic, key, raw, partition, headers)
 
 
 def _text(key: bytes | None) -> str | None:
     return key.decode("utf-8", "replace") if key is not None else None
 
 
-def _origin(value: Any) -> Origin | None:
-    """The origin of a queued input: an :class:`Origin`, or its JSON form after a restore."""
+def _queued_origin(origin: Origin, headers: Sequence[tuple[str, bytes]]) -> list[Any]:
+    """What a queued input keeps of where it came from, in a JSON-able form (it is part of
+    the service's state): topic, partition, offset, and its headers (values as latin-1
+    text, which gives back the same bytes), so that a dead letter made when it is applied
+    carries them as a refusal on arrival would."""
+    if not headers:
+        return list(origin)
+    return [*origin, [[name, value.decode("latin-1")] for name, value in headers]]
+
+
+def _origin(value: Any) -> tuple[Origin | None, Headers]:
+    """The origin and original headers of a queued input (:func:`_queued_origin`)."""
     if isinstance(value, Origin):
-        return value
-    if isinstance(value, list | tuple) and len(value) == 3:
-        return Origin(str(value[0]), int(value[1]), int(value[2]))
-    return None
+        return value, []
+    if isinstance(value, list | tuple) and len(value) in (3, 4):
+        where = Origin(str(value[0]), int(value[1]), int(value[2]))
+        if len(value) == 3:
+            return where, []
+        return where, [(str(name), str(text).encode("latin-1")) for name, text in value[3]]
+    return None, []
 
 
 class _Partition:
@@ -258,7 +282,34 @@ class _Partition:
     ) -> None:
         self.counts[f"deadletter:{reason.split(':', 1)[0]}"] += 1
         where = Origin(origin.topic, origin.partition, origin.offset)
-        out.append(self.routing.dead(key, reason, raw, where))
+        original = () if isinstance(origin, Origin) else origin.headers
+        out.append(self.routing.dead(key, reason, raw, where, original))
+
+    def _poisoned(
+        self,
+        exc: Exception,
+        out: list[Record],
+        key: bytes | None,
+        raw: bytes | None,
+        origin: Origin | ConsumerRecord,
+    ) -> None:
+        """An input whose handling raised: dead-lettered ``internal-error`` in the batch's
+        transaction, and the partition goes on (:mod:`workflows.isolation`)."""
+        if fatal(exc):
+            raise exc
+        self._dead(out, key, internal_error(exc), raw or b"", origin)
+
+    def _failures(
+        self,
+        failures: list[tuple[str, str]],
+        out: list[Record],
+        raw: bytes | None,
+        origin: Origin | ConsumerRecord,
+    ) -> None:
+        """Dead-letter the input once for each key (link, service) that could not take it."""
+        for key, reason in failures:
+            self._dead(out, key.encode(), reason, raw or b"", origin)
+        failures.clear()
 
 
 class LinkPartition(_Partition):
@@ -276,6 +327,7 @@ class LinkPartition(_Partition):
         self.links = self._owned(topology.links)
         self.stage = LinkStage(topology, self.links)
         self._services_by_link = topology.services_by_link
+        self._link_snapshot = slot_getter(LinkState)
         self._watermark_key = f"__watermark__/{partition}"
         #: Ticks applied since the last watermark records: ``(tick, id)``.
         self._ticks: list[tuple[int, str]] = []
@@ -297,7 +349,10 @@ class LinkPartition(_Partition):
     def handle(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Record]:
         """One message of this partition of the link-status topic, its state written."""
         out: list[Record] = []
-        self._handle(raw, key, origin, out)
+        try:
+            self._handle(raw, key, origin, out)
+        except Exception as exc:
+            self._poisoned(exc, out, key, raw, origin)
         self._watermarks(out)
         self.flush()
         return out
@@ -329,11 +384,17 @@ class LinkPartition(_Partition):
         handle = self._handle
         if trace is None:
             for r in records:
-                handle(r.value, r.key, r, out)
+                try:
+                    handle(r.value, r.key, r, out)
+                except Exception as exc:
+                    self._poisoned(exc, out, r.key, r.value, r)
         else:
             for r in records:
                 start = len(out)
-                handle(r.value, r.key, r, out)
+                try:
+                    handle(r.value, r.key, r, out)
+                except Exception as exc:
+                    self._poisoned(exc, out, r.key, r.value, r)
                 if len(out) > start:  # a reading that caused nothing has nothing to trace
                     out[start:] = trace(r, out[start:])
         self._watermarks(out)
@@ -366,13 +427,24 @@ class LinkPartition(_Partition):
             if link not in self.links:
                 self._dead(out, key, self._misrouted(link), raw, origin)
                 return
-            change = self.stage.on_status(*reading)
-            self._dirty.add(link)
-            if change is not None:
+            state = self.stage.states.get(link)
+            saved = self._link_snapshot(state) if state is not None else None
+            start = len(out)
+            try:
+                change = self.stage.on_status(*reading)
                 if isinstance(change, str):  # refused: see LinkStage.on_status
                     self._dead(out, key, change, raw, origin)
-                else:
+                elif change is not None:
                     self._fan_out(out, change)
+            except Exception:  # the link as before the reading, and none of its changes out
+                if state is None:
+                    self.stage.states.pop(link, None)
+                else:
+                    assert saved is not None
+                    restore(state, saved)
+                del out[start:]
+                raise
+            self._dirty.add(link)
         elif type_ == "clock.tick.v1":
             before = self.stage.watermark
             changes = self.stage.on_tick(time, event["id"])
@@ -384,6 +456,8 @@ class LinkPartition(_Partition):
             for change in changes:
                 self._fan_out(out, change)
             self._ticks.append((time, event["id"]))
+            if self.stage.failures:
+                self._failures(self.stage.failures, out, raw, origin)
         else:
             subject = event.get("subject")
             if subject not in self.topology.services:
@@ -452,7 +526,10 @@ class ServicePartition(_Partition):
     def handle_change(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Record]:
         """One message of the internal changes topic (written by stage 1), its state written."""
         out: list[Record] = []
-        self._change(raw, key, origin, out)
+        try:
+            self._change(raw, key, origin, out)
+        except Exception as exc:
+            self._poisoned(exc, out, key, raw, origin)
         self.flush()
         return out
 
@@ -462,7 +539,10 @@ class ServicePartition(_Partition):
         """One message of this partition of the overrides (``source="overrides"``) or the
         feedback (``"feedback"``) topic, its state written."""
         out: list[Record] = []
-        self._input(source, raw, key, origin, out)
+        try:
+            self._input(source, raw, key, origin, out)
+        except Exception as exc:
+            self._poisoned(exc, out, key, raw, origin)
         self.flush()
         return out
 
@@ -481,62 +561,78 @@ class ServicePartition(_Partition):
         for r in records:
             start = len(out)
             origin = Origin(r.topic, r.partition, r.offset)
-            if source is None:
-                self._change(r.value, r.key, origin, out)
-            else:
-                self._input(source, r.value, r.key, origin, out)
+            try:
+                if source is None:
+                    self._change(r.value, r.key, origin, out, r)
+                else:
+                    self._input(source, r.value, r.key, origin, out, r)
+            except Exception as exc:
+                self._poisoned(exc, out, r.key, r.value, r)
             if trace is not None:
                 out[start:] = trace(r, out[start:])
         return out
 
     def _change(
-        self, raw: bytes | None, key: bytes | None, origin: Origin, out: list[Record]
+        self,
+        raw: bytes | None,
+        key: bytes | None,
+        origin: Origin,
+        out: list[Record],
+        record: ConsumerRecord | None = None,
     ) -> None:
+        where = record if record is not None else origin  # with the record's headers
         message = decode_change(raw)
         if isinstance(message, str):
-            self._dead(out, key, message, raw or b"", origin)
+            self._dead(out, key, message, raw or b"", where)
         elif isinstance(message, Watermark):
             if message.source in self.expected:
                 for tick, tick_id in message.ticks:
                     self._source(message.source, tick, tick_id)
             else:
                 reason = f"internal: unknown watermark source {message.source!r}"
-                self._dead(out, key, reason, raw or b"", origin)
+                self._dead(out, key, reason, raw or b"", where)
         else:
             service = _text(key)
             if service is None or service not in self.services:
                 reason = f"internal: service {service!r} is not in partition {self.partition}"
-                self._dead(out, key, reason, raw or b"", origin)
+                self._dead(out, key, reason, raw or b"", where)
             else:
                 c = message
                 item = Input(c.time, c.rank, c.id, "health", (c.link, c.health, c.cause))
                 self.stage.offer(service, item)
                 self._dirty.add(service)
-        self._drain(out)
+        self._drain(out, raw, where)
 
     def _input(
-        self, source: str, raw: bytes | None, key: bytes | None, origin: Origin, out: list[Record]
+        self,
+        source: str,
+        raw: bytes | None,
+        key: bytes | None,
+        origin: Origin,
+        out: list[Record],
+        record: ConsumerRecord | None = None,
     ) -> None:
+        where = record if record is not None else origin  # with the record's headers
         raw = raw if raw is not None else b""
         r = self.routing
         answer = decode(raw, _text(key), r.settings.max_event_bytes, r.not_after, r.tick_key)
-        decoded = self._judged(answer, key, raw, origin, out)
+        decoded = self._judged(answer, key, raw, where, out)
         if decoded is None:
             return
         event, time = decoded
         type_ = event["type"]
         if type_ == "clock.tick.v1":
             self._source(source, time, event["id"])
-            self._drain(out)
+            self._drain(out, raw, where)
             return
         if type_ == "link.status.v1":
             reason = "wrong-topic: link.status.v1 is read from the link-status topic"
-            self._dead(out, key, reason, raw, origin)
+            self._dead(out, key, reason, raw, where)
             return
         service = event["subject"]
         if service not in self.topology.services:
             reason = f"unknown-service: {service!r} is not in the topology"
-            self._dead(out, key, reason, raw, origin)
+            self._dead(out, key, reason, raw, where)
             return
         if service not in self.services:
             right = partition_for(service, self.routing.partitions)
@@ -544,7 +640,7 @@ class ServicePartition(_Partition):
                 f"wrong-partition: service {service!r} belongs to partition {right} (murmur2 "
                 f"of the key), not {self.partition}"
             )
-            self._dead(out, key, reason, raw, origin)
+            self._dead(out, key, reason, raw, where)
             return
         data = event["data"]
         fields: tuple[Any, ...]
@@ -559,10 +655,11 @@ class ServicePartition(_Partition):
         seen = self.sources.get(source)
         watermark = seen[0] if seen is not None else None
         at, rank = order_key(time, rank, watermark)
-        item = Input(at, rank, event["id"], kind, fields, raw, list(origin))
+        headers = record.headers if record is not None else ()
+        item = Input(at, rank, event["id"], kind, fields, raw, _queued_origin(origin, headers))
         self.stage.offer(service, item, time, watermark)
         self._dirty.add(service)
-        self._drain(out)
+        self._drain(out, raw, where)
 
     def _source(self, source: str, tick: int, tick_id: str) -> None:
         seen = self.sources.get(source)
@@ -575,13 +672,19 @@ class ServicePartition(_Partition):
                 self._dirty.update(self.stage.advance(low, low_id))
         self._dirty.add(self._meta_key)
 
-    def _drain(self, out: list[Record]) -> None:
+    def _drain(self, out: list[Record], raw: bytes | None, where: Origin | ConsumerRecord) -> None:
+        """The stage's outputs as records, and a dead letter of the input being handled for
+        each service that could not take it (``failures``: :mod:`workflows.isolation`)."""
+        if self.stage.failures:
+            self._failures(self.stage.failures, out, raw, where)
         stage_out = self.stage.out
         for record in stage_out:
             if isinstance(record, Emitted):
                 out.append(self.routing.emitted(record))
             else:
-                origin = _origin(record.origin) or Origin("", self.partition, -1)
+                origin, headers = _origin(record.origin)
+                where = origin or Origin("", self.partition, -1)
                 key = record.key.encode() if record.key is not None else None
-                self._dead(out, key, record.reason, record.raw, origin)
+                self.counts[f"deadletter:{record.reason.split(':', 1)[0]}"] += 1
+                out.append(self.routing.dead(key, record.reason, record.raw, where, headers))
         stage_out.clear()

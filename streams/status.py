@@ -19,6 +19,7 @@ import orjson
 from rich.table import Table
 from rich.text import Text
 
+from streams.printable import printable
 from workflows.records import STATE_TYPE
 from workflows.service import STATES
 
@@ -191,15 +192,9 @@ def matching(
 
 
 def inert(value: Any) -> str:
-    """``value`` as text that a terminal shows as it is: every character that is not
-    printable (controls, escape, bidi overrides) as a ``\\uXXXX`` escape."""
-    text = "-" if value is None else str(value)
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
-        for c in text
-    )
+    """``value`` as text that a terminal shows as it is (:func:`streams.printable.printable`:
+    controls, escape, bidi overrides as their Python escapes); ``-`` for None."""
+    return "-" if value is None else printable(value, None)
 
 
 def _since(value: Any, now: datetime) -> tuple[str, str]:

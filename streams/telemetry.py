@@ -51,6 +51,8 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from streams.printable import printable
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
@@ -545,5 +547,6 @@ def _story_line(span: ReadableSpan, level: int) -> str:
     when = str(attributes.get("failover.event.time", "-"))
     indent = "  " * level
     tail = f"  [{'; '.join(extra)}]" if extra else ""
-    return (f"{when}  {indent}{span.name}  {fields}{tail}  "
-            f"trace {ctx.trace_id:032x} span {_span_id(ctx.span_id)} {origin}\n")  # fmt: skip
+    line = (f"{when}  {indent}{span.name}  {fields}{tail}  "
+            f"trace {ctx.trace_id:032x} span {_span_id(ctx.span_id)} {origin}")  # fmt: skip
+    return printable(line, None) + "\n"  # subjects, reasons, keys: from inputs, shown inert

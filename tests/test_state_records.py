@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema_rs
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from schemas import load_schema
@@ -252,3 +253,31 @@ def test_failover_replay_state_writes_them(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     expected = b"".join(encode(r) + b"\n" for r in _demo(state=True))
     assert out.read_bytes() == expected
+
+
+def test_an_input_rolled_back_leaves_no_state_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo's pin raises half way (after the pin is set, in its notice): dead-lettered,
+    # the service put back as it was, and no state record for the change undone. What is
+    # written is what the file without that line gives.
+    lines = list(read_lines(DEMO_EVENTS))
+    (index,) = [
+        i
+        for i, (_, raw) in enumerate(lines)
+        if b'"operator.override.v1"' in raw and b'"pin"' in raw
+    ]
+    original = ServiceStage._notice
+
+    def failing(self: ServiceStage, *args: Any, **kwargs: Any) -> None:
+        if args[4] == "pinned-oncall":  # (svc, s, time, audience, template, ...)
+            raise RuntimeError("injected")
+        original(self, *args, **kwargs)
+
+    topology = Topology.load(DEMO_TOPOLOGY)
+    with monkeypatch.context() as m:
+        m.setattr(ServiceStage, "_notice", failing)
+        out = list(replay(topology, iter(lines), "demo", state=True))
+    assert [r.reason.split(":")[0] for r in out if isinstance(r, DeadLetter)].count(
+        "internal-error"
+    ) == 1
+    without = list(replay(topology, iter(lines[:index] + lines[index + 1 :]), "demo", state=True))
+    assert [encode(r) for r in _states(out)] == [encode(r) for r in _states(without)]

@@ -129,7 +129,7 @@ def simulate(
         if batched:
             size = rng.randint(1, 40)
             batch = [
-                SimpleNamespace(topic=topic, partition=p, offset=o, key=k, value=v)
+                SimpleNamespace(topic=topic, partition=p, offset=o, key=k, value=v, headers=[])
                 for o, (k, v) in enumerate(logs[tp][offsets[tp] : offsets[tp] + size],
                                            start=offsets[tp])
             ]  # fmt: skip

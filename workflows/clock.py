@@ -168,7 +168,7 @@ def clock_jumps(
     for line in lines:
         try:
             stamp = decode(line[1])
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # deep nesting: msgspec's own limit
             yield line
             continue
         text, type_ = stamp.time, stamp.type

@@ -16,9 +16,10 @@ import orjson
 from schemas import load_schema
 from workflows.clock import INPUT_TYPES, future_reason, tick_reason
 from workflows.health import FEEDBACK, OVERRIDE, order_key
-from workflows.links import HealthChange, LinkStage
+from workflows.isolation import fatal, internal_error, restore, slot_getter
+from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.readings import Reading, read_status
-from workflows.records import DeadLetter, Emitted
+from workflows.records import DeadLetter, Emitted, Truncated
 from workflows.service import Input, ServiceStage
 from workflows.timeutil import parse_event_time
 from workflows.topology import Topology
@@ -164,6 +165,8 @@ class Engine:
         self._inputs: Counter[str] = Counter()  # every other input by type; and dead letters
         self._services_by_link = topology.services_by_link
         self._on_status = self.links.on_status  # bound once: it is called for every probe
+        self._link_states = self.links.states
+        self._link_snapshot = slot_getter(LinkState)
 
     @property
     def counts(self) -> Counter[str]:
@@ -173,50 +176,74 @@ class Engine:
         return counts
 
     def feed(self, raw: bytes, key: str | None = None, origin: Any = None) -> None:
-        """Take one input message (``key`` is its Kafka key, if it came with one)."""
-        reading, decoded = read_input(raw, key, self.max_event_bytes)
-        if reading is None:
-            if isinstance(decoded, str):
-                self._dead(key, decoded, raw, origin)
-                return
-            event, time = decoded
-            type_ = event["type"]
-        if reading is not None:
-            self._probes += 1
-            link = reading[0]
-            if link not in self._services_by_link:
-                self._dead(link, f"unknown-link: {link!r} is not in the topology", raw, origin)
-                return
-            change = self._on_status(*reading)
-            if change is not None:
-                if isinstance(change, str):  # refused: see LinkStage.on_status
-                    self._dead(link, change, raw, origin)
-                else:
-                    self._fan_out(change)
-        elif type_ == "clock.tick.v1":
-            self._inputs[type_] += 1
-            self.tick(time, event["id"])
-        else:
-            self._inputs[type_] += 1
-            service = event["subject"]
-            if service not in self.topology.services:
-                self._dead(service, f"unknown-service: {service!r} is not in the topology",
-                           raw, origin)  # fmt: skip
-                return
-            data = event["data"]
-            if type_ == "operator.override.v1":
-                kind, rank = "override", OVERRIDE
-                fields: tuple[Any, ...] = (data["action"], data["actor"], data["role"],
-                                           data["reason"])  # fmt: skip
-            elif type_ == "manual.record.v1":
-                kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
+        """Take one input message (``key`` is its Kafka key, if it came with one).
+
+        Never raises for what the message holds: an input the core refuses, or whose
+        handling raises, is dead-lettered (``internal-error``, with the state it touched put
+        back as before it: :mod:`workflows.isolation`), and the next input is taken.
+        """
+        try:
+            reading, decoded = read_input(raw, key, self.max_event_bytes)
+            if reading is None:
+                if isinstance(decoded, str):
+                    if isinstance(raw, Truncated):  # a replay line too long to read whole
+                        decoded = raw.reason(self.max_event_bytes)
+                    self._dead(key, decoded, raw, origin)
+                    return
+                event, time = decoded
+                type_ = event["type"]
+            if reading is not None:
+                self._probes += 1
+                link = reading[0]
+                if link not in self._services_by_link:
+                    self._dead(link, f"unknown-link: {link!r} is not in the topology", raw,
+                               origin)  # fmt: skip
+                    return
+                state = self._link_states.get(link)
+                saved = self._link_snapshot(state) if state is not None else None
+                try:
+                    change = self._on_status(*reading)
+                except Exception:
+                    if saved is None:
+                        self._link_states.pop(link, None)
+                    else:
+                        restore(state, saved)
+                    raise
+                if change is not None:
+                    if isinstance(change, str):  # refused: see LinkStage.on_status
+                        self._dead(link, change, raw, origin)
+                    else:
+                        self._fan_out(change)
+                        self._failed(raw, origin)
+            elif type_ == "clock.tick.v1":
+                self._inputs[type_] += 1
+                self.tick(time, event["id"])
+                self._failed(raw, origin)
             else:
-                kind, rank = "reconcile", FEEDBACK
-                fields = (tuple(data["record_ids"]), data.get("incident"))
-            watermark = self.services.watermark
-            at, rank = order_key(time, rank, watermark)
-            item = Input(at, rank, event["id"], kind, fields, raw, origin)
-            self.services.offer(service, item, time, watermark)
+                self._inputs[type_] += 1
+                service = event["subject"]
+                if service not in self.topology.services:
+                    self._dead(service, f"unknown-service: {service!r} is not in the topology",
+                               raw, origin)  # fmt: skip
+                    return
+                data = event["data"]
+                if type_ == "operator.override.v1":
+                    kind, rank = "override", OVERRIDE
+                    fields: tuple[Any, ...] = (data["action"], data["actor"], data["role"],
+                                               data["reason"])  # fmt: skip
+                elif type_ == "manual.record.v1":
+                    kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
+                else:
+                    kind, rank = "reconcile", FEEDBACK
+                    fields = (tuple(data["record_ids"]), data.get("incident"))
+                watermark = self.services.watermark
+                at, rank = order_key(time, rank, watermark)
+                item = Input(at, rank, event["id"], kind, fields, raw, origin)
+                self.services.offer(service, item, time, watermark)
+        except Exception as exc:
+            if fatal(exc):
+                raise
+            self._dead(key, internal_error(exc), raw, origin)
 
     def tick(self, time: int, tick_id: str) -> None:
         """Advance event time for every link and service."""
@@ -231,8 +258,22 @@ class Engine:
     def _fan_out(self, change: HealthChange) -> None:
         item = Input(change.time, change.rank, change.id, "health",
                      (change.link, change.health, change.cause))  # fmt: skip
+        offer = self.services.offer
         for service in self._services_by_link[change.link]:
-            self.services.offer(service, item)
+            try:
+                offer(service, item)
+            except Exception as exc:  # that service misses the change; the others take it
+                if fatal(exc):
+                    raise
+                self.services.failures.append((service, internal_error(exc)))
+
+    def _failed(self, raw: bytes, origin: Any) -> None:
+        """Dead-letter ``raw`` once for each link or service that could not take it."""
+        for stage in (self.links, self.services):
+            if stage.failures:
+                for key, reason in stage.failures:
+                    self._dead(key, reason, raw, origin)
+                stage.failures.clear()
 
     def _dead(
         self, key: str | None, reason: str, raw: bytes, origin: Any, subject: str | None = None

@@ -17,6 +17,7 @@ import heapq
 from typing import Any, Final, NamedTuple
 
 from workflows.health import DOWN, HEALTH, HEALTHY, IMPAIRED, TICK, order_key
+from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.timeutil import format_time
 from workflows.topology import LinkPolicy, Topology
 
@@ -74,6 +75,10 @@ class LinkState:
         return state
 
 
+#: Every slot of a link's state: all immutable values, so no copy is needed.
+_snapshot = slot_getter(LinkState)
+
+
 class LinkStage:
     """Link health for a set of links. One instance per stage-1 partition on Kafka, one for
     all links in replay. Time advances only through :meth:`on_tick`."""
@@ -94,6 +99,9 @@ class LinkStage:
         self.states: dict[str, LinkState] = {}
         self._timers: list[tuple[int, str]] = []
         self.watermark: int | None = None
+        #: ``(link, reason)`` for each link whose timers raised at a tick (it was left as it
+        #: was before the tick: :mod:`workflows.isolation`), until the caller empties it.
+        self.failures: list[tuple[str, str]] = []
 
     def restore(self, link: str, state: LinkState) -> None:
         """Adopt a state recovered from a changelog, and re-arm its timer."""
@@ -213,11 +221,19 @@ class LinkStage:
         timers = self._timers
         while timers and timers[0][0] <= time:
             deadline, link = heapq.heappop(timers)
-            state = self.states[link]
-            if state.timer != deadline:
-                continue  # superseded by an earlier deadline that already ran
-            state.timer = None
-            change = self._wake(link, state, time, tick_id)
+            woken = self.states.get(link)
+            if woken is None or woken.timer != deadline:
+                continue  # superseded by an earlier deadline, or its reading was undone
+            woken.timer = None
+            saved = _snapshot(woken)  # unarmed: a link whose timer raised waits for a reading
+            try:
+                change = self._wake(link, woken, time, tick_id)
+            except Exception as exc:  # one link's fault stops neither the tick nor the others
+                if fatal(exc):
+                    raise
+                restore(woken, saved)
+                self.failures.append((link, internal_error(exc)))
+                continue
             if change is not None:
                 changes.append(change)
         # Only now: what the timers found happened at this tick, not after it.

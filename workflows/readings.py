@@ -108,7 +108,7 @@ def read_status(
     try:
         event = _DECODER.decode(raw)
         time = parse_event_time(event.time)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):  # decode's path says why
         return None
     if key is not None and key != event.subject:
         return None

@@ -16,6 +16,7 @@ __all__ = [
     "TRANSITIONS",
     "DeadLetter",
     "Emitted",
+    "Truncated",
     "cloudevent",
     "output_id",
 ]
@@ -53,6 +54,28 @@ class DeadLetter(NamedTuple):
     reason: str
     raw: bytes
     origin: Any
+
+
+class Truncated(bytes):
+    """The first bytes of a line longer than the limit: all a dead letter keeps of it.
+
+    ``length`` is the whole line's length in bytes (without its newline). It is at least one
+    byte longer than the limit itself, so the engine refuses it ``too-large`` whatever those
+    first bytes hold; the reason says how long the line was and how much of it is kept.
+    """
+
+    length: int
+
+    def __new__(cls, prefix: bytes, length: int) -> Truncated:
+        self = super().__new__(cls, prefix)
+        self.length = length
+        return self
+
+    def reason(self, max_bytes: int) -> str:
+        return (
+            f"too-large: {self.length} bytes, the limit is {max_bytes}; the dead letter "
+            f"keeps the first {len(self)} bytes (truncated)"
+        )
 
 
 def output_id(*parts: str) -> str:

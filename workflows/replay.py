@@ -9,15 +9,15 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import orjson
 
-from workflows.engine import Engine
-from workflows.records import DEADLETTER, DeadLetter, Emitted
+from workflows.engine import MAX_EVENT_BYTES, Engine
+from workflows.records import DEADLETTER, DeadLetter, Emitted, Truncated
 from workflows.topology import Topology
 
-__all__ = ["Origin", "encode", "read_lines", "replay"]
+__all__ = ["Origin", "Truncated", "encode", "read_lines", "replay"]
 
 
 class Origin(NamedTuple):
@@ -27,13 +27,37 @@ class Origin(NamedTuple):
     line: int
 
 
-def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """The non-blank lines of a JSONL file with their numbers, as bytes, without newline."""
+#: Bytes read at a time from a line longer than the limit, to find its end.
+_CHUNK: Final = 1 << 20
+
+
+def read_lines(path: str | Path, max_bytes: int = MAX_EVENT_BYTES) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a JSONL file with their numbers, as bytes, without newline.
+
+    A line longer than ``max_bytes`` is never read whole: its first ``max_bytes + 1`` bytes
+    come as :class:`Truncated`, with its length; the rest is read in chunks and dropped. So
+    memory is bounded by the limit, however long the line.
+    """
+    keep = max_bytes + 1
     with Path(path).open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            stripped = line.rstrip(b"\r\n")
-            if stripped.strip():
-                yield number, stripped
+        number = 0
+        while line := handle.readline(keep + 2):  # room for the longest line kept, and CRLF
+            number += 1
+            if len(line) < keep + 2 or line.endswith(b"\n"):
+                stripped = line.rstrip(b"\r\n")
+                if stripped.strip():
+                    yield number, stripped
+                continue
+            prefix, length, blank = line[:keep], len(line), not line.strip()
+            while not line.endswith(b"\n"):
+                line = handle.readline(_CHUNK)
+                if not line:
+                    break
+                length += len(line)
+                blank = blank and not line.strip()
+            length -= len(line) - len(line.rstrip(b"\r\n"))
+            if not blank:
+                yield number, Truncated(prefix, length)
 
 
 def replay(

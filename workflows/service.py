@@ -44,6 +44,7 @@ from workflows.health import (
     TICK,
     service_health,
 )
+from workflows.isolation import fatal, internal_error, restore, snapshot
 from workflows.notices import render
 from workflows.records import (
     COMMANDS,
@@ -420,6 +421,11 @@ class ServiceStage:
         #: With state records: service -> (time, cause) of the last change of its read model
         #: since it was last handled; None without them (nothing is tracked).
         self._changed: dict[str, tuple[int, str]] | None = {} if state_records else None
+        #: The queued input being applied (:meth:`_step` blames it if its application raises).
+        self._applying: Input | None = None
+        #: ``(service, reason)`` for each service whose timers raised since the caller last
+        #: emptied this list: the service was left as it was before the tick.
+        self.failures: list[tuple[str, str]] = []
         # The model that `transitions` drives, loaded with one service's state per trigger;
         # the callbacks are this stage's methods.
         self._cursor = _Cursor()
@@ -547,26 +553,93 @@ class ServiceStage:
             if (inbox := states[sid].inbox) and (inbox[0].time, inbox[0].rank) < limit
         }
         handled = sorted(due | pending)
-        changed = self._changed
         for service in handled:
-            state = self.states[service]
-            self._drain(service, state, limit)
-            self._evaluate(service, state, time, tick_id)
-            self._forget(state, time, self._services[service].policy)
-            self._arm(service, state)
-            if changed and service in changed:
-                self._state_record(service, state, *changed.pop(service))
+            self._step(service, limit, time, tick_id)
         return handled
 
     def flush(self) -> None:
         """End of input (replay): apply everything still queued, in order."""
-        changed = self._changed
         for service in sorted(self._pending):
-            state = self.states[service]
-            self._drain(service, state, None)
-            self._arm(service, state)
-            if changed and service in changed:
-                self._state_record(service, state, *changed.pop(service))
+            self._step(service, None, None, "")
+
+    def _step(
+        self, service: str, limit: tuple[int, int] | None, time: int | None, tick_id: str
+    ) -> None:
+        """:meth:`_due`, then the service's state record if its read model changed."""
+        self._due(service, limit, time, tick_id)
+        changed = self._changed
+        if changed and service in changed:
+            self._state_record(service, self.states[service], *changed.pop(service))
+
+    def _due(
+        self, service: str, limit: tuple[int, int] | None, time: int | None, tick_id: str
+    ) -> None:
+        """What is due for one service at ``time`` (``None``: the end of input), isolated as
+        :mod:`workflows.isolation` says: a queued input that raises is dead-lettered and the
+        service's inputs are applied again from its snapshot without it; a raise of its own
+        timers leaves the service as it was after its inputs, unarmed until its next input,
+        and is reported in :attr:`failures`."""
+        state = self.states[service]
+        saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
+        changed = self._changed
+        # A rollback forgets the change marks of what it undoes, as it forgets the outputs.
+        was = changed.get(service) if changed is not None else None
+        while True:
+            try:
+                self._drain(service, state, limit)
+                break
+            except Exception as exc:
+                if fatal(exc):
+                    raise
+                bad, reason = self._applying, internal_error(exc)
+                self._rollback(state, saved, mark)
+                self._remark(service, was)
+                if bad is None:  # pragma: no cover - nothing outside an input raises here
+                    self.failures.append((service, reason))
+                    return
+                inbox = state.inbox
+                assert inbox is not None
+                inbox.remove(bad)
+                heapq.heapify(inbox)
+                if not inbox:
+                    state.inbox = None
+                if bad.kind == "health":  # made by stage 1: no bytes of its own; say whence
+                    link, _, cause = bad.data
+                    reason = f"{reason} (the health of link {link!r} after input {cause!r})"
+                self.out.append(DeadLetter(service, reason, bad.raw, bad.origin))
+                saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
+                was = changed.get(service) if changed is not None else None
+        if time is not None:
+            if len(state.inbox or ()) != queued:  # inputs were applied: a new snapshot
+                saved, mark = snapshot(state), len(self.out)
+                was = changed.get(service) if changed is not None else None
+            try:
+                self._evaluate(service, state, time, tick_id)
+                self._forget(state, time, self._services[service].policy)
+            except Exception as exc:
+                if fatal(exc):
+                    raise
+                self._rollback(state, saved, mark)
+                self._remark(service, was)
+                self.failures.append((service, internal_error(exc)))
+                return
+        self._arm(service, state)
+
+    def _remark(self, service: str, was: tuple[int, str] | None) -> None:
+        """Put back ``service``'s change mark as it was at the snapshot."""
+        changed = self._changed
+        if changed is None:
+            return
+        if was is None:
+            changed.pop(service, None)
+        else:
+            changed[service] = was
+
+    def _rollback(self, state: ServiceState, saved: tuple[Any, ...], mark: int) -> None:
+        restore(state, saved)
+        del self.out[mark:]
+        self._firing = None
+        self._applying = None
 
     def _drain(self, service: str, state: ServiceState, limit: tuple[int, int] | None) -> None:
         inbox = state.inbox
@@ -575,11 +648,13 @@ class ServiceStage:
             item = heapq.heappop(inbox)
             if queued is not None:
                 queued.discard(item.id)
+            self._applying = item
             # What held until this instant was sustained until it: a spell that ends between
             # two ticks still counts, at the time of the input that ends it.
             cause = item.data[2] if item.kind == "health" else item.id
             self._evaluate(service, state, item.time, cause)
             self._apply(service, state, item)
+        self._applying = None
         if not inbox:
             state.inbox = state.queued = None
             self._pending.discard(service)
