@@ -47,7 +47,7 @@ from workflows.engine import Decoded, decode, read_input
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
-from workflows.records import COMMANDS, TRANSITIONS, Emitted
+from workflows.records import COMMANDS, STATE, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
 from workflows.topology import Topology
 
@@ -114,10 +114,15 @@ class Routing:
             for name in (
                 settings.topic_commands,
                 settings.topic_transitions,
+                settings.topic_state,
                 settings.topic_deadletter,
             )
         }
-        self._output = {COMMANDS: settings.topic_commands, TRANSITIONS: settings.topic_transitions}
+        self._output = {
+            COMMANDS: settings.topic_commands,
+            TRANSITIONS: settings.topic_transitions,
+            STATE: settings.topic_state,
+        }
         self._owned: list[tuple[Collection[str], list[set[str]]]] = []
         #: The clock guards decode applies (workflows/clock.py): the latest event time accepted
         #: and the ticks' key. None: unbounded, unchecked (as replay); the worker sets both
@@ -494,7 +499,8 @@ class ServicePartition(_Partition):
     ) -> None:
         super().__init__(topology, routing, partition, table, counts)
         self.services = self._owned(topology.services)
-        self.stage = ServiceStage(topology, self.services)
+        # The worker always writes the read model (replay only with --state).
+        self.stage = ServiceStage(topology, self.services, state_records=True)
         self.expected = frozenset(
             [*(link_source(p) for p in range(routing.partitions)), OVERRIDES_SOURCE,
              FEEDBACK_SOURCE]

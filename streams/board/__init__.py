@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import signal
-from collections.abc import Mapping
 from datetime import tzinfo
 
 from aiohttp import web as aioweb
@@ -22,29 +19,11 @@ from aiohttp import web as aioweb
 from streams.board.model import Board
 from streams.board.reader import Reader, Topics
 from streams.board.web import BoardWeb, make_app
-from streams.config import Settings, SettingsError
+from streams.config import Settings
 
-__all__ = ["serve", "state_topic"]
+__all__ = ["serve"]
 
 log = logging.getLogger("failover.board")
-
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
-
-def state_topic(env: Mapping[str, str] | None = None) -> str:
-    """``FAILOVER_TOPIC_STATE`` (default ``service-state``), the engine's read model.
-
-    Raises:
-        SettingsError: not a Kafka topic name.
-    """
-    env = os.environ if env is None else env
-    name = (env.get("FAILOVER_TOPIC_STATE") or "").strip() or "service-state"
-    if not _TOPIC.match(name) or name in (".", ".."):
-        raise SettingsError(
-            "FAILOVER_TOPIC_STATE",
-            f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)",
-        )
-    return name
 
 
 def _zones(settings: Settings) -> tuple[dict[str, tzinfo], dict[str, str]]:
@@ -61,14 +40,14 @@ def _zones(settings: Settings) -> tuple[dict[str, tzinfo], dict[str, str]]:
     )
 
 
-async def serve(settings: Settings, topic: str, host: str, port: int) -> int:
+async def serve(settings: Settings, host: str, port: int) -> int:
     """Run the board until SIGTERM or SIGINT."""
     zones, names = _zones(settings)
     board = Board(zones)
     reader = Reader(
         board,
         list(settings.bootstrap_servers),
-        Topics(topic, settings.topic_transitions, settings.topic_commands),
+        Topics(settings.topic_state, settings.topic_transitions, settings.topic_commands),
         settings.app_id,
     )
     handlers = BoardWeb(board, reader.ready.is_set, lambda: reader.lag, site_names=names)
