@@ -157,7 +157,13 @@ class Reader:
                 if not self._assigned:
                     await asyncio.sleep(1.0)
                     continue
-            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            except KafkaError as exc:
+                # The consumer reconnects by itself; the page says when it last heard.
+                log.warning("board: fetch failed: %s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
             for tp, records in batches.items():
                 kind = kinds[tp.topic]
                 for record in records:

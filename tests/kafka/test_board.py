@@ -4,13 +4,22 @@ broker's committed offsets with no worker running."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import aiohttp
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from tests.boardrecords import ambon_manual, ektp_restored
+from tests.boardrecords import ROOT, ambon_manual, ektp_restored
+from tests.conftest import _free_port as free_port
 from tests.kafka.boardtools import board_topics, produce, running_board
 from tests.kafka.kafkatools import topics as created
 from tests.kafka.kafkatools import wait_for
@@ -90,3 +99,62 @@ async def test_engine_lag_from_the_broker_with_no_worker(
                 )
 
             await wait_for(measured, 30, "the engine's lag on /metrics")
+
+
+async def test_the_command_serves_and_failover_status_reads_it(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """``failover board`` as an operator starts it, and ``failover status --board`` (the
+    engine's command line) reading the board's API; SIGTERM stops the board cleanly."""
+    t = board_topics(unique_name)
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FAILOVER_TOPIC_STATE": t.state,
+        "FAILOVER_TOPIC_TRANSITIONS": t.transitions,
+        "FAILOVER_TOPIC_COMMANDS": t.commands,
+        "FAILOVER_APP_ID": unique_name("engine"),
+        "FAILOVER_TOPOLOGY": str(ROOT / "streams" / "demo" / "ambon.yaml"),
+    }
+    command = [sys.executable, "-c", "from streams.cli import main; main()"]
+    url = f"http://127.0.0.1:{port}"
+    async with (
+        created(kafka_bootstrap, t.state, partitions=3, config=COMPACT),
+        created(kafka_bootstrap, t.transitions, t.commands, partitions=3),
+    ):
+        await produce(kafka_bootstrap, t, ambon_manual())
+        log = (tmp_path / "board.log").open("wb")
+        board = subprocess.Popen(
+            [*command, "board", "--port", str(port)], env=env, stdout=log, stderr=log
+        )
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def ready() -> bool:
+                    assert board.poll() is None, (tmp_path / "board.log").read_text()
+                    try:
+                        async with http.get(url + "/readyz") as response:
+                            return response.status == 200
+                    except aiohttp.ClientConnectionError:
+                        return False
+
+                await wait_for(ready, 60, "failover board to be ready")
+                async with http.get(url + "/api/services?state=manual") as response:
+                    served = (await response.json())["services"]
+                # With the topology, the page names the site and incidents show WIT.
+                async with http.get(url + "/?site=disdukcapil-ambon") as response:
+                    assert "Disdukcapil Kota Ambon" in await response.text()
+            status = await asyncio.to_thread(
+                subprocess.run,
+                [*command, "status", "--board", url, "--state", "manual", "--json"],
+                env=env, capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert status.returncode == 0, status.stderr
+            assert orjson.loads(status.stdout) == served
+            assert len(served) == 4
+        finally:
+            board.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(board.wait, 30)
+            log.close()
+        assert code == 0, (tmp_path / "board.log").read_text()
