@@ -20,6 +20,7 @@ from streams.board.model import Board
 from streams.board.reader import Reader, Topics
 from streams.board.web import BoardWeb, make_app
 from streams.config import Settings
+from streams.redact import install as mask_secrets
 
 __all__ = ["serve"]
 
@@ -42,6 +43,8 @@ def _zones(settings: Settings) -> tuple[dict[str, tzinfo], dict[str, str]]:
 
 async def serve(settings: Settings, host: str, port: int) -> int:
     """Run the board until SIGTERM or SIGINT."""
+    # As the worker: the Kafka password and the environment's secrets never reach a log line.
+    mask_secrets(extra=settings.security.secrets())
     zones, names = _zones(settings)
     board = Board(zones)
     reader = Reader(
@@ -49,6 +52,7 @@ async def serve(settings: Settings, host: str, port: int) -> int:
         list(settings.bootstrap_servers),
         Topics(settings.topic_state, settings.topic_transitions, settings.topic_commands),
         settings.app_id,
+        security=settings.security,
     )
     handlers = BoardWeb(board, reader.ready.is_set, lambda: reader.lag, site_names=names)
     runner = aioweb.AppRunner(make_app(handlers), access_log=None)

@@ -21,12 +21,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streams.board.model import Board
+from streams.security import KafkaSecurity
 
 __all__ = ["Lag", "Reader", "Topics"]
 
@@ -64,12 +66,15 @@ class Reader:
         *,
         check_interval: float = 5.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.board = board
         self.bootstrap = bootstrap
         self.topics = topics
         self.check_interval = check_interval
         self.clock = clock
+        #: TLS and SASL options of the clients, as the worker's (streams/security.py).
+        self.options: dict[str, Any] = security.client_options() if security is not None else {}
         self.lag = Lag(engine_group, {})
         #: The end offsets of the state topic when the board started; ``None`` until known.
         self.targets: dict[TopicPartition, int] | None = None
@@ -88,8 +93,9 @@ class Reader:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **self.options,
         )
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.options)
         await self._consumer.start()
         await self._admin.start()
         self._tasks = [

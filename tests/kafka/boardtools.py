@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from streams.board.model import Board
 from streams.board.reader import Reader, Topics
 from streams.board.web import BoardWeb, make_app
+from streams.security import KafkaSecurity
 from tests.boardrecords import Record, encode
 from tests.kafka.kafkatools import wait_for
 
@@ -24,7 +25,9 @@ def board_topics(unique_name: Any) -> Topics:
     return Topics(unique_name("state"), unique_name("transitions"), unique_name("commands"))
 
 
-async def produce(bootstrap: str, topics: Topics, records: Iterable[Record]) -> None:
+async def produce(
+    bootstrap: str, topics: Topics, records: Iterable[Record], **options: Any
+) -> None:
     """Write ``records`` in one committed transaction (ending each partition with a marker,
     as the engine's exactly-once output does)."""
     by_kind = {
@@ -33,7 +36,9 @@ async def produce(bootstrap: str, topics: Topics, records: Iterable[Record]) -> 
         "commands": topics.commands,
     }
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, transactional_id=f"board-test-{uuid.uuid4().hex}"
+        bootstrap_servers=bootstrap,
+        transactional_id=f"t-board-{uuid.uuid4().hex}",  # the secured broker's test prefix
+        **options,
     )
     await producer.start()
     try:
@@ -73,10 +78,13 @@ class RunningBoard:
 
 @asynccontextmanager
 async def running_board(
-    bootstrap: str, topics: Topics, engine_group: str = "failover-engine"
+    bootstrap: str,
+    topics: Topics,
+    engine_group: str = "failover-engine",
+    security: KafkaSecurity | None = None,
 ) -> AsyncIterator[RunningBoard]:
     board = Board()
-    reader = Reader(board, bootstrap, topics, engine_group, check_interval=0.5)
+    reader = Reader(board, bootstrap, topics, engine_group, check_interval=0.5, security=security)
     handlers = BoardWeb(board, reader.ready.is_set, lambda: reader.lag, clock_interval=0.2)
     runner = web.AppRunner(make_app(handlers))
     await runner.setup()

@@ -16,11 +16,14 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
+from streams.security import KafkaSecurity
 from tests.boardrecords import ROOT, ambon_manual, ektp_restored
+from tests.conftest import SecureKafka
 from tests.conftest import _free_port as free_port
-from tests.kafka.boardtools import board_topics, produce, running_board
+from tests.kafka.boardtools import RunningBoard, board_topics, produce, running_board
 from tests.kafka.kafkatools import topics as created
 from tests.kafka.kafkatools import wait_for
 
@@ -158,3 +161,41 @@ async def test_the_command_serves_and_failover_status_reads_it(
             code = await asyncio.to_thread(board.wait, 30)
             log.close()
         assert code == 0, (tmp_path / "board.log").read_text()
+
+
+async def test_on_the_secured_broker(
+    secure_kafka: SecureKafka, unique_name: Callable[[str], str]
+) -> None:
+    """On a broker that takes only SASL_SSL (SCRAM) and denies what its ACLs do not allow,
+    the board connects with the worker's security settings, as the engine's user."""
+    security = KafkaSecurity.from_env(secure_kafka.engine_env)
+    assert security.protocol == "SASL_SSL"
+    options = security.client_options()
+    address = secure_kafka.address
+    t = board_topics(unique_name)
+    admin = AIOKafkaAdminClient(bootstrap_servers=address, **options)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(t.state, 3, 1, topic_configs=COMPACT),
+                NewTopic(t.transitions, 3, 1),
+                NewTopic(t.commands, 3, 1),
+            ]
+        )
+        await produce(address, t, ambon_manual(), **options)
+        async with running_board(address, t, unique_name("engine"), security) as board:
+            await board.wait_ready()
+            _, body = await board.get("/api/services?not_online=1")
+            assert len(body["services"]) == 4
+            await wait_for(
+                lambda: _has_lag_reading(board), 30, "the lag read on the secured broker"
+            )
+    finally:
+        await admin.delete_topics([t.state, t.transitions, t.commands])
+        await admin.close()
+
+
+async def _has_lag_reading(board: RunningBoard) -> bool:
+    _, text = await board.get("/metrics")
+    return "failover_engine_consumer_lag_checked_timestamp_seconds" in text
