@@ -304,3 +304,30 @@ async def test_answers_follow_changes(client: TestClient[Any, Any]) -> None:
     assert next(s for s in listed if s["service"] == "ektp")["state"] == "online"
     assert await services(client, f"?site={SIRIMAU}") == sirimau
     assert [s["state"] for s in await services(client, "?state=online")] == ["online"] * 2
+
+
+@pytest.mark.asyncio
+async def test_events_follow_the_filter_and_a_slow_client_is_let_go(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    board = client.app[BOARD]
+    async with client.get(f"/events?site={DISDUKCAPIL}&not_online=1") as events:
+        assert events.status == 200
+        assert events.headers["Content-Type"] == "text/event-stream"
+        first = await events.content.readuntil(b"\n\n")
+        assert first.startswith(b"retry: ")
+        await events.content.readuntil(b"\n\n")  # the clock
+        feed(board, ektp_restored())
+        messages = [await events.content.readuntil(b"\n\n") for _ in range(2)]
+        bodies = [orjson.loads(m.split(b"data: ", 1)[1]) for m in messages]
+        # restored (still not online), then online: it leaves the filter.
+        assert [(b["match"], b["service"]["state"]) for b in bodies] == [
+            (True, "restored"),
+            (False, "online"),
+        ]
+    monkeypatch.setattr("streams.board.web.MAX_PENDING", 1)
+    async with client.get("/events") as events:
+        await events.content.readuntil(b"\n\n")
+        feed(board, ambon_manual())  # more than one message pending: the client is let go
+        rest = await events.content.read()
+        assert rest.count(b"event: service") <= 2

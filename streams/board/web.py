@@ -87,9 +87,9 @@ class _Subscriber:
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
+            # Too slow a client: it is disconnected once it has read what is queued, and
+            # its EventSource reconnects and reloads the list.
             self.closed = True
-            self.queue = asyncio.Queue(1)
-            self.queue.put_nowait(None)
 
 
 class BoardWeb:
@@ -182,6 +182,8 @@ class BoardWeb:
                 if message is None:
                     break
                 await response.write(message)
+                if subscriber.closed and subscriber.queue.empty():
+                    break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
