@@ -16,7 +16,9 @@ The engine writes ``failover-commands`` in Kafka transactions, so:
 
 Environment: ``KAFKA_BOOTSTRAP_SERVERS`` (127.0.0.1:9092), ``FAILOVER_TOPIC_COMMANDS``
 (failover-commands), ``CONSUMER_GROUP`` (notice-sender), ``CONSUMER_DB``
-(notice-sender.sqlite).
+(notice-sender.sqlite), and on a secured cluster ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``
+and ``KAFKA_SSL_*`` as the worker reads them (streams/security.py). The consumer needs Read
+and Describe on the commands topic and Read on its group.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.security import KafkaSecurity
 
 
 def handle(db: sqlite3.Connection, event: dict[str, Any]) -> bool:
@@ -61,6 +65,7 @@ async def main() -> None:
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **KafkaSecurity.from_env().client_options(),
     )
     await consumer.start()
     try:

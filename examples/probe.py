@@ -13,7 +13,9 @@
 - An idempotent producer with ``acks=all``: a retried send is never written twice.
 
 Environment: ``KAFKA_BOOTSTRAP_SERVERS`` (127.0.0.1:9092), ``FAILOVER_TOPIC_LINK_STATUS``
-(link-status).
+(link-status), and on a secured cluster ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*`` and
+``KAFKA_SSL_*`` as the worker reads them (streams/security.py, which needs nothing but the
+standard library). A probe needs only Write and Describe on the link-status topic.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
+
+from streams.security import KafkaSecurity, SecurityError
 
 
 def reading(link: str, status: str, latency_ms: float | None, loss_pct: float | None) -> bytes:
@@ -50,9 +54,14 @@ async def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=None)
     parser.add_argument("--loss-pct", type=float, default=None)
     args = parser.parse_args()
+    try:
+        security = KafkaSecurity.from_env()
+    except SecurityError as exc:
+        parser.error(str(exc))
     producer = AIOKafkaProducer(
         bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         enable_idempotence=True,  # implies acks="all"
+        **security.client_options(),
     )
     await producer.start()
     try:

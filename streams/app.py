@@ -71,6 +71,7 @@ from streams.topics import (
     changelog_specs,
     changelog_topic,
     check_limits,
+    default_replication,
     ensure_topics,
     topic_limits,
     topic_specs,
@@ -258,12 +259,15 @@ class FailoverApp(faust.App):
         super().__init__(
             settings.app_id,
             broker=settings.broker_urls,
+            # TLS and SASL for the consumer, the producers and topic creation (None: plaintext).
+            broker_credentials=settings.security.faust_credentials(),
             store=settings.store,
             datadir=str(settings.data_dir),
             autodiscover=False,
             processing_guarantee=settings.processing_guarantee,
             topic_partitions=settings.partitions,
-            topic_replication_factor=settings.replication,
+            # Until on_first_start has asked the brokers for their default (streams/topics.py).
+            topic_replication_factor=settings.replication or 1,
             topic_allow_declare=True,
             table_standby_replicas=0,
             consumer_auto_offset_reset="earliest",
@@ -358,9 +362,16 @@ class FailoverApp(faust.App):
             shutil.rmtree(self.conf.tabledir, ignore_errors=True)
         await super().on_first_start()
         _log.info("failover worker settings: %s", s.describe())
+        replication = s.replication or await default_replication(
+            s.bootstrap_servers, security=s.security
+        )
+        # faust creates its own topics (changelogs, leader) after this, with this factor.
+        self.conf.topic_replication_factor = replication
         specs = topic_specs(s) + changelog_specs(s)
-        counts = await ensure_topics(s.bootstrap_servers, specs, s.replication)
-        limits = await topic_limits(s.bootstrap_servers, [spec.name for spec in specs])
+        counts = await ensure_topics(s.bootstrap_servers, specs, replication, security=s.security)
+        limits = await topic_limits(
+            s.bootstrap_servers, [spec.name for spec in specs], security=s.security
+        )
         check_limits(
             s,
             limits,
@@ -480,6 +491,11 @@ class FailoverApp(faust.App):
         the outbox lock, every record it causes sent in the partition's transaction, any
         failure fatal before a commit. False (nothing handled) if the batch belongs to an
         earlier consumer generation: its partition is re-read from the committed offset."""
+        # faust's check that streams are alive reads this (verify_event_path, every 1.25 s):
+        # the batch path is the stream, and without it faust reports every partition whose
+        # high watermark is past the position (under read_committed, any partition with an
+        # open transaction) as "not started processing" once stream_processing_timeout passed.
+        self.monitor.stream_inbound_time[tp] = time.monotonic()
         await self.outbox.acquire()
         try:
             if generation != self.consumer_generation_id:
@@ -512,6 +528,7 @@ class FailoverApp(faust.App):
         that commits the inputs that changed it. One record per key and commit, however many
         readings changed it. ``topics``: the partitions the commit commits (``None``: all);
         the others keep their changes for their own transaction's commit."""
+        self._note_commit(topics)
         s = self.settings
         stages: list[tuple[str, dict[int, tuple[Any, _TableView]]]] = [
             (s.topic_link_status, self._links),
@@ -526,6 +543,18 @@ class FailoverApp(faust.App):
                 stage.flush()
                 if view.pending:
                     await self.outbox.send(view.drain(), topic, partition)
+
+    def _note_commit(self, topics: Collection[Any] | None) -> None:
+        """Tell faust's livelock check when partitions were last committed: it reads that from
+        the consumer's own commit (``AIOKafkaConsumerThread._commit``), which exactly-once
+        never takes (the offsets go into the transactions), and would report every partition
+        with unread records as "not committed since worker start" after
+        ``broker_commit_livelock_soft_timeout``. Marked as the commit begins, as faust does."""
+        stamps = getattr(getattr(self.consumer, "_thread", None), "tp_last_committed_at", None)
+        if stamps is None:
+            return
+        now = time.monotonic()
+        stamps.update(dict.fromkeys(self.consumer.assignment() if topics is None else topics, now))
 
     async def _failed(self, origin: Origin, exc: Exception) -> None:
         """A bug, or a record that cannot be sent: stop before committing past the input."""

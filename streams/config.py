@@ -5,8 +5,12 @@ variable                           default                     what
 =================================  ==========================  ==================================
 ``KAFKA_BOOTSTRAP_SERVERS``        ``127.0.0.1:9092``          comma-separated ``host:port`` list
 ``FAILOVER_TOPOLOGY``              (none: the worker needs it) path of the topology YAML
+``FAILOVER_TOPIC_PREFIX``          (none)                      put before every topic name below
+                                                               and the default app id; the app id
+                                                               must start with it
 ``FAILOVER_APP_ID``                ``failover-engine``         faust app id = consumer group id,
-                                                               prefix of changelog topics and of
+                                                               prefix of the internal topic, of
+                                                               changelog topics and of
                                                                transactional ids
 ``FAILOVER_TOPIC_LINK_STATUS``     ``link-status``             input, key: link id
 ``FAILOVER_TOPIC_OVERRIDES``       ``operator-overrides``      input, key: service id
@@ -17,11 +21,15 @@ variable                           default                     what
                                                                id: each service's current state
                                                                (the public read model)
 ``FAILOVER_TOPIC_DEADLETTER``      ``failover-deadletter``     bad input, with the reason
-``FAILOVER_TOPIC_CHANGES``         ``failover-link-changes``   internal: link health changes,
+``FAILOVER_TOPIC_CHANGES``         ``APP_ID-link-changes``     internal: link health changes,
                                                                repartitioned by service id
 ``FAILOVER_PARTITIONS``            ``6``                       partitions of the inputs, of the
                                                                internal topic and of the tables
-``FAILOVER_REPLICATION``           ``1``                       replication factor of new topics
+``FAILOVER_REPLICATION``           (the brokers' default)      replication factor of new topics;
+                                                               unset: the brokers'
+                                                               default.replication.factor
+``FAILOVER_TRANSITIONS_RETENTION_  ``90``                      days the transitions topic keeps
+DAYS``                                                         its records (0: for ever)
 ``FAILOVER_STORE``                 ``rocksdb://``              faust table store (``memory://``)
 ``FAILOVER_DATA_DIR``              ``./failover-data``         faust data directory (tables)
 ``FAILOVER_PROCESSING_GUARANTEE``  ``exactly_once``            or ``at_least_once``
@@ -60,6 +68,9 @@ variable                           default                     what
                                                                over what streams/app.py chose
 =================================  ==========================  ==================================
 
+How the clients connect (TLS, SASL, mutual TLS: ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``,
+``KAFKA_SSL_*``) is read and checked by streams/security.py, and kept in ``Settings.security``.
+
 faust's own variables (``PROCESSING_GUARANTEE``, ``BROKER_URL``, ``WEB_PORT``, ``TIMEZONE``...)
 are not read: faust would let them override the worker's settings, so a stray
 ``PROCESSING_GUARANTEE=at_least_once`` in a container's environment used to turn exactly-once
@@ -79,6 +90,7 @@ every such value of the environment in everything it logs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import math
@@ -90,6 +102,7 @@ from pathlib import Path
 from typing import Final
 
 from streams.redact import MASK, is_secret, shown
+from streams.security import KafkaSecurity, SecurityError
 from workflows.engine import MAX_EVENT_BYTES
 
 __all__ = ["INPUT_MAX_MESSAGE_BYTES", "Secret", "Settings", "SettingsError"]
@@ -268,9 +281,11 @@ class Settings:
     topic_transitions: str = "service-transitions"
     topic_state: str = "service-state"
     topic_deadletter: str = "failover-deadletter"
-    topic_changes: str = "failover-link-changes"
+    topic_changes: str = "failover-engine-link-changes"
     partitions: int = 6
-    replication: int = 1
+    #: ``None``: the brokers' ``default.replication.factor`` (streams/topics.py).
+    replication: int | None = None
+    transitions_retention_days: int = 90
     store: str = "rocksdb://"
     data_dir: Path = Path("failover-data")
     processing_guarantee: str = "exactly_once"
@@ -288,6 +303,10 @@ class Settings:
     unsigned_ticks: bool = False
     #: faust settings by their faust environment name, from ``FAILOVER_FAUST_<NAME>``.
     faust_env: tuple[tuple[str, str], ...] = ()
+    #: Put before every topic name and the default app id (``FAILOVER_TOPIC_PREFIX``).
+    topic_prefix: str = ""
+    #: How every client connects to the brokers (streams/security.py).
+    security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -306,12 +325,21 @@ class Settings:
             if not _SERVER.match(server):
                 raise SettingsError("KAFKA_BOOTSTRAP_SERVERS", f"{server!r} is not host:port")
         topology_text = _text(env, "FAILOVER_TOPOLOGY", "")
-        app_id = _text(env, "FAILOVER_APP_ID", "failover-engine")
+        prefix = _topic_prefix(env)
+        app_id = _text(env, "FAILOVER_APP_ID", f"{prefix}failover-engine")
         if not _APP_ID.match(app_id):
             raise SettingsError("FAILOVER_APP_ID", f"{app_id!r}: use 1 to 200 of A-Z a-z 0-9 . _ -")
+        if not app_id.startswith(prefix):
+            raise SettingsError(
+                "FAILOVER_APP_ID",
+                f"{app_id!r} does not start with FAILOVER_TOPIC_PREFIX {prefix!r}: its internal "
+                "topics, consumer group and transactional ids would fall outside the prefix",
+            )
         topics: dict[str, str] = {}
         for field, variable, default in _TOPICS:
-            name = _text(env, variable, default)
+            name = prefix + _text(env, variable, default)
+            if field == "topic_changes" and not _text(env, variable, ""):
+                name = f"{app_id}-link-changes"  # internal: the app's own, as its changelogs
             if not _TOPIC.match(name) or name in (".", ".."):
                 raise SettingsError(
                     variable, f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
@@ -330,12 +358,23 @@ class Settings:
             env, "FAILOVER_MAX_EVENT_BYTES", MAX_EVENT_BYTES, 1, INPUT_MAX_MESSAGE_BYTES // 2
         )
         tick_secret = _tick_secret(env)
+        try:
+            security = KafkaSecurity.from_env(env)
+        except SecurityError as exc:
+            raise SettingsError(exc.variable, exc.problem) from None
         return cls(
             bootstrap_servers=servers or ("127.0.0.1:9092",),
             topology=Path(topology_text) if topology_text else None,
             app_id=app_id,
             partitions=_int(env, "FAILOVER_PARTITIONS", 6, 1, 10_000),
-            replication=_int(env, "FAILOVER_REPLICATION", 1, 1, 100),
+            replication=(
+                _int(env, "FAILOVER_REPLICATION", 1, 1, 100)
+                if _text(env, "FAILOVER_REPLICATION", "")
+                else None
+            ),
+            transitions_retention_days=_int(
+                env, "FAILOVER_TRANSITIONS_RETENTION_DAYS", 90, 0, 36_500
+            ),
             store=store,
             data_dir=Path(_text(env, "FAILOVER_DATA_DIR", "failover-data")),
             processing_guarantee=_choice(
@@ -352,6 +391,8 @@ class Settings:
             tick_secret=tick_secret,
             unsigned_ticks=_unsigned_ticks(env, tick_secret),
             faust_env=_faust_env(env),
+            topic_prefix=prefix,
+            security=security,
             **topics,
         )
 
@@ -418,5 +459,16 @@ _TOPICS: Final = (
     ("topic_transitions", "FAILOVER_TOPIC_TRANSITIONS", "service-transitions"),
     ("topic_state", "FAILOVER_TOPIC_STATE", "service-state"),
     ("topic_deadletter", "FAILOVER_TOPIC_DEADLETTER", "failover-deadletter"),
-    ("topic_changes", "FAILOVER_TOPIC_CHANGES", "failover-link-changes"),
+    ("topic_changes", "FAILOVER_TOPIC_CHANGES", "APP_ID-link-changes"),
 )
+
+
+def _topic_prefix(env: Mapping[str, str]) -> str:
+    """``FAILOVER_TOPIC_PREFIX``: what every topic of the engine, and the app id, start with,
+    so that two deployments on one cluster never share a topic and prefixed ACLs cover one."""
+    prefix = _text(env, "FAILOVER_TOPIC_PREFIX", "")
+    if prefix and (not _TOPIC.match(prefix) or len(prefix) > 100):
+        raise SettingsError(
+            "FAILOVER_TOPIC_PREFIX", f"{prefix!r}: use 1 to 100 of A-Z a-z 0-9 . _ -"
+        )
+    return prefix

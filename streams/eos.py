@@ -368,7 +368,9 @@ class Outbox:
                     started = time.perf_counter()
                     # Under exactly-once, each transaction confirms its records right before
                     # it commits (_commit_transactions), and raises OutboxError if refused.
-                    committed = await original(topics, start_new_transaction=start_new_transaction)
+                    committed = await _uncancellable(
+                        original(topics, start_new_transaction=start_new_transaction)
+                    )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -384,6 +386,23 @@ class Outbox:
                 return committed
 
         consumer.force_commit = force_commit
+
+
+async def _uncancellable(commit: Awaitable[bool]) -> bool:
+    """Run ``commit`` to its end even if the task awaiting it is cancelled meanwhile (a stop
+    cancels the task that drains batches, which commits): a commit cut between its
+    transactions' EndTxn requests leaves the producers half-way, and the stop's own commit
+    then fails (``IllegalOperation: Not in the middle of a transaction``). The cancellation
+    is raised once the commit has ended, with the commit lock still held until then."""
+    task = asyncio.ensure_future(commit)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await task
+        except Exception as exc:  # the stop goes on; the next owner aborts what is open
+            _log.warning("a commit interrupted by the stop failed: %r", exc)
+        raise
 
 
 async def _highwaters_from_broker(self: Any, partitions: list[Any]) -> Any:

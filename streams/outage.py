@@ -43,11 +43,26 @@ still knows the member). Three things needed fixing or pinning:
    (the probe: 4.7-6.4 / 8.1-10.3 / 11.3-13.9 ms).
    Only these answers are retried sooner; an unreachable broker still waits out the backoffs
    of point 1 (the coordinator lookup goes through the metadata update).
+5. A quiet log. aiokafka logs every refused produce as ``WARNING Got error produce response
+   on topic-partition ..., retrying. Error: NotEnoughReplicasError`` (aiokafka/producer/
+   sender.py:869-874): a healthy worker with every topic at replication 1, ISR 1, logged
+   1,204 of them in 7 minutes. They are not a shortage of replicas but point 4's answer, so
+   for those same first :data:`TXN_FAST_RETRIES` sends of a transactional producer the line
+   is dropped (:class:`_PendingMarkersFilter`, counted in :data:`quiet_retries`); a batch still
+   refused after them is logged as before, since a real shortage answers the same. Each
+   ``TxnOffsetCommit`` refused so also makes the producer look its group's coordinator up
+   again, and aiokafka logs ``Discovered coordinator 1 for group id ...`` at INFO each time
+   (aiokafka/producer/sender.py:255-266: 15 and 24 lines in two 45 s runs of
+   tests/kafka/test_quiet.py, from the worker's producers): only a coordinator that is new
+   for its group or transactional id is logged (:class:`_NewCoordinatorFilter`), so a move
+   still shows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from contextvars import ContextVar
 from typing import Any, Final
 
 __all__ = ["AIOKAFKA_VERSION", "PRODUCER_REQUEST_TIMEOUT", "patch_aiokafka"]
@@ -104,16 +119,80 @@ TXN_FAST_RETRIES: Final = 5
 _ORIGINAL_PRODUCE_RESPONSE: Any = None
 
 
+#: True while aiokafka handles a produce response whose ``NOT_ENOUGH_REPLICAS`` answers mean
+#: point 4's pending markers (point 5: its warnings are dropped).
+_PENDING_MARKERS: ContextVar[bool] = ContextVar("failover_pending_markers", default=False)
+#: How many of aiokafka's produce-retry warnings point 5 dropped in this process.
+quiet_retries = 0
+#: aiokafka's warning for a produce answer it retries (aiokafka/producer/sender.py:869-874).
+_RETRY_WARNING: Final = "Got error produce response on topic-partition %s, retrying. Error: %s"
+
+
+class _PendingMarkersFilter(logging.Filter):
+    """Drops aiokafka's retry warning for ``NOT_ENOUGH_REPLICAS`` while
+    :data:`_PENDING_MARKERS` says that it means pending markers (point 5)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        global quiet_retries
+        if not _PENDING_MARKERS.get() or record.msg != _RETRY_WARNING:
+            return True
+        from aiokafka import errors
+
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) == 2 and args[1] is errors.NotEnoughReplicasError:
+            quiet_retries += 1
+            return False
+        return True
+
+
+_FILTER: Final = _PendingMarkersFilter()
+
+#: aiokafka's lines for a coordinator found (aiokafka/producer/sender.py:255-266).
+_DISCOVERED: Final = (
+    "Discovered coordinator %s for group id %s",
+    "Discovered coordinator %s for transactional id %s",
+)
+
+
+class _NewCoordinatorFilter(logging.Filter):
+    """Drops aiokafka's "Discovered coordinator" line when the coordinator is the one last
+    logged for that group or transactional id (point 5): one entry per id the process uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: dict[tuple[str, object], object] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in _DISCOVERED or not isinstance(record.args, tuple):
+            return True
+        node, key = record.args
+        if self.known.get((record.msg, key)) == node:
+            return False
+        self.known[(record.msg, key)] = node
+        return True
+
+
+_COORDINATORS: Final = _NewCoordinatorFilter()
+
+
 def _produce_response(self: Any, response: Any) -> None:
     """``SendProduceReqHandler.handle_response``; then, for a transactional producer whose
     batches were all refused with ``NOT_ENOUGH_REPLICAS`` (what Kafka 3.6+ answers old produce
     versions, aiokafka's, while it cannot yet verify the partition's transaction: the markers
     of the last one are being written), retry them after :data:`TXN_RETRY_BACKOFF` for their
     first :data:`TXN_FAST_RETRIES` sends. Measured: 741 such retries in a 30 s bench (c) run
-    (20 ms ticks, 2 partitions), each a warning in the log and 20 ms lost."""
+    (20 ms ticks, 2 partitions), each a warning in the log and 20 ms lost. Within those
+    sends, aiokafka's warning for the answer is dropped (point 5)."""
     from aiokafka import errors
 
-    _ORIGINAL_PRODUCE_RESPONSE(self, response)
+    pending = self._sender._txn_manager is not None and all(
+        batch.retry_count <= TXN_FAST_RETRIES for batch in self._batches.values()
+    )
+    token = _PENDING_MARKERS.set(pending)
+    try:
+        _ORIGINAL_PRODUCE_RESPONSE(self, response)
+    finally:
+        _PENDING_MARKERS.reset(token)
     retried = self._to_reenqueue
     if not retried or self._sender._txn_manager is None:
         return
@@ -149,7 +228,7 @@ def _settings_extra(self: Any) -> Any:
 
 
 def patch_aiokafka() -> None:
-    """Apply points 1, 3 and 4 above (idempotent; every client of the process).
+    """Apply points 1, 3, 4 and 5 above (idempotent; every client of the process).
 
     Raises:
         RuntimeError: aiokafka is not the release the patch was checked against.
@@ -180,6 +259,9 @@ def patch_aiokafka() -> None:
     if sender.SendProduceReqHandler.handle_response is not _produce_response:
         _ORIGINAL_PRODUCE_RESPONSE = sender.SendProduceReqHandler.handle_response
         sender.SendProduceReqHandler.handle_response = _produce_response
+    for quiet in (_FILTER, _COORDINATORS):
+        if quiet not in sender.log.filters:
+            sender.log.addFilter(quiet)
     producer: Any = Producer
     if producer._settings_extra is not _settings_extra:
         _ORIGINAL_EXTRA = producer._settings_extra

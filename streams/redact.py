@@ -96,10 +96,12 @@ class Redactor:
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Redactor:
-        """A redactor of every secret-named variable's value in ``env`` (``os.environ``)."""
+    def from_env(cls, env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> Redactor:
+        """A redactor of every secret-named variable's value in ``env`` (``os.environ``),
+        and of each of ``extra``."""
         env = os.environ if env is None else env
-        return cls(value for name, value in env.items() if is_secret(name) and value)
+        found = [value for name, value in env.items() if is_secret(name) and value]
+        return cls([*found, *(secret for secret in extra if secret)])
 
     def __call__(self, text: str) -> str:
         if self._pattern is not None:
@@ -130,11 +132,12 @@ class Redactor:
             record.stack_info = self(record.stack_info)
 
 
-def install(env: Mapping[str, str] | None = None) -> Redactor:
-    """Mask the environment's secrets in every log record made from now on, and in the
-    traceback of an exception that ends the process. Idempotent: a second call replaces
-    the first's redactor (the environment may have changed)."""
-    redactor = Redactor.from_env(env)
+def install(env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> Redactor:
+    """Mask the environment's secrets, and ``extra`` (secrets read from files, such as the
+    Kafka password), in every log record made from now on, and in the traceback of an
+    exception that ends the process. Idempotent: a second call replaces the first's
+    redactor (the environment may have changed)."""
+    redactor = Redactor.from_env(env, extra)
     base = getattr(logging.getLogRecordFactory(), "_failover_base", None)
     base = base or logging.getLogRecordFactory()
 

@@ -46,6 +46,7 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
+from streams.security import KafkaSecurity
 
 __all__ = [
     "CHANGELOG_MIN_MESSAGE_BYTES",
@@ -58,6 +59,7 @@ __all__ = [
     "changelog_specs",
     "changelog_topic",
     "check_limits",
+    "default_replication",
     "ensure_topics",
     "partition_for",
     "topic_limits",
@@ -116,7 +118,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_changes, n),
         # Outputs: any partition count works (records go to murmur2(service) of their count).
         TopicSpec(settings.topic_commands, n, exact=False),
-        TopicSpec(settings.topic_transitions, n, exact=False),
+        TopicSpec(settings.topic_transitions, n, _retention(settings), exact=False),
         # The read model: the last record of each service is its state, kept for ever.
         TopicSpec(settings.topic_state, n, (("cleanup.policy", "compact"),), exact=False),
         TopicSpec(
@@ -126,6 +128,48 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             exact=False,
         ),
     ]
+
+
+def _retention(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The transitions topic's ``retention.ms``: an explicit decision, not the broker's
+    default (7 days on Kafka's own): it is the record of every incident."""
+    days = settings.transitions_retention_days
+    return (("retention.ms", str(days * 86_400_000 if days else -1)),)
+
+
+async def default_replication(
+    bootstrap: Iterable[str], *, security: KafkaSecurity | None = None
+) -> int:
+    """The brokers' ``default.replication.factor``: what the worker creates topics with when
+    ``FAILOVER_REPLICATION`` is unset. (aiokafka 0.14 sends CreateTopics v3, which cannot ask
+    for the broker's default with -1, so the worker asks the broker what it is.)
+
+    Raises:
+        TopicsError: the broker would not tell (it needs DescribeConfigs on the cluster).
+    """
+    options = security.client_options() if security is not None else {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **options)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        node = str(cluster["brokers"][0]["node_id"])
+        wanted = ConfigResource(
+            ConfigResourceType.BROKER, node, {"default.replication.factor": None}
+        )
+        (response,) = await admin.describe_configs([wanted])
+    finally:
+        await admin.close()
+    ((code, message, _type, _name, entries, *_),) = response.resources
+    if code:
+        raise TopicsError(
+            "FAILOVER_REPLICATION is unset and the broker would not tell its "
+            f"default.replication.factor (error {code}: {message}): set FAILOVER_REPLICATION, "
+            "or grant the worker DescribeConfigs on the cluster"
+        )
+    for name, value, *_ in entries:
+        if name == "default.replication.factor":
+            return int(value)
+    raise TopicsError("the broker's configuration has no default.replication.factor")
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
@@ -148,7 +192,9 @@ def changelog_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def topic_limits(bootstrap: Iterable[str], names: Iterable[str]) -> dict[str, int]:
+async def topic_limits(
+    bootstrap: Iterable[str], names: Iterable[str], *, security: KafkaSecurity | None = None
+) -> dict[str, int]:
     """Each topic's ``max.message.bytes`` as the broker applies it (the topic's own setting,
     or the broker's ``message.max.bytes``).
 
@@ -156,7 +202,8 @@ async def topic_limits(bootstrap: Iterable[str], names: Iterable[str]) -> dict[s
         TopicsError: the broker did not say (no such topic, not authorised).
     """
     names = list(dict.fromkeys(names))
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap))
+    options = security.client_options() if security is not None else {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **options)
     await admin.start()
     try:
         query = [
@@ -235,15 +282,24 @@ def check_limits(
 
 
 async def ensure_topics(
-    bootstrap: Iterable[str], specs: Iterable[TopicSpec], replication: int
+    bootstrap: Iterable[str],
+    specs: Iterable[TopicSpec],
+    replication: int | None,
+    *,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
     """Create the topics that do not exist; return every topic's partition count.
+    ``replication``: ``None`` for the brokers' default; ``security``: how to connect
+    (plaintext when ``None``).
 
     Raises:
         TopicsError: an existing topic that must have ``partitions`` has another count.
     """
-    specs = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap))
+    specs, bootstrap = list(specs), list(bootstrap)
+    if replication is None:
+        replication = await default_replication(bootstrap, security=security)
+    options = security.client_options() if security is not None else {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **options)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

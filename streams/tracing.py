@@ -503,7 +503,7 @@ class KafkaTopics(NamedTuple):
     commands: str = COMMANDS
     transitions: str = TRANSITIONS
     deadletter: str = DEADLETTER
-    changes: str = "failover-link-changes"
+    changes: str = "failover-engine-link-changes"
 
     @classmethod
     def of(cls, settings: Settings) -> KafkaTopics:

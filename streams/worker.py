@@ -23,9 +23,10 @@ def run(settings: Settings, topology: Topology) -> int:
     """Run the worker in this process; return its exit status (non-zero after a crash).
 
     Every log record and a fatal traceback have the environment's secrets masked
-    (:mod:`streams.redact`), whatever library makes them.
+    (:mod:`streams.redact`), whatever library makes them, and so is the Kafka password, also when it
+    came from a file.
     """
-    mask_secrets()
+    mask_secrets(extra=settings.security.secrets())
     telemetry = configure("failover-engine")
     install_globals(telemetry)
     unwatch_gc = telemetry.watch_gc()

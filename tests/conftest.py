@@ -115,6 +115,64 @@ def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateK
         broker.down(wipe=True)
 
 
+@dataclass(frozen=True)
+class SecureKafka:
+    """A broker started by ``infra/kafka/up --secure``: SASL_SSL only, deny by default. The
+    ``*_env`` are the ``KAFKA_*`` client variables of its ``engine`` and ``probe`` users."""
+
+    address: str
+    data_dir: Path
+    engine_env: dict[str, str]
+    probe_env: dict[str, str]
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """The secured broker of this session: the one whose data dir ``FAILOVER_SECURE_KAFKA_DIR``
+    names (.ci/run starts one), otherwise one of the session's own on free ports, stopped and
+    wiped afterwards."""
+    given = os.environ.get("FAILOVER_SECURE_KAFKA_DIR")
+    if given:
+        data_dir = Path(given)
+        engine = _env_file(data_dir / "client.env")
+        yield SecureKafka(
+            engine["KAFKA_BOOTSTRAP_SERVERS"], data_dir, engine, _env_file(data_dir / "probe.env")
+        )
+        return
+    port = _free_port()
+    data_dir = tmp_path_factory.mktemp("secure-kafka")
+    env = {
+        **os.environ,
+        "KAFKA_DATA_DIR": str(data_dir),
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(_free_port(taken=port)),
+    }
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROOT / "infra" / "kafka" / script), *args],
+            env=env, capture_output=True, text=True, check=False, timeout=240,
+        )  # fmt: skip
+
+    started = run("up", "--secure")
+    try:
+        if started.returncode != 0:
+            pytest.fail(f"infra/kafka/up --secure failed:\n{started.stdout}\n{started.stderr}")
+        engine = _env_file(data_dir / "client.env")
+        yield SecureKafka(
+            started.stdout.strip().splitlines()[-1],
+            data_dir,
+            engine,
+            _env_file(data_dir / "probe.env"),
+        )
+    finally:
+        run("down", "--wipe")
+
+
 @pytest.fixture
 def no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests decide the telemetry configuration; the ``OTEL_*`` of the environment they run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -139,3 +140,60 @@ def test_transactional_produce_refused_for_pending_markers_retries_sooner_a_few_
     assert attempt(not_enough_replicas, outage.TXN_FAST_RETRIES + 1) == 0.02
     assert attempt(not_enough_replicas, 1, transactional=False) == 0.02
     assert attempt(leader_moved, 1) == 0.02
+
+
+def test_pending_markers_retries_are_not_logged_but_a_real_shortage_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Point 5: aiokafka's warning for a transactional produce refused with
+    NOT_ENOUGH_REPLICAS is dropped for the fast retries, kept after them, kept for a
+    producer outside transactions and for any other error."""
+    from aiokafka.producer import sender  # type: ignore[import-untyped]
+    from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
+
+    outage.patch_aiokafka()
+    tp = TopicPartition("t", 0)
+    not_enough_replicas, leader_moved = 19, 6
+
+    def logged(code: int, retry_count: int, transactional: bool = True) -> bool:
+        producer = _sender()
+        producer._txn_manager = SimpleNamespace() if transactional else None
+        producer.client = SimpleNamespace(force_metadata_update=lambda: None)
+        batch = SimpleNamespace(retry_count=retry_count, expired=lambda: False)
+        handler = sender.SendProduceReqHandler(producer, {tp: batch})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="aiokafka.producer.sender"):
+            handler.handle_response(
+                SimpleNamespace(API_VERSION=2, topics=[("t", [(0, code, -1, -1)])])
+            )
+        assert handler._to_reenqueue == [batch]  # retried either way
+        return "Got error produce response" in caplog.text
+
+    before = outage.quiet_retries
+    assert not logged(not_enough_replicas, 0)
+    assert not logged(not_enough_replicas, outage.TXN_FAST_RETRIES)
+    assert outage.quiet_retries == before + 2
+    assert logged(not_enough_replicas, outage.TXN_FAST_RETRIES + 1)
+    assert logged(not_enough_replicas, 0, transactional=False)
+    assert logged(leader_moved, 0)
+    assert outage.quiet_retries == before + 2
+
+
+def test_a_coordinator_is_logged_when_it_is_new_for_its_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Point 5: a producer that looks its group's coordinator up again after each refused
+    TxnOffsetCommit does not log it again; a coordinator that moved is logged."""
+    from aiokafka.producer import sender  # type: ignore[import-untyped]
+
+    outage.patch_aiokafka()
+    with caplog.at_level(logging.INFO, logger="aiokafka.producer.sender"):
+        for node, key in [(1, "g"), (1, "g"), (1, "g"), (2, "g"), (1, "h"), (2, "g")]:
+            sender.log.info("Discovered coordinator %s for group id %s", node, key)
+        sender.log.info("Discovered coordinator %s for transactional id %s", 1, "g")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Discovered coordinator 1 for group id g",
+        "Discovered coordinator 2 for group id g",
+        "Discovered coordinator 1 for group id h",
+        "Discovered coordinator 1 for transactional id g",
+    ]

@@ -27,10 +27,10 @@ def test_defaults() -> None:
         "failover-commands",
         "service-transitions",
         "failover-deadletter",
-        "failover-link-changes",
+        "failover-engine-link-changes",
     )
     assert s.topic_state == "service-state"
-    assert (s.partitions, s.replication) == (6, 1)
+    assert (s.partitions, s.replication, s.transitions_retention_days) == (6, None, 90)
     assert (s.store, s.data_dir) == ("rocksdb://", Path("failover-data"))
     assert s.processing_guarantee == "exactly_once"
     assert s.exactly_once
@@ -166,6 +166,69 @@ def test_replay_and_demo_do_not_import_faust() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, timeout=60)
     assert result.returncode == 0
+
+
+def test_one_prefix_for_every_topic_and_the_app_id() -> None:
+    """FAILOVER_TOPIC_PREFIX: every topic the engine owns, and the app id (so its internal
+    topic, changelogs, group and transactional ids), start with it."""
+    s = Settings.from_env({"FAILOVER_TOPIC_PREFIX": "acme.", "FAILOVER_TOPIC_COMMANDS": "cmds"})
+    assert s.topic_prefix == "acme."
+    assert s.app_id == "acme.failover-engine"
+    assert s.topic_changes == "acme.failover-engine-link-changes"
+    assert (s.topic_link_status, s.topic_commands, s.topic_deadletter) == (
+        "acme.link-status",
+        "acme.cmds",
+        "acme.failover-deadletter",
+    )
+    from streams.topics import topic_specs
+
+    assert all(spec.name.startswith("acme.") for spec in topic_specs(s))
+    given = Settings.from_env({"FAILOVER_TOPIC_PREFIX": "acme.", "FAILOVER_APP_ID": "acme.b"})
+    assert given.topic_changes == "acme.b-link-changes"
+
+
+def test_the_internal_topic_carries_the_app_id() -> None:
+    a = Settings.from_env({"FAILOVER_APP_ID": "north"})
+    b = Settings.from_env({"FAILOVER_APP_ID": "south"})
+    assert (a.topic_changes, b.topic_changes) == ("north-link-changes", "south-link-changes")
+    assert Settings.from_env({"FAILOVER_TOPIC_CHANGES": "x"}).topic_changes == "x"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"FAILOVER_TOPIC_PREFIX": "a b"}, "FAILOVER_TOPIC_PREFIX"),
+        ({"FAILOVER_TOPIC_PREFIX": "p" * 101}, "FAILOVER_TOPIC_PREFIX"),
+        ({"FAILOVER_TOPIC_PREFIX": "acme.", "FAILOVER_APP_ID": "other"}, "FAILOVER_APP_ID"),
+    ],
+)
+def test_a_bad_prefix_is_refused(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
+
+
+def test_the_transitions_topic_has_an_explicit_retention() -> None:
+    from streams.topics import topic_specs
+
+    def retention(env: dict[str, str]) -> str:
+        s = Settings.from_env(env)
+        (spec,) = [t for t in topic_specs(s) if t.name == s.topic_transitions]
+        return dict(spec.config)["retention.ms"]
+
+    assert retention({}) == str(90 * 24 * 3600 * 1000)
+    assert retention({"FAILOVER_TRANSITIONS_RETENTION_DAYS": "400"}) == str(400 * 86_400_000)
+    assert retention({"FAILOVER_TRANSITIONS_RETENTION_DAYS": "0"}) == "-1"  # for ever
+    with pytest.raises(SettingsError, match=r"^FAILOVER_TRANSITIONS_RETENTION_DAYS: "):
+        Settings.from_env({"FAILOVER_TRANSITIONS_RETENTION_DAYS": "-1"})
+
+
+def test_tracing_knows_the_default_topic_names() -> None:
+    """streams/tracing.py tells internal hops from outputs by name: its defaults are the
+    worker's."""
+    from streams.tracing import KafkaTopics
+
+    assert KafkaTopics() == KafkaTopics.of(Settings())
 
 
 SECRET = "k" * 32

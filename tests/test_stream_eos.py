@@ -395,3 +395,37 @@ async def test_records_sent_after_their_answers_came_are_still_uncommitted() -> 
     await asyncio.sleep(0)
     await outbox.send([], "in", 0)
     assert outbox.waiting() == {"engine-1-0"}
+
+
+async def test_a_stop_that_cancels_a_commit_lets_it_end_first() -> None:
+    """A stop cancels the task that drains batches, and so a commit it is in: the commit's
+    transactions must end (not be cut between their EndTxn requests), and the next commit,
+    the stop's own, must wait for it."""
+    app = fake_app()
+    gate = asyncio.Event()
+    ended: list[str] = []
+
+    async def slow_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+        ended.append("started")
+        await gate.wait()  # EndTxn in flight
+        ended.append("ended")
+        return True
+
+    app.consumer.force_commit = slow_commit
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    outbox.open.set()
+    drain = asyncio.ensure_future(app.consumer.force_commit())
+    await asyncio.sleep(0.01)
+    assert ended == ["started"]
+    drain.cancel()  # the stop
+    stop_commit = asyncio.ensure_future(app.consumer.force_commit(start_new_transaction=False))
+    await asyncio.sleep(0.01)
+    assert not drain.done()  # still committing, and holding the lock
+    assert ended == ["started"]
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await drain
+    assert ended[:2] == ["started", "ended"]
+    assert await stop_commit is True  # after the first commit ended, not during it
+    assert ended == ["started", "ended", "started", "ended"]

@@ -1,5 +1,5 @@
-"""Helpers for tests against the real broker: topics that clean up after themselves, and
-waiting on conditions instead of sleeping."""
+"""Helpers for tests against the real broker: how to connect to it, topics that clean up after
+themselves, and waiting on conditions instead of sleeping."""
 
 from __future__ import annotations
 
@@ -7,8 +7,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.security import KafkaSecurity
+
+
+def client_options() -> dict[str, Any]:
+    """aiokafka's connection arguments for the broker under test, from the environment as
+    the worker reads them (``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``, ``KAFKA_SSL_*``;
+    plaintext when unset). Every Kafka client of the tests is made with them."""
+    return KafkaSecurity.from_env().client_options()
 
 
 @asynccontextmanager
@@ -16,7 +26,7 @@ async def topics(
     bootstrap: str, *names: str, partitions: int = 1, config: dict[str, str] | None = None
 ) -> AsyncIterator[None]:
     """Create topics for the duration of a block, and delete them afterwards."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options())
     await admin.start()
     try:
         await admin.create_topics(

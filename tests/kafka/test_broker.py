@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.kafka.kafkatools import topics, wait_for
+from tests.kafka.kafkatools import client_options, topics, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
 
@@ -18,7 +18,9 @@ async def test_idempotent_producer_round_trip(
 ) -> None:
     topic = unique_name("roundtrip")
     async with topics(kafka_bootstrap, topic):
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka_bootstrap, enable_idempotence=True, **client_options()
+        )
         await producer.start()
         try:
             for n in range(20):
@@ -26,7 +28,10 @@ async def test_idempotent_producer_round_trip(
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            auto_offset_reset="earliest",
+            **client_options(),
         )
         await consumer.start()
         try:
@@ -45,7 +50,9 @@ async def test_read_committed_never_sees_aborted_records(
     topic = unique_name("txn")
     async with topics(kafka_bootstrap, topic):
         producer = AIOKafkaProducer(
-            bootstrap_servers=kafka_bootstrap, transactional_id=unique_name("txn-id")
+            bootstrap_servers=kafka_bootstrap,
+            transactional_id=unique_name("txn-id"),
+            **client_options(),
         )
         await producer.start()
         try:
@@ -63,6 +70,7 @@ async def test_read_committed_never_sees_aborted_records(
             bootstrap_servers=kafka_bootstrap,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            **client_options(),
         )
         await consumer.start()
         try:
@@ -94,6 +102,7 @@ async def test_group_of_two_moves_partitions_when_one_leaves(
                 group_id=group,
                 session_timeout_ms=6000,
                 heartbeat_interval_ms=500,
+                **client_options(),
             )
 
         first, second = member(), member()

@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.eos import _highwaters_from_broker, _on_recovery_completed, patch_faust
-from tests.kafka.kafkatools import topics
+from tests.kafka.kafkatools import client_options, topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
 
@@ -24,7 +24,9 @@ async def test_recovery_highwaters_come_from_the_broker(
     tp = TopicPartition(topic, 0)
     async with topics(kafka_bootstrap, topic):
         producer = AIOKafkaProducer(
-            bootstrap_servers=kafka_bootstrap, transactional_id=unique_name("txn")
+            bootstrap_servers=kafka_bootstrap,
+            transactional_id=unique_name("txn"),
+            **client_options(),
         )
         await producer.start()
         try:
@@ -34,7 +36,7 @@ async def test_recovery_highwaters_come_from_the_broker(
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka_bootstrap, isolation_level="read_committed"
+            bootstrap_servers=kafka_bootstrap, isolation_level="read_committed", **client_options()
         )
         await consumer.start()
         try:

@@ -40,7 +40,7 @@ from opentelemetry.trace import SpanKind
 
 from streams.topics import partition_for
 from streams.tracing import inject
-from tests.kafka.kafkatools import wait_for
+from tests.kafka.kafkatools import client_options, wait_for
 from tests.kafka.workers import (
     DEMO_TOPOLOGY,
     Engine,
@@ -190,6 +190,7 @@ async def test_the_probes_trace_runs_through_the_worker_to_the_commands_headers(
                 bootstrap_servers=kafka_bootstrap,
                 isolation_level="read_committed",
                 enable_auto_commit=False,
+                **client_options(),
             )
             await reader.start()
             try:
@@ -352,7 +353,10 @@ async def _publish(engine: Engine, probe_headers: list[tuple[str, bytes]]) -> in
     headers. Returns the bad reading's offset."""
     s = engine.settings
     producer = AIOKafkaProducer(
-        bootstrap_servers=list(s.bootstrap_servers), enable_idempotence=True, linger_ms=5
+        bootstrap_servers=list(s.bootstrap_servers),
+        enable_idempotence=True,
+        linger_ms=5,
+        **client_options(),
     )
     await producer.start()
     try:

@@ -19,11 +19,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import CoordinatorNotAvailableError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
 
 from streams.config import Settings
+from streams.security import VARIABLES as SECURITY_VARIABLES
 from streams.topics import ensure_topics, partition_for, topic_specs
-from tests.kafka.kafkatools import wait_for
+from tests.kafka.kafkatools import client_options, wait_for
 from workflows.clock import TICK_AUTH, sign_tick
 from workflows.engine import TICK_KEY
 
@@ -98,7 +103,8 @@ def isolated_env(
 ) -> dict[str, str]:
     """A worker's environment on a shared broker (the tests' and bench/kafka.py's): its own
     app id and topics, ``name(purpose)`` each, the memory store, logs at info, the tick key
-    :data:`TEST_TICK_SECRET`."""
+    :data:`TEST_TICK_SECRET`; TLS and SASL as the test's own clients have them (the
+    environment's ``KAFKA_SECURITY_PROTOCOL``...)."""
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "FAILOVER_TOPOLOGY": str(topology),
@@ -110,6 +116,7 @@ def isolated_env(
         "FAILOVER_TICK_SECRET": TEST_TICK_SECRET,
     }
     env.update((variable, name(purpose)) for variable, purpose in TOPIC_PURPOSES)
+    env.update((v, os.environ[v]) for v in SECURITY_VARIABLES if os.environ.get(v))
     return env
 
 
@@ -137,7 +144,7 @@ async def engine_topics(engine: Engine) -> AsyncIterator[None]:
     """Create the engine's topics (as the worker would) and delete all of them afterwards
     (but after a failure, keep them when ``FAILOVER_KEEP_TOPICS`` is set, to look at them)."""
     s = engine.settings
-    await ensure_topics(s.bootstrap_servers, topic_specs(s), s.replication)
+    await ensure_topics(s.bootstrap_servers, topic_specs(s), s.replication, security=s.security)
     try:
         yield
     except BaseException:
@@ -149,7 +156,7 @@ async def engine_topics(engine: Engine) -> AsyncIterator[None]:
 
 async def delete_topics(engine: Engine) -> None:
     s = engine.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers), **client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -283,6 +290,7 @@ async def publish(
         linger_ms=5,
         max_request_size=BIG,
         max_batch_size=1024 * 1024,
+        **client_options(),
     )
     await producer.start()
     try:
@@ -321,6 +329,7 @@ class Outputs:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=BIG,
             fetch_max_bytes=BIG * 2,
+            **client_options(),
         )
 
     async def __aenter__(self) -> Outputs:
@@ -378,8 +387,12 @@ class Outputs:
 
 async def group_done(engine: Engine) -> bool:
     """Has the worker committed every input, and every internal record but a trailing
-    transaction marker? Then every output it will ever make for them is committed."""
-    return not await group_lag(engine)
+    transaction marker? Then every output it will ever make for them is committed. A group
+    whose coordinator is not ready yet (a broker just started) is not done."""
+    try:
+        return not await group_lag(engine)
+    except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+        return False
 
 
 async def group_lag(engine: Engine) -> dict[str, tuple[int, int]]:
@@ -390,11 +403,12 @@ async def group_lag(engine: Engine) -> dict[str, tuple[int, int]]:
     consumer ever sees): its end is the offset after its last record.
     """
     s = engine.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers), **client_options())
     consumer = AIOKafkaConsumer(
         bootstrap_servers=list(s.bootstrap_servers),
         isolation_level="read_committed",
         enable_auto_commit=False,
+        **client_options(),
     )
     await admin.start()
     await consumer.start()
@@ -434,7 +448,7 @@ async def _after_last_record(
 async def stage2_committed(engine: Engine) -> bool:
     """Has stage 2 committed input on every partition of the changes topic (time flows)?"""
     s = engine.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers), **client_options())
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(s.app_id)
@@ -455,7 +469,9 @@ async def stable_offsets(engine: Engine, topic: str) -> dict[int, tuple[int, int
     ends: dict[str, dict[TopicPartition, int]] = {}
     for isolation in ("read_committed", "read_uncommitted"):
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=list(s.bootstrap_servers), isolation_level=isolation
+            bootstrap_servers=list(s.bootstrap_servers),
+            isolation_level=isolation,
+            **client_options(),
         )
         await consumer.start()
         try:
@@ -471,7 +487,7 @@ async def group_assignment(engine: Engine) -> tuple[str, list[set[TopicPartition
     """The consumer group's state (``Stable``, ``PreparingRebalance``, ...) and, for each
     member, the partitions of the input topics the group gave it (DescribeGroups)."""
     s = engine.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(s.bootstrap_servers), **client_options())
     await admin.start()
     try:
         (response,) = await admin.describe_consumer_groups([s.app_id])
