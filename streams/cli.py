@@ -278,7 +278,9 @@ def status_command(
             if site is not None and sites is None and not services:
                 sites = {str(s.get("site")) for s in read_board(board, None, None, timeout)}
         else:
-            services = read_topic(settings.bootstrap_servers, settings.topic_state, timeout)
+            services = read_topic(
+                settings.bootstrap_servers, settings.topic_state, timeout, settings.security
+            )
             if site is not None and sites is None:
                 sites = {str(s.get("site")) for s in services}
     except StatusError as exc:

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.printable import printable
+from streams.security import KafkaSecurity
 from workflows.records import STATE_TYPE
 from workflows.service import STATES
 
@@ -55,7 +56,9 @@ def _record_data(value: bytes | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-async def _read_topic(bootstrap: Sequence[str], topic: str) -> list[dict[str, Any]]:
+async def _read_topic(
+    bootstrap: Sequence[str], topic: str, security: KafkaSecurity | None
+) -> list[dict[str, Any]]:
     # Imported here: replay and demo do not pay for aiokafka.
     from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
     from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
@@ -67,6 +70,7 @@ async def _read_topic(bootstrap: Sequence[str], topic: str) -> list[dict[str, An
         group_id=None,
         auto_offset_reset="earliest",
         request_timeout_ms=10_000,
+        **(security.client_options() if security is not None else {}),
     )
     try:
         await consumer.start()
@@ -111,9 +115,13 @@ async def _read_topic(bootstrap: Sequence[str], topic: str) -> list[dict[str, An
 
 
 def read_topic(
-    bootstrap: Sequence[str], topic: str, timeout: float = TIMEOUT
+    bootstrap: Sequence[str],
+    topic: str,
+    timeout: float = TIMEOUT,
+    security: KafkaSecurity | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``data`` of the last record of every service on ``topic``, read to its end.
+    """The ``data`` of the last record of every service on ``topic``, read to its end,
+    connecting as ``security`` says (TLS, SASL: the worker's ``KAFKA_*`` settings).
 
     Raises:
         StatusError: no broker, no such topic, or not done within ``timeout`` seconds.
@@ -121,7 +129,7 @@ def read_topic(
 
     async def bounded() -> list[dict[str, Any]]:
         try:
-            return await asyncio.wait_for(_read_topic(bootstrap, topic), timeout)
+            return await asyncio.wait_for(_read_topic(bootstrap, topic, security), timeout)
         except TimeoutError as exc:
             raise StatusError(
                 f"reading topic {topic!r} from {','.join(bootstrap)} took more than {timeout:g}s"
