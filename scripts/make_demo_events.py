@@ -12,6 +12,8 @@ from pathlib import Path
 
 import orjson
 
+from streams.demokeys import sign_as
+
 OUT = Path(__file__).resolve().parent.parent / "streams" / "demo" / "ambon-events.jsonl"
 WIT = timedelta(hours=9)
 
@@ -110,15 +112,19 @@ def events() -> list[dict[str, object]]:
     def operator(day: int, hhmm: str, service: str, action: str, actor: str, role: str,
                  reason: str) -> None:  # fmt: skip
         at = local(day, hhmm) + timedelta(seconds=30)
+        # Signed with the demo operator's key (streams/demokeys.py), as `failover override`
+        # signs: the engine acts on no unsigned override.
         add(
             at,
-            envelope(
-                "operator.override.v1",
-                f"override/{service}/{action}/{stamp(at)}",
-                "/operators/console",
-                at,
-                service,
-                {"action": action, "actor": actor, "role": role, "reason": reason},
+            sign_as(
+                envelope(
+                    "operator.override.v1",
+                    f"override/{service}/{action}/{stamp(at)}",
+                    "/operators/console",
+                    at,
+                    service,
+                    {"action": action, "actor": actor, "role": role, "reason": reason},
+                )
             ),
         )
 

@@ -335,6 +335,90 @@ def board_command(
     raise typer.Exit(asyncio.run(serve(settings, host, port)))
 
 
+@app.command("keygen")
+def keygen_command(
+    out: Annotated[Path, typer.Argument(help="Where to write the new private key (mode 0600).")],
+    operator: Annotated[
+        str | None, typer.Option(help="The operator id, for the topology snippet printed.")
+    ] = None,
+    key_name: Annotated[str, typer.Option(help="The key's name, e.g. the month made.")] = ("k1"),
+) -> None:
+    """Make an operator's Ed25519 key: the private key to OUT (never printed, never
+    overwritten), the public key to stdout, as the topology's operators section wants it."""
+    from streams.operator_cli import OperatorKeyError, new_key
+
+    try:
+        public = new_key(out)
+    except OperatorKeyError as exc:
+        _error(str(exc))
+        raise typer.Exit(2) from exc
+    who = operator if operator is not None else "OPERATOR"
+    print(f"# {printable(out)}: the private key; keep it to yourself (chmod 600).")
+    print("# In the topology, under operators:")
+    print(f"#   {printable(who)}:")
+    print(f"#     keys: {{{printable(key_name)}: {public}}}")
+    print(public)
+
+
+@app.command("override")
+def override_command(
+    action: Annotated[str, typer.Argument(help="force_manual, release, pin or unpin.")],
+    service: Annotated[str, typer.Argument(help="The service id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, in your words (audited).")],
+    operator: Annotated[str, typer.Option("--operator", help="Your operator id.")],
+    role: Annotated[str, typer.Option("--role", help="Your role, as the topology says.")],
+    key_name: Annotated[str, typer.Option(help="The name of your key in the topology.")] = "k1",
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="Your private key (else FAILOVER_OPERATOR_KEY_FILE or _KEY)."),
+    ] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the engine's verdict (at the next tick).")
+    ] = 30.0,
+) -> None:
+    """Sign an override with your key, send it to the deployment the KAFKA_* and FAILOVER_*
+    variables name, and print what the engine decided (its audit record). Exit 0 if it was
+    applied, 1 if refused, 3 if no verdict came within --wait."""
+    import os
+
+    from streams.config import Settings, SettingsError
+    from streams.operator_cli import OperatorKeyError, read_key, run_send, signed_override
+
+    try:
+        settings = Settings.from_env()
+        key = read_key(key_file, os.environ)
+        event = signed_override(action, service, reason, operator, role, key_name, key)
+    except (SettingsError, OperatorKeyError, ValueError) as exc:
+        _error(str(exc))
+        raise typer.Exit(2) from exc
+    try:
+        verdict = run_send(
+            event,
+            list(settings.bootstrap_servers),
+            settings.topic_overrides,
+            settings.topic_audit,
+            settings.security.client_options(),
+            wait,
+        )
+    except Exception as exc:  # the broker's refusal (ACLs), no broker, no such topic
+        _error(f"{type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from exc
+    out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
+    out.print(f"sent {event['id']} as {printable(event['failoverkey'])}")
+    if verdict is None:
+        out.print(f"no verdict within {wait:g} s (the engine applies it at the next tick)")
+        raise typer.Exit(3)
+    out.print(f"{verdict['verdict']}", end="")
+    out.print(f": {printable(verdict['reason'])}" if verdict["reason"] else "")
+    raise typer.Exit(0 if verdict["verdict"] == "applied" else 1)
+
+
+def _error(message: str) -> None:
+    Console(stderr=True).print(
+        Text.assemble(("error:", "bold red"), f" {printable(message, None)}"), highlight=False
+    )
+
+
 def main() -> None:
     """Entry point of the ``failover`` console script."""
     app()

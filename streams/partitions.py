@@ -47,7 +47,8 @@ from workflows.engine import Decoded, decode, read_input
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
-from workflows.records import COMMANDS, STATE, TRANSITIONS, Emitted
+from workflows.operators import KEY_ATTRIBUTE, audit, override_judge
+from workflows.records import AUDIT, COMMANDS, STATE, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
 from workflows.topology import Topology
 
@@ -116,12 +117,14 @@ class Routing:
                 settings.topic_transitions,
                 settings.topic_state,
                 settings.topic_deadletter,
+                settings.topic_audit,
             )
         }
         self._output = {
             COMMANDS: settings.topic_commands,
             TRANSITIONS: settings.topic_transitions,
             STATE: settings.topic_state,
+            AUDIT: settings.topic_audit,
         }
         self._owned: list[tuple[Collection[str], list[set[str]]]] = []
         #: The clock guards decode applies (workflows/clock.py): the latest event time accepted
@@ -501,6 +504,7 @@ class ServicePartition(_Partition):
         self.services = self._owned(topology.services)
         # The worker always writes the read model (replay only with --state).
         self.stage = ServiceStage(topology, self.services, state_records=True)
+        self._judge = override_judge(topology)
         self.expected = frozenset(
             [*(link_source(p) for p in range(routing.partitions)), OVERRIDES_SOURCE,
              FEEDBACK_SOURCE]
@@ -643,17 +647,28 @@ class ServicePartition(_Partition):
             self._dead(out, key, reason, raw, where)
             return
         data = event["data"]
+        seen = self.sources.get(source)
+        watermark = seen[0] if seen is not None else None
         fields: tuple[Any, ...]
         if type_ == "operator.override.v1":
+            site = self.topology.services[service].site
+            refused = self._judge(event, time, watermark, site)
+            if refused is not None:  # audited, dead-lettered, nothing else done
+                key_id = event.get(KEY_ATTRIBUTE)
+                key_id = key_id if isinstance(key_id, str) else None
+                out.append(self.routing.emitted(
+                    audit(event["id"], service, site, time, data, key_id, refused)
+                ))  # fmt: skip
+                self._dead(out, key, refused, raw, where)
+                return
             kind, rank = "override", OVERRIDE
-            fields = (data["action"], data["actor"], data["role"], data["reason"])
+            fields = (data["action"], data["actor"], data["role"], data["reason"],
+                      event.get(KEY_ATTRIBUTE))  # fmt: skip
         elif type_ == "manual.record.v1":
             kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
         else:
             kind, rank = "reconcile", FEEDBACK
             fields = (tuple(data["record_ids"]), data.get("incident"))
-        seen = self.sources.get(source)
-        watermark = seen[0] if seen is not None else None
         at, rank = order_key(time, rank, watermark)
         headers = record.headers if record is not None else ()
         item = Input(at, rank, event["id"], kind, fields, raw, _queued_origin(origin, headers))

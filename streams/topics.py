@@ -121,6 +121,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_transitions, n, _retention(settings), exact=False),
         # The read model: the last record of each service is its state, kept for ever.
         TopicSpec(settings.topic_state, n, (("cleanup.policy", "compact"),), exact=False),
+        # The record of every operator's action: kept as long as the transitions.
+        TopicSpec(settings.topic_audit, n, _retention(settings), exact=False),
         TopicSpec(
             settings.topic_deadletter,
             n,
@@ -253,6 +255,7 @@ def check_limits(
         s.topic_commands: OUTPUT_RECORD_BYTES,
         s.topic_transitions: OUTPUT_RECORD_BYTES,
         s.topic_state: OUTPUT_RECORD_BYTES,
+        s.topic_audit: OUTPUT_RECORD_BYTES,
         s.topic_changes: OUTPUT_RECORD_BYTES,
         s.topic_deadletter: largest_input + DEADLETTER_HEADERS_BYTES,
     }

@@ -1092,10 +1092,15 @@ class Tracing:
         attrs: dict[str, Any] = {
             msg.MESSAGING_MESSAGE_ID: event["id"],
             "failover.event.time": event["time"],
-            "failover.service": data["service"],
-            "failover.site": data["site"],
-            "failover.incident": data["incident"],
+            # An audit record has no incident of its own: its service and site are the
+            # event's subject and source.
+            "failover.service": data["service"] if "service" in data else event.get("subject"),
+            "failover.site": data["site"]
+            if "site" in data
+            else str(event.get("source", "")).rsplit("/", 1)[-1],
         }
+        if "incident" in data:
+            attrs["failover.incident"] = data["incident"]
         return attrs
 
     def _transition(

@@ -376,8 +376,10 @@ class _Unbounded(ServiceStage):
                 self.out.append(DeadLetter(service, "too-old", item.raw, item.origin))
                 return
             if state.seen is not None and item.id in state.seen:
+                self._copy(service, item)
                 return
         if state.inbox and any(queued.id == item.id for queued in state.inbox):
+            self._copy(service, item)
             return
         if state.inbox is None:
             state.inbox = []

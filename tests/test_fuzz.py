@@ -30,7 +30,8 @@ LINES = [raw for _, raw in read_lines(ROOT / "streams" / "demo" / "ambon-events.
 KNOWN = {
     "too-large", "not-json", "unknown-type", "schema", "bad-time", "key-mismatch",
     "unknown-link", "unknown-service", "too-old", "not-applicable", "unknown-records",
-    "future-time", "dedup-overflow",
+    "future-time", "dedup-overflow", "unauthenticated", "forbidden", "stale-signature",
+    "replayed",
 }  # fmt: skip
 EXAMPLES = int(os.environ.get("FAILOVER_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(

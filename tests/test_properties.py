@@ -29,7 +29,7 @@ from tests.helpers import (
     tick,
 )
 from workflows.engine import Engine
-from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted
+from workflows.records import AUDIT, COMMANDS, TRANSITIONS, DeadLetter, Emitted
 from workflows.replay import encode, replay
 from workflows.service import Input
 from workflows.timeutil import parse_time
@@ -417,15 +417,23 @@ def test_reconcile_command_never_repeats_a_record_within_an_incident(story: Stor
 
 
 def _effects(out: list[Emitted | DeadLetter]) -> list[Emitted]:
-    return [entry for entry in out if isinstance(entry, Emitted)]
+    """Transitions and commands: the audit trail says more when an override comes twice."""
+    return [entry for entry in out if isinstance(entry, Emitted) and entry.topic != AUDIT]
 
 
 def _refusals(out: list[Emitted | DeadLetter]) -> list[tuple[str, bytes]]:
+    """Dead letters but decode's, and but a copy of an override (refused ``replayed``)."""
     return [
         (entry.reason, entry.raw)
         for entry in out
-        if isinstance(entry, DeadLetter) and not entry.reason.startswith(DECODE_REASONS)
+        if isinstance(entry, DeadLetter)
+        and not entry.reason.startswith(DECODE_REASONS)
+        and not entry.reason.startswith("replayed:")
     ]
+
+
+def _replayed(out: list[Emitted | DeadLetter]) -> list[bytes]:
+    return [e.raw for e in out if isinstance(e, DeadLetter) and e.reason.startswith("replayed:")]
 
 
 @SETTINGS
@@ -435,6 +443,10 @@ def test_duplicates_change_no_transition_or_command(story: Story) -> None:
     twice = outputs(run_logged(story.topology, story.with_copies()))
     assert _effects(twice) == _effects(once)
     assert _refusals(twice) == _refusals(once)
+    # A copy of an override that was taken is refused (a signed order is used once), and
+    # nothing else is: every such refusal is of an override's copy.
+    assert all(b'"operator.override.v1"' in raw for raw in _replayed(twice))
+    assert _replayed(once) == []
 
 
 @SETTINGS

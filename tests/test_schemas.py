@@ -36,6 +36,7 @@ OUTPUT_TYPES = (
     "failover.reconcile.v1",
     "failover.escalate.v1",
     "failover.service.state.v1",
+    "failover.audit.v1",
 )
 MESSAGE_TYPES = INPUT_TYPES + OUTPUT_TYPES
 ALL_NAMES = (*MESSAGE_TYPES, "topology", "deadletter")
@@ -179,6 +180,21 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             },
             "last_reason": "forced to manual by rina (on-call): fire at STO",
             "last_reason_code": "operator-force-manual",
+        },
+        "/failover/disdukcapil-ambon",
+    ),
+    "failover.audit.v1": _envelope(
+        "failover.audit.v1",
+        "ektp",
+        {
+            "override": "override/ektp/release/1",
+            "action": "release",
+            "actor": "Plt. Kepala Dinas",
+            "role": "acting-head",
+            "key": "Plt. Kepala Dinas/demo",
+            "verdict": "refused",
+            "reason": "forbidden: operator 'Plt. Kepala Dinas' has no grant to release",
+            "operator_reason": "Jaringan sudah pulih.",
         },
         "/failover/disdukcapil-ambon",
     ),
@@ -817,6 +833,7 @@ TOPICS = {
         "receive",
         {"manual.record.v1", "reconcile.completed.v1", "clock.tick.v1"},
     ),
+    "operator-audit": ("send", {"failover.audit.v1"}),
     "failover-commands": (
         "send",
         {

@@ -18,6 +18,7 @@ from workflows.clock import INPUT_TYPES, future_reason, tick_reason
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
+from workflows.operators import KEY_ATTRIBUTE, audit, override_judge
 from workflows.readings import Reading, read_status
 from workflows.records import DeadLetter, Emitted, Truncated
 from workflows.service import Input, ServiceStage
@@ -167,6 +168,7 @@ class Engine:
         self._on_status = self.links.on_status  # bound once: it is called for every probe
         self._link_states = self.links.states
         self._link_snapshot = slot_getter(LinkState)
+        self._judge = override_judge(topology)
 
     @property
     def counts(self) -> Counter[str]:
@@ -227,16 +229,27 @@ class Engine:
                                raw, origin)  # fmt: skip
                     return
                 data = event["data"]
+                watermark = self.services.watermark
                 if type_ == "operator.override.v1":
+                    site = self.topology.services[service].site
+                    refused = self._judge(event, time, watermark, site)
+                    if refused is not None:
+                        key_id = event.get(KEY_ATTRIBUTE)
+                        self.out.append(audit(event["id"], service, site, time, data,
+                                              key_id if isinstance(key_id, str) else None,
+                                              refused))  # fmt: skip
+                        self._dead(service, refused, raw, origin)
+                        return
                     kind, rank = "override", OVERRIDE
-                    fields: tuple[Any, ...] = (data["action"], data["actor"], data["role"],
-                                               data["reason"])  # fmt: skip
+                    fields: tuple[Any, ...] = (
+                        data["action"], data["actor"], data["role"], data["reason"],
+                        event.get(KEY_ATTRIBUTE),
+                    )  # fmt: skip
                 elif type_ == "manual.record.v1":
                     kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
                 else:
                     kind, rank = "reconcile", FEEDBACK
                     fields = (tuple(data["record_ids"]), data.get("incident"))
-                watermark = self.services.watermark
                 at, rank = order_key(time, rank, watermark)
                 item = Input(at, rank, event["id"], kind, fields, raw, origin)
                 self.services.offer(service, item, time, watermark)

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 from workflows.timeutil import format_time
 
 __all__ = [
+    "AUDIT",
     "COMMANDS",
     "DEADLETTER",
     "STATE",
@@ -32,6 +33,7 @@ STATE = "service-state"
 #: The CloudEvent type of a read-model record, and the ``schema_version`` in its data.
 STATE_TYPE = "failover.service.state.v1"
 STATE_SCHEMA_VERSION = 1
+AUDIT = "operator-audit"
 
 # Output ids are UUIDv5 under this namespace (itself uuid5(NAMESPACE_URL, "urn:failover")),
 # so the same decision always has the same id, whichever worker or replay made it.

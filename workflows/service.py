@@ -46,6 +46,7 @@ from workflows.health import (
 )
 from workflows.isolation import fatal, internal_error, restore, snapshot
 from workflows.notices import render
+from workflows.operators import audit
 from workflows.records import (
     COMMANDS,
     STATE,
@@ -512,17 +513,28 @@ class ServiceStage:
                 return
             seen = state.seen
             if seen is not None and item.id in seen:
+                self._copy(service, item)
                 return
         queued = state.queued
         if queued is None:
             state.inbox, state.queued = [item], {item.id}
         elif item.id in queued:
+            self._copy(service, item)
             return
         else:
             assert state.inbox is not None
             heapq.heappush(state.inbox, item)
             queued.add(item.id)
         self._pending.add(service)
+
+    def _copy(self, service: str, item: Input) -> None:
+        """An input whose id was taken already: dropped, but an override's copy is refused
+        (a signed order is used once). Dead-lettered, not audited: the audit trail has the
+        override's verdict once; every copy of it is on the dead-letter topic."""
+        if item.kind == "override":
+            self.out.append(DeadLetter(service, f"replayed: override {item.id!r} was taken "
+                                       "already (within dedup_horizon)", item.raw,
+                                       item.origin))  # fmt: skip
 
     def advance(self, time: int, tick_id: str) -> list[str]:
         """The watermark reached ``time`` (a tick): apply every queued input ordered below
@@ -708,23 +720,39 @@ class ServiceStage:
             self._reconciled(svc, s, item)
 
     def _reject(self, service: str, item: Input, reason: str) -> None:
+        if item.kind == "override":
+            self._audit(self._services[service], item, reason)
         self.out.append(DeadLetter(service, reason, item.raw, item.origin))
 
+    def _audit(self, svc: Service, item: Input, reason: str | None) -> None:
+        """The audit record of an operator's override: applied, or refused and why."""
+        action, actor, role, words, *signed = item.data
+        data = {"action": action, "actor": actor, "role": role, "reason": words}
+        key_id = signed[0] if signed else None
+        self.out.append(audit(item.id, svc.id, svc.site, item.time, data, key_id, reason))
+
     def _override(self, svc: Service, s: ServiceState, item: Input) -> None:
-        action, actor, role, reason = item.data
+        """Apply an operator's override (verified when it entered: workflows/operators.py);
+        audited either way."""
+        if self._act(svc, s, item):
+            self._audit(svc, item, None)
+
+    def _act(self, svc: Service, s: ServiceState, item: Input) -> bool:
+        """Whether the override applied (else it was rejected: dead-lettered, audited)."""
+        action, actor, role, reason = item.data[:4]
         operator = {"action": action, "actor": actor, "role": role, "reason": reason}
         accepted = (action, actor, role, reason, item.time)
         if action == "force_manual":
             if s.state not in ("online", "degraded"):
                 self._reject(svc.id, item, f"not-applicable: force_manual while {s.state}")
-                return
+                return False
             self._operated(svc, s, accepted, item)
             self._fire(svc, s, "suspend", item.time, item.id, "operator-force-manual",
                        f"forced to manual by {actor} ({role}): {reason}", operator)  # fmt: skip
         elif action == "release":
             if s.state != "manual":
                 self._reject(svc.id, item, f"not-applicable: release while {s.state}")
-                return
+                return False
             self._operated(svc, s, accepted, item)
             self._fire(svc, s, "restore", item.time, item.id, "operator-release",
                        f"released by {actor} ({role}): {reason}", operator)  # fmt: skip
@@ -733,16 +761,17 @@ class ServiceStage:
             self._operated(svc, s, accepted, item)
             self._notice(svc, s, item.time, "oncall", "pinned-oncall", f"pin/{item.id}",
                          actor=actor, role=role, reason=reason)  # fmt: skip
-            return
+            return True
         else:
             if s.pin is None:
                 self._reject(svc.id, item, "not-applicable: unpin while not pinned")
-                return
+                return False
             s.pin = None
             self._operated(svc, s, accepted, item)
             self._notice(svc, s, item.time, "oncall", "unpinned-oncall", f"unpin/{item.id}",
                          actor=actor, role=role, reason=reason)  # fmt: skip
         self._evaluate(svc.id, s, item.time, item.id)
+        return True
 
     def _record(self, svc: Service, s: ServiceState, item: Input) -> None:
         (record_id,) = item.data

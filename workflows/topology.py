@@ -32,6 +32,7 @@ import jsonschema_rs
 import yaml
 
 from schemas import load_schema
+from workflows.operators import Operator, decode_public_key, grants_of
 from workflows.timeutil import parse_duration
 
 __all__ = [
@@ -165,13 +166,16 @@ class Policy:
     max_clock_jump: int = 86400 * _SECOND
     # The most input ids remembered per service within dedup_horizon (see workflows.service).
     dedup_max_ids: int = 10_000
+    # Engine-wide. An override stamped more than this behind the engine's clock is refused
+    # (``stale-signature``): a signed order is not kept to be used later.
+    signature_max_age: int = 900 * _SECOND
     link: LinkPolicy = field(default_factory=LinkPolicy)
 
 
 _LINK_KEYS = frozenset(f.name for f in fields(LinkPolicy))
 _SERVICE_KEYS = frozenset(f.name for f in fields(Policy)) - {"link"}
 #: Keys that hold for the whole engine, not per service or link.
-_ENGINE_KEYS = frozenset({"max_future", "max_clock_jump"})
+_ENGINE_KEYS = frozenset({"max_future", "max_clock_jump", "signature_max_age"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +220,10 @@ class Topology:
     services: Mapping[str, Service]
     services_by_link: Mapping[str, tuple[str, ...]]
     policy: Policy
+    #: Who may send overrides (workflows/operators.py); none: every signed override refused.
+    operators: Mapping[str, Operator] = field(default_factory=dict)
+    #: ``unsigned_overrides: accept``: an override without a signature is taken (development).
+    unsigned_overrides: bool = False
 
     @classmethod
     def load(cls, path: str | Path) -> Topology:
@@ -767,4 +775,35 @@ def _build(document: Mapping[str, Any], file: str) -> Topology:
         services=services,
         services_by_link={link: tuple(ids) for link, ids in users.items()},
         policy=policy,
+        operators=_operators(document.get("operators") or {}, sites, services, file),
+        unsigned_overrides=document.get("unsigned_overrides", "refuse") == "accept",
     )
+
+
+def _operators(
+    raw: Mapping[str, Any], sites: Mapping[str, Site], services: Mapping[str, Service], file: str
+) -> dict[str, Operator]:
+    """The operators section (its shape checked by the schema): keys decoded, and every
+    site and service a grant names known."""
+    operators: dict[str, Operator] = {}
+    for operator_id, entry in raw.items():
+        keys = {}
+        for name, text in entry["keys"].items():
+            try:
+                keys[name] = decode_public_key(text)
+            except ValueError as exc:
+                where = _pointer(["operators", operator_id, "keys", name])
+                raise TopologyError(file, where, f"not an Ed25519 public key: {exc}") from None
+        for index, grant in enumerate(entry["grants"]):
+            for kind, known in (("sites", sites), ("services", services)):
+                for member, name in enumerate(grant.get(kind, ())):
+                    if name not in known:
+                        raise TopologyError(
+                            file,
+                            _pointer(["operators", operator_id, "grants", index, kind, member]),
+                            f"no {kind[:-1]} {_show(name)} in $.{kind}",
+                        )
+        operators[operator_id] = Operator(
+            operator_id, entry["name"], entry["role"], keys, grants_of(entry["grants"])
+        )
+    return operators

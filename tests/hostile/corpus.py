@@ -41,6 +41,18 @@ EVENTS_DIR: Final = CORPUS / "events"
 TOPOLOGIES_DIR: Final = CORPUS / "topologies"
 DEMO_TOPOLOGY: Final = ROOT / "streams" / "demo" / "ambon.yaml"
 DEMO_EVENTS: Final = ROOT / "streams" / "demo" / "ambon-events.jsonl"
+#: The topology the event cases run on: the demo's, taking unsigned overrides. The corpus
+#: attacks what an input holds, not who sent it (tests/test_operators.py: signatures).
+CORPUS_TOPOLOGY: Final = CORPUS / "topology.yaml"
+
+
+def corpus_topology() -> bytes:
+    return (
+        DEMO_TOPOLOGY.read_bytes()
+        + b"# tests/hostile/corpus.py: the event cases' overrides are not signed.\n"
+        + b"unsigned_overrides: accept\n"
+    )
+
 
 Role = Literal["ok", "effect", "dead", "any"]
 
@@ -1032,15 +1044,18 @@ def case_reconcile_unknown_incidents() -> list[Line]:
     "Duplicate and colliding ids: the same override twice, a release reusing a "
     "force_manual's id, the same record id under two event ids, a reading id reused for "
     "another link.",
-    "A duplicate changes nothing (it is not an error); no crash; replay and Kafka agree.",
+    "A duplicate changes nothing; a copy of an override is refused (replayed: a signed "
+    "order is used once), other duplicates are dropped; no crash; replay and Kafka agree.",
     kafka=True,
 )
 def case_duplicate_ids() -> list[Line]:
     fm = override("akta-lahir", "force_manual", at(20), "override/same")
+    copy = fm.replace(b'"source":"', b'"source":"/copy', 1)
+    assert copy != fm
     return framed(
         [
             Line(fm, "effect"),
-            hostile(fm, "any"),
+            hostile(copy, "dead"),
             hostile(override("akta-lahir", "release", at(21), "override/same"), "any"),
             hostile(record("akta-lahir", "DUP-1", at(22), "record/dup-a"), "any"),
             hostile(record("akta-lahir", "DUP-1", at(22), "record/dup-b"), "any"),
@@ -1316,7 +1331,7 @@ def topology_sidecar(case: TopologyCase) -> str:
 
 def corpus_files() -> dict[Path, bytes]:
     """Every committed file of the corpus and its bytes (sidecars for every case)."""
-    files: dict[Path, bytes] = {}
+    files: dict[Path, bytes] = {CORPUS_TOPOLOGY: corpus_topology()}
     for case in EVENT_CASES:
         lines = case.build()
         if case.committed:

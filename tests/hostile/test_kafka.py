@@ -44,7 +44,7 @@ from tests.hostile.checks import (
     reason_codes,
     terminal_problems,
 )
-from tests.hostile.corpus import DEMO_TOPOLOGY, EVENT_CASES, EventCase, Line
+from tests.hostile.corpus import CORPUS_TOPOLOGY, EVENT_CASES, EventCase, Line
 from tests.kafka.workers import (
     Engine,
     Output,
@@ -57,7 +57,7 @@ from tests.kafka.workers import (
     route,
     running_worker,
 )
-from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted
+from workflows.records import AUDIT, COMMANDS, TRANSITIONS, DeadLetter, Emitted
 from workflows.replay import replay
 from workflows.topology import Topology
 
@@ -127,7 +127,7 @@ async def _run(case: EventCase, bootstrap: str, work: Path, gate: asyncio.Semaph
     def name(purpose: str) -> str:
         return f"t-hostile-{case.name[:32]}-{purpose}-{run_id}"
 
-    engine = engine_env(bootstrap, name, work, partitions=PARTITIONS)
+    engine = engine_env(bootstrap, name, work, partitions=PARTITIONS, topology=CORPUS_TOPOLOGY)
     s = engine.settings
     result = KafkaRun(case.build(), s)
     result.sent = _messages(s, result.lines)
@@ -218,9 +218,10 @@ def _replay_oracle(
     ]
     per_key: dict[tuple[str, str], list[bytes]] = defaultdict(list)
     dead: dict[int, str] = {}
-    for record in replay(Topology.load(DEMO_TOPOLOGY), kept, "hostile"):
+    for record in replay(Topology.load(CORPUS_TOPOLOGY), kept, "hostile"):
         if isinstance(record, Emitted):
-            per_key[(topics[record.topic], record.key)].append(orjson.dumps(record.event))
+            if record.topic != AUDIT:  # the audit trail's parity: tests/kafka/test_engine.py
+                per_key[(topics[record.topic], record.key)].append(orjson.dumps(record.event))
         else:
             assert isinstance(record, DeadLetter)
             dead[record.origin.line] = record.reason
@@ -491,7 +492,11 @@ async def test_hostile_records_on_the_wire(kafka_bootstrap: str, tmp_path: Path,
 
     run_id = uuid.uuid4().hex[:8]
     engine = engine_env(
-        kafka_bootstrap, lambda p: f"t-hostile-{name}-{p}-{run_id}", tmp_path, partitions=PARTITIONS
+        kafka_bootstrap,
+        lambda p: f"t-hostile-{name}-{p}-{run_id}",
+        tmp_path,
+        partitions=PARTITIONS,
+        topology=CORPUS_TOPOLOGY,
     )
     s = engine.settings
     frame = framed([])

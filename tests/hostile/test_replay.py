@@ -46,7 +46,7 @@ from tests.hostile.checks import (
 )
 from tests.hostile.corpus import (
     BASELINE,
-    DEMO_TOPOLOGY,
+    CORPUS_TOPOLOGY,
     EVENT_CASES,
     TOPOLOGY_CASES,
     EventCase,
@@ -136,7 +136,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result | Base
             path = base / "generated" / path.name
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(file_bytes(case.build()))
-        jobs.append(Job(f"events/{case.name}", DEMO_TOPOLOGY, path))
+        jobs.append(Job(f"events/{case.name}", CORPUS_TOPOLOGY, path))
     for topo in TOPOLOGY_CASES:
         path = topo.path
         if not topo.committed:
@@ -317,7 +317,7 @@ def test_committed_corpus_is_what_the_generator_builds() -> None:
     for path, data in files.items():
         assert path.exists(), f"{path.name} missing: run python -m tests.hostile.corpus"
         assert path.read_bytes() == data, f"{path.name} stale: run python -m tests.hostile.corpus"
-    on_disk = {p for d in {p.parent for p in files} for p in d.iterdir()}
+    on_disk = {p for d in {p.parent for p in files} for p in d.iterdir() if p.is_file()}
     assert on_disk == set(files), f"not made by corpus.py: {sorted(on_disk - set(files))}"
     for path in files:
         if path.suffix == ".toml":

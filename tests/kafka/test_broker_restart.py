@@ -79,7 +79,7 @@ async def test_broker_down_20s_worker_recovers_on_its_own_output_is_replays(
     ]
     # No topic clean-up: the whole broker is wiped afterwards.
     await ensure_topics(s.bootstrap_servers, topic_specs(s), s.replication)
-    topics = [s.topic_commands, s.topic_transitions, s.topic_deadletter]
+    topics = [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
     await publish(bootstrap, messages[0])
     async with running_worker(engine) as worker:
 

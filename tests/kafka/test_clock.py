@@ -63,7 +63,12 @@ async def test_forged_ticks_are_dead_lettered_and_a_force_manual_after_them_work
         "override/ektp/1",
         "2019-02-05T00:00:10Z",
         "ektp",
-        {"action": "force_manual", "actor": "tester", "role": "on-call", "reason": "test"},
+        {
+            "action": "force_manual",
+            "actor": "Kepala Dinas",
+            "role": "office-head",
+            "reason": "test",
+        },
     )
     tick = cloud_event("clock.tick.v1", "tick/1", "2019-02-05T00:01:00Z", None, {})
     real = [
@@ -116,7 +121,7 @@ async def test_a_reading_from_the_future_is_dead_lettered_and_the_outage_plays_o
     total = sum(len(v) for v in expected.values()) + sum(reasons.values()) + 1
     async with engine_topics(engine):
         await publish(kafka_bootstrap, messages)
-        topics = [s.topic_commands, s.topic_transitions, s.topic_deadletter]
+        topics = [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
         outputs = Outputs(kafka_bootstrap, topics)
         async with outputs, running_worker(engine) as worker:
 

@@ -48,7 +48,7 @@ from tests.kafka.workers import (
     stop_worker,
 )
 from workflows.engine import TICK_KEY
-from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted
+from workflows.records import AUDIT, COMMANDS, TRANSITIONS, DeadLetter, Emitted
 from workflows.replay import read_lines, replay
 from workflows.topology import Topology
 
@@ -57,7 +57,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
 
 def expected_outputs(settings: Settings) -> tuple[dict[tuple[str, str], list[bytes]], Counter[str]]:
     """What replay gives for the demo: per (topic, service) the event bytes; dead letters."""
-    topics = {COMMANDS: settings.topic_commands, TRANSITIONS: settings.topic_transitions}
+    topics = {
+        COMMANDS: settings.topic_commands,
+        TRANSITIONS: settings.topic_transitions,
+        AUDIT: settings.topic_audit,
+    }
     per_key: dict[tuple[str, str], list[bytes]] = defaultdict(list)
     reasons: Counter[str] = Counter()
     for record in replay(Topology.load(DEMO_TOPOLOGY), read_lines(DEMO_EVENTS), "demo"):
@@ -108,7 +112,9 @@ async def run_demo(engine: Engine, bootstrap: str) -> Outputs:
     """Publish the demo file, run a worker until it has committed everything; the outputs."""
     s = engine.settings
     await publish(bootstrap, demo_messages(s))
-    outputs = Outputs(bootstrap, [s.topic_commands, s.topic_transitions, s.topic_deadletter])
+    outputs = Outputs(
+        bootstrap, [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
+    )
     async with outputs, running_worker(engine) as worker:
         await finish(engine, outputs, worker)
     return outputs
@@ -119,7 +125,7 @@ def assert_parity(engine: Engine, outputs: Outputs) -> None:
     expected, reasons = expected_outputs(s)
     got: dict[tuple[str, str], list[bytes]] = defaultdict(list)
     for record in outputs.records:
-        if record.topic in (s.topic_commands, s.topic_transitions):
+        if record.topic in (s.topic_commands, s.topic_transitions, s.topic_audit):
             assert record.key is not None
             service = record.key.decode()
             assert record.partition == partition_for(record.key, s.partitions)
@@ -211,7 +217,12 @@ async def test_bad_input_is_dead_lettered_and_processing_goes_on(
         "override/ektp/1",
         "2019-02-05T00:00:10Z",
         "ektp",
-        {"action": "force_manual", "actor": "tester", "role": "on-call", "reason": "test"},
+        {
+            "action": "force_manual",
+            "actor": "Kepala Dinas",
+            "role": "office-head",
+            "reason": "test",
+        },
     )
     tick = _event("clock.tick.v1", "tick/2019-02-05T00:01:00Z", "2019-02-05T00:01:00Z", None, {})
     ticks = [(t, TICK_KEY.encode(), tick, p) for t in engine.inputs for p in range(n)]
@@ -362,7 +373,7 @@ async def test_kill_and_restart_mid_scenario_still_gives_replay_output(
     total = demo_total(s)
     async with engine_topics(engine):
         await publish(kafka_bootstrap, demo_messages(s))
-        topics = [s.topic_commands, s.topic_transitions, s.topic_deadletter]
+        topics = [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
         outputs = Outputs(kafka_bootstrap, topics)
         async with outputs:
             for kill_at in (total // 4, total // 2):
@@ -407,7 +418,7 @@ async def test_two_workers_one_killed_the_other_takes_over_with_replay_output(
 
     async with engine_topics(engine):
         await publish_lines(lines[:quarter])
-        topics = [s.topic_commands, s.topic_transitions, s.topic_deadletter]
+        topics = [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
         outputs = Outputs(kafka_bootstrap, topics)
         async with outputs:
             victim, survivor = start_worker(engine), start_worker(engine)

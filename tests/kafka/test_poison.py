@@ -65,7 +65,12 @@ async def test_a_poison_input_is_dead_lettered_and_the_worker_goes_on(
         return topic, key.encode(), value, partition_for(key, n)
 
     def override(ident: str, service: str) -> bytes:
-        data = {"action": "force_manual", "actor": "tester", "role": "on-call", "reason": "t"}
+        data = {
+            "action": "force_manual",
+            "actor": "Kepala Dinas",
+            "role": "office-head",
+            "reason": "t",
+        }
         return cloud_event("operator.override.v1", ident, at, service, data)
 
     reading = cloud_event("link.status.v1", f"{PREFIX}reading", at, "backup-4g",

@@ -96,7 +96,7 @@ async def test_a_refused_command_commits_nothing_of_its_input(
 
         # Nothing of an input whose command was refused is visible: no command at all, and
         # (shown by the parity below) no transition such an input caused either.
-        topics = [s.topic_commands, s.topic_transitions, s.topic_deadletter]
+        topics = [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
         async with Outputs(kafka_bootstrap, topics) as seen:
             await wait_for(seen.at_end, timeout=30, what="the committed outputs")
             assert seen.of(s.topic_commands) == []

@@ -73,7 +73,9 @@ async def test_strangers_are_refused_while_the_engine_works(
     )
     async with engine_topics(engine):
         await publish(address, demo_messages(s))
-        outputs = Outputs(address, [s.topic_commands, s.topic_transitions, s.topic_deadletter])
+        outputs = Outputs(
+            address, [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
+        )
         async with outputs, running_worker(engine) as worker:
             with caplog.at_level(logging.ERROR, logger="aiokafka"):
                 # No TLS, no SASL; then TLS that trusts the broker, but no SASL.

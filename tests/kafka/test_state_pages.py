@@ -75,7 +75,7 @@ async def test_a_state_larger_than_a_changelog_record_is_restored_exactly(
         return [(t, TICK_KEY.encode(), tick, p) for t in engine.inputs for p in range(n)]
 
     def override(action: str, at: str) -> tuple[str, bytes, bytes, int]:
-        data = {"action": action, "actor": "tester", "role": "on-call", "reason": "test"}
+        data = {"action": action, "actor": "Kepala Dinas", "role": "office-head", "reason": "test"}
         event = cloud_event("operator.override.v1", f"override/{action}", at, SERVICE, data)
         return to(s.topic_overrides, event)
 

@@ -26,6 +26,7 @@ from aiokafka.errors import (
 )
 
 from streams.config import Settings
+from streams.demokeys import DEMO_OPERATORS, sign_as
 from streams.security import VARIABLES as SECURITY_VARIABLES
 from streams.topics import ensure_topics, partition_for, topic_specs
 from tests.kafka.kafkatools import client_options, wait_for
@@ -95,6 +96,7 @@ TOPIC_PURPOSES: Final = (
     ("FAILOVER_TOPIC_STATE", "state"),
     ("FAILOVER_TOPIC_DEADLETTER", "dead"),
     ("FAILOVER_TOPIC_CHANGES", "changes"),
+    ("FAILOVER_TOPIC_AUDIT", "audit"),
 )
 
 
@@ -236,7 +238,8 @@ def cloud_event(
     data: dict[str, object],
     source: str = "/tests",
 ) -> bytes:
-    """One input as a probe, an operator or an office would send it (CloudEvents, JSON)."""
+    """One input as a probe, an operator or an office would send it (CloudEvents, JSON); an
+    override by a demo operator signed with their key."""
     event: dict[str, object] = {
         "specversion": "1.0",
         "id": ident,
@@ -247,6 +250,8 @@ def cloud_event(
     }
     if subject is not None:
         event["subject"] = subject
+    if type_ == "operator.override.v1" and data.get("actor") in DEMO_OPERATORS:
+        event = sign_as(event)  # the demo topology's operators sign with the demo keys
     return orjson.dumps(event)
 
 

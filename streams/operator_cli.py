@@ -1,0 +1,188 @@
+"""``failover keygen`` and ``failover override``: an operator's key, and a signed override sent
+to a running deployment, with the engine's verdict read back from the audit topic.
+
+The private key is a file of one line, the key's 32-byte seed in standard base64, readable by
+its owner only (``keygen`` writes it so and never prints it); ``override`` reads it from
+``--key-file`` or ``FAILOVER_OPERATOR_KEY_FILE``, or from ``FAILOVER_OPERATOR_KEY`` itself
+(a secret by its name: never logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+import stat
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import nacl.signing
+import orjson
+
+from workflows.operators import ACTIONS, sign_override
+
+__all__ = [
+    "KEY_ENV",
+    "KEY_FILE_ENV",
+    "OperatorKeyError",
+    "new_key",
+    "read_key",
+    "run_send",
+    "send_override",
+    "signed_override",
+]
+
+KEY_ENV: Final = "FAILOVER_OPERATOR_KEY"
+KEY_FILE_ENV: Final = "FAILOVER_OPERATOR_KEY_FILE"
+
+
+class OperatorKeyError(ValueError):
+    """A private key that cannot be read or used; the message never holds the key."""
+
+
+def new_key(path: Path) -> str:
+    """Write a new private key to ``path`` (mode 0600; an existing file is never replaced)
+    and return its public key (standard base64), for the topology's ``keys``."""
+    key = nacl.signing.SigningKey.generate()
+    text = base64.b64encode(bytes(key)).decode("ascii") + "\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    except FileExistsError:
+        raise OperatorKeyError(f"{path}: exists; a key is never overwritten") from None
+    except OSError as exc:
+        raise OperatorKeyError(f"{path}: cannot write: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return base64.b64encode(bytes(key.verify_key)).decode("ascii")
+
+
+def read_key(key_file: Path | None, env: Mapping[str, str]) -> nacl.signing.SigningKey:
+    """The operator's private key: ``key_file``, else the environment's."""
+    source: str
+    if key_file is None and env.get(KEY_FILE_ENV):
+        key_file = Path(env[KEY_FILE_ENV])
+    if key_file is not None:
+        source = str(key_file)
+        try:
+            mode = key_file.stat().st_mode
+            text = key_file.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) else "not ASCII"
+            raise OperatorKeyError(f"{source}: cannot read the key: {problem}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise OperatorKeyError(
+                f"{source}: readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 {source}"
+            )
+    elif env.get(KEY_ENV):
+        source, text = KEY_ENV, env[KEY_ENV]
+    else:
+        raise OperatorKeyError(f"no key: give --key-file, or set {KEY_FILE_ENV} or {KEY_ENV}")
+    try:
+        seed = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error:
+        raise OperatorKeyError(f"{source}: not a key made by failover keygen") from None
+    if len(seed) != 32:
+        raise OperatorKeyError(f"{source}: not a key made by failover keygen")
+    return nacl.signing.SigningKey(seed)
+
+
+def signed_override(
+    action: str,
+    service: str,
+    reason: str,
+    operator: str,
+    role: str,
+    key_name: str,
+    key: nacl.signing.SigningKey,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The override as the engine expects it, signed, stamped now (UTC, milliseconds)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
+    moment = now or datetime.now(UTC)
+    stamp = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    event = {
+        "specversion": "1.0",
+        "id": f"override/{service}/{action}/{uuid.uuid4()}",
+        "source": "/operators/failover-cli",
+        "type": "operator.override.v1",
+        "time": stamp,
+        "subject": service,
+        "datacontenttype": "application/json",
+        "data": {"action": action, "actor": operator, "role": role, "reason": reason},
+    }
+    return sign_override(event, f"{operator}/{key_name}", key)
+
+
+async def send_override(
+    event: Mapping[str, Any],
+    bootstrap: list[str],
+    overrides_topic: str,
+    audit_topic: str,
+    client_options: Mapping[str, Any],
+    wait: float,
+) -> dict[str, Any] | None:
+    """Publish ``event`` (keyed by its service, the default partitioner) and return the data
+    of its audit record once the engine has committed it, or ``None`` after ``wait`` seconds
+    (the engine applies an override at the next tick past its time)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, **client_options
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        **client_options,
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        try:
+            partitions = await producer.partitions_for(audit_topic)  # waits for metadata
+        except Exception:  # aiokafka: unknown topic, or not authorised to see it
+            partitions = set()
+        if not partitions:
+            raise OperatorKeyError(f"no topic {audit_topic!r}: is a worker running?")
+        tps = [TopicPartition(audit_topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:  # positions fixed before the override is sent
+            await consumer.position(tp)
+        service = str(event["subject"]).encode("utf-8")
+        await producer.send_and_wait(overrides_topic, orjson.dumps(event), key=service)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            batches = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+            for records in batches.values():
+                for record in records:
+                    try:
+                        audit = orjson.loads(record.value or b"")
+                    except orjson.JSONDecodeError:
+                        continue
+                    data = audit.get("data") if isinstance(audit, dict) else None
+                    if isinstance(data, dict) and data.get("override") == event["id"]:
+                        return data
+        return None
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def run_send(
+    event: Mapping[str, Any],
+    bootstrap: list[str],
+    overrides_topic: str,
+    audit_topic: str,
+    client_options: Mapping[str, Any],
+    wait: float,
+) -> dict[str, Any] | None:
+    return asyncio.run(
+        send_override(event, bootstrap, overrides_topic, audit_topic, client_options, wait)
+    )

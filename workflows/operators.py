@@ -1,0 +1,268 @@
+"""Who may steer the engine: operators, their keys and grants, and signed overrides.
+
+An override (``operator.override.v1``) is an order to a city's service: force it to manual,
+release its hold, pin or unpin it. Anyone who can write to the overrides topic could send
+one, so the engine acts only on an override that an operator of the topology signed, and
+only within that operator's grants. Deny by default: an override that is not signed, is
+signed by a key the topology does not list, does not verify, is for an action or a service
+the operator has no grant for, or is stamped too far behind the engine's clock, is refused
+with its reason, and changes nothing.
+
+The signature (Ed25519, by libsodium through PyNaCl) covers the override's canonical form,
+:func:`canonical`: the bytes ``failover-override-v1`` and a newline, then a JSON array of its
+``type``, ``id``, ``subject``, ``time``, ``data`` (keys sorted) and the key id, without
+white space. The event carries two extension attributes (CloudEvents names):
+
+- ``failoverkey``: the key id, ``OPERATOR/KEY`` (an operator may hold several keys: rotation);
+- ``failoversig``: ``ed25519=`` and the 64-byte signature in standard base64.
+
+An operator signs as themselves: ``data.actor`` must be the operator's id and ``data.role``
+their role in the topology, so a transition caused by an override names who really sent it.
+
+Verification is pure and deterministic (same override, topology and clock: same verdict),
+so replay and the Kafka worker refuse the same overrides with the same reasons.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nacl.exceptions
+import nacl.signing
+import orjson
+
+from workflows.records import AUDIT, Emitted, cloudevent, output_id
+from workflows.timeutil import format_duration, format_time
+
+__all__ = [
+    "ACTIONS",
+    "AUDIT_TYPE",
+    "KEY_ATTRIBUTE",
+    "SIGNATURE_ATTRIBUTE",
+    "Grant",
+    "Operator",
+    "audit",
+    "canonical",
+    "decode_public_key",
+    "grants_of",
+    "judge_override",
+    "override_judge",
+    "sign_override",
+    "verify_override",
+]
+
+#: The actions an override may ask for, and so a grant may name.
+ACTIONS: Final = ("force_manual", "release", "pin", "unpin")
+#: The extension attribute that names the signing key, ``OPERATOR/KEY``.
+KEY_ATTRIBUTE: Final = "failoverkey"
+#: The extension attribute that holds the signature, ``ed25519=<base64>``.
+SIGNATURE_ATTRIBUTE: Final = "failoversig"
+#: The CloudEvents type of an audit record (topic ``operator-audit``).
+AUDIT_TYPE: Final = "failover.audit.v1"
+_SCHEME: Final = "ed25519="
+_DOMAIN: Final = b"failover-override-v1\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Actions an operator may take, on every service of ``sites`` and on ``services``."""
+
+    actions: frozenset[str]
+    sites: frozenset[str]
+    services: frozenset[str]
+
+    def allows(self, action: str, service: str, site: str) -> bool:
+        return action in self.actions and (site in self.sites or service in self.services)
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """A person who may steer the engine: their keys by key id, their role and grants."""
+
+    id: str
+    name: str
+    role: str
+    keys: Mapping[str, nacl.signing.VerifyKey]
+    grants: tuple[Grant, ...]
+
+    def may(self, action: str, service: str, site: str) -> bool:
+        """Deny by default: only what a grant names."""
+        return any(grant.allows(action, service, site) for grant in self.grants)
+
+
+def decode_public_key(text: str) -> nacl.signing.VerifyKey:
+    """An Ed25519 public key from its standard base64 (32 bytes).
+
+    Raises:
+        ValueError: not base64, or not 32 bytes.
+    """
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("not standard base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"{len(raw)} bytes, an Ed25519 public key has 32")
+    return nacl.signing.VerifyKey(raw)
+
+
+def canonical(event: Mapping[str, Any], key_id: str) -> bytes:
+    """What an override's signature covers (module doc)."""
+    fields = [event["type"], event["id"], event["subject"], event["time"], event["data"], key_id]
+    return _DOMAIN + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+
+
+def sign_override(
+    event: Mapping[str, Any], key_id: str, key: nacl.signing.SigningKey
+) -> dict[str, Any]:
+    """The override with ``failoverkey`` and ``failoversig`` set (any earlier ones replaced)."""
+    unsigned = {
+        name: value
+        for name, value in event.items()
+        if name not in (KEY_ATTRIBUTE, SIGNATURE_ATTRIBUTE)
+    }
+    signature = key.sign(canonical(unsigned, key_id)).signature
+    return {
+        **unsigned,
+        KEY_ATTRIBUTE: key_id,
+        SIGNATURE_ATTRIBUTE: _SCHEME + base64.b64encode(signature).decode("ascii"),
+    }
+
+
+def verify_override(
+    event: Mapping[str, Any],
+    operators: Mapping[str, Operator],
+    site: str,
+    accept_unsigned: bool = False,
+) -> str | None:
+    """``None`` if ``event`` (a valid ``operator.override.v1`` for a service of ``site``) is
+    signed by an operator who may do what it asks; else the dead-letter reason.
+
+    ``accept_unsigned`` (the topology's ``unsigned_overrides: accept``, for development):
+    an override with no signature at all is taken as it is; a signed one is still verified.
+    """
+    key_id = event.get(KEY_ATTRIBUTE)
+    signature = event.get(SIGNATURE_ATTRIBUTE)
+    if key_id is None and signature is None and accept_unsigned:
+        return None
+    if not isinstance(key_id, str) or not isinstance(signature, str):
+        return (
+            f"unauthenticated: not signed (an override needs {KEY_ATTRIBUTE} and "
+            f"{SIGNATURE_ATTRIBUTE}, see the README on operators)"
+        )
+    operator_id, _, name = key_id.partition("/")
+    operator = operators.get(operator_id)
+    key = operator.keys.get(name) if operator is not None else None
+    if operator is None or key is None:
+        return f"unauthenticated: unknown key {key_id[:200]!r}"
+    if not signature.startswith(_SCHEME):
+        return f"unauthenticated: the signature is not {_SCHEME}<base64>"
+    try:
+        raw = base64.b64decode(signature[len(_SCHEME) :], validate=True)
+        key.verify(canonical(event, key_id), raw)
+    except (binascii.Error, ValueError, nacl.exceptions.BadSignatureError):
+        return f"unauthenticated: the signature does not verify with key {key_id!r}"
+    data = event["data"]
+    if data["actor"] != operator.id:
+        return (
+            f"forbidden: actor {data['actor'][:128]!r} is not the signing operator {operator.id!r}"
+        )
+    if data["role"] != operator.role:
+        return (
+            f"forbidden: role {data['role'][:64]!r} is not operator {operator.id!r}'s role "
+            f"{operator.role!r}"
+        )
+    action, service = data["action"], event["subject"]
+    if not operator.may(action, service, site):
+        return (
+            f"forbidden: operator {operator.id!r} has no grant to {action} service "
+            f"{service!r} (site {site!r})"
+        )
+    return None
+
+
+def grants_of(entries: Iterable[Mapping[str, Any]]) -> tuple[Grant, ...]:
+    """Grants from the topology's ``grants`` list (already checked by its schema)."""
+    return tuple(
+        Grant(
+            frozenset(entry["actions"]),
+            frozenset(entry.get("sites", ())),
+            frozenset(entry.get("services", ())),
+        )
+        for entry in entries
+    )
+
+
+def judge_override(
+    event: Mapping[str, Any],
+    time: int,
+    watermark: int | None,
+    operators: Mapping[str, Operator],
+    site: str,
+    accept_unsigned: bool,
+    max_age: int,
+) -> str | None:
+    """The verdict on an override before anything else is done with it: ``None`` to go on,
+    else the dead-letter reason (:func:`verify_override`, then its age: an override stamped
+    more than ``max_age`` behind the engine's clock, ``watermark``, is ``stale-signature``)."""
+    reason = verify_override(event, operators, site, accept_unsigned)
+    signed = KEY_ATTRIBUTE in event or SIGNATURE_ATTRIBUTE in event
+    if reason is None and signed and watermark is not None and time < watermark - max_age:
+        reason = (
+            f"stale-signature: stamped {format_time(time)}, more than "
+            f"{format_duration(max_age)} (signature_max_age) behind the engine's clock, "
+            f"{format_time(watermark)}"
+        )
+    return reason
+
+
+def audit(
+    override_id: str,
+    service: str,
+    site: str,
+    time: int,
+    data: Mapping[str, Any],
+    key_id: str | None,
+    reason: str | None,
+) -> Emitted:
+    """The audit record of an operator's action: ``applied`` when ``reason`` is ``None``,
+    else ``refused`` with the reason (the dead letter's)."""
+    verdict = "refused" if reason is not None else "applied"
+    return Emitted(
+        AUDIT,
+        service,
+        cloudevent(
+            AUDIT_TYPE,
+            output_id(override_id, "audit", verdict if reason is None else reason.split(":")[0]),
+            site,
+            time,
+            service,
+            {
+                "override": override_id,
+                "action": data["action"],
+                "actor": data["actor"],
+                "role": data["role"],
+                "key": key_id,
+                "verdict": verdict,
+                "reason": reason,
+                "operator_reason": data["reason"],
+            },
+        ),
+    )
+
+
+def override_judge(topology: Any) -> Any:
+    """``judge(event, time, watermark, site)`` for ``topology`` (a
+    :class:`~workflows.topology.Topology`): :func:`judge_override` with its operators and
+    policy, as both the replay engine and the Kafka worker call it."""
+    operators = topology.operators
+    accept = topology.unsigned_overrides
+    max_age = topology.policy.signature_max_age
+
+    def judge(event: Mapping[str, Any], time: int, watermark: int | None, site: str) -> str | None:
+        return judge_override(event, time, watermark, operators, site, accept, max_age)
+
+    return judge
