@@ -1,25 +1,32 @@
 """``failover``: the command line.
 
-- ``failover replay TOPOLOGY EVENTS [--out FILE] [--trace]``: the core over a file, no broker.
+- ``failover replay TOPOLOGY EVENTS [--out FILE] [--trace] [--state]``: the core over a file,
+  no broker.
 - ``failover demo [--trace]``: the Ambon case, bundled, through replay.
 - ``failover validate TOPOLOGY``: every error of a topology; its policy and blast radius.
 - ``failover what-if A [B] EVENTS [--set PATH=VALUE]``: one recording under two topologies.
 - ``failover diagram``: the state machine as a Mermaid diagram, generated from the code.
 - ``failover worker``: the engine on Kafka (faust), configured from the environment
   (:mod:`streams.config`); faust is imported only by this command.
+- ``failover status [--site S] [--state STATE] [--json] [--board URL]``: every service's
+  current state, from the read model (the ``service-state`` topic) or the status board.
+- ``failover board [--port P] [--host H]``: the status board over the engine's read model
+  (:mod:`streams.board`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from enum import StrEnum
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.text import Text
 
 from streams.printable import printable
@@ -34,7 +41,7 @@ from workflows.clock import (
 )
 from workflows.engine import MAX_EVENT_BYTES
 from workflows.replay import encode, read_lines
-from workflows.service import mermaid
+from workflows.service import STATES, mermaid
 from workflows.topology import Topology, TopologyError
 
 __all__ = ["app", "main"]
@@ -174,6 +181,7 @@ def _run(
     quiet: bool,
     trace: bool = False,
     clock: Clock = Clock.auto,
+    state: bool = False,
 ) -> int:
     # Imported here: the timeline needs rich tables, the JSONL path does not.
     from streams.telemetry import configure
@@ -206,7 +214,7 @@ def _run(
         # Streamed: each record is written as it is made, and the timeline keeps a bounded
         # summary of it (nothing at all with --quiet), so memory does not grow with the run.
         tracing = Tracing(telemetry, topology)
-        for record, _ in traced_replay(topology, lines, events.name, tracing):
+        for record, _ in traced_replay(topology, lines, events.name, tracing, state=state):
             sink.write(encode(record) + b"\n")
             if not quiet:
                 timeline.add(record)
@@ -237,6 +245,13 @@ def replay_command(
         bool, typer.Option("--trace", help="Print the spans to stderr, one line each.")
     ] = False,
     clock: Annotated[Clock, typer.Option("--clock", help=_CLOCK_HELP)] = Clock.auto,
+    state: Annotated[
+        bool,
+        typer.Option(
+            "--state",
+            help="Also write the read model's records (topic service-state), as the worker does.",
+        ),
+    ] = False,
 ) -> None:
     """Run the core over EVENTS in file order: JSONL records out, a timeline on the terminal.
 
@@ -244,8 +259,10 @@ def replay_command(
     failover-deadletter topic with their reason and line number; the run goes on.
     A file with no clock.tick.v1 is replayed by its inputs' event times (see --clock).
     Spans are exported as the OTEL_* variables say (off by default); --trace prints them.
+    With --state, a failover.service.state.v1 record follows each change of a service's
+    state, health, links, held queue, paper records, pin or last operator action.
     """
-    raise typer.Exit(_run(topology, events, out, quiet, trace, clock))
+    raise typer.Exit(_run(topology, events, out, quiet, trace, clock, state))
 
 
 def _validate(topology: Path, as_json: bool) -> int:
@@ -456,6 +473,128 @@ def worker_command() -> None:
     from streams.worker import run
 
     raise typer.Exit(run(settings, topology))
+
+
+#: The states ``--state`` accepts: the machine's (workflows.service.STATES).
+StateName = Enum("StateName", {name: name for name in STATES}, type=str)  # type: ignore[misc]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(
+        Text.assemble(("error:", "bold red"), f" {printable(message, None)}"),
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(code)
+
+
+@app.command("status")
+def status_command(
+    site: Annotated[str | None, typer.Option("--site", help="Only this site's services.")] = None,
+    state: Annotated[
+        StateName | None, typer.Option("--state", help="Only services in this state.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the records' data as a JSON array.")
+    ] = False,
+    board: Annotated[
+        str | None,
+        typer.Option(
+            "--board",
+            help="Ask the status board at this URL (GET URL/api/services) instead of Kafka.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Give up after this many seconds.", min=0.1)
+    ] = 30.0,
+) -> None:
+    """Every service's current state: one line each (site, service, state, since when, how
+    long, incident, held queue, open paper records, last reason).
+
+    Reads the compacted read-model topic (FAILOVER_TOPIC_STATE, default service-state) on
+    KAFKA_BOOTSTRAP_SERVERS to its end, read_committed, without joining a consumer group;
+    with --board, the status board's API instead. With FAILOVER_TOPOLOGY set, --site is
+    checked against the topology. Exit code 2 when the read model cannot be read or the
+    site is unknown.
+    """
+    import logging
+
+    import orjson
+
+    from streams.config import Settings, SettingsError
+    from streams.status import StatusError, matching, read_board, read_topic, table
+
+    # aiokafka logs each failed connection attempt; the error below says it once.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise _fail(str(exc)) from exc
+    wanted = state.value if state is not None else None
+    sites: set[str] | None = None
+    if settings.topology is not None and site is not None:
+        sites = set(_load(settings.topology).sites)
+    try:
+        if board is not None:
+            services = read_board(board, site, wanted, timeout)
+            if site is not None and sites is None and not services:
+                sites = {str(s.get("site")) for s in read_board(board, None, None, timeout)}
+        else:
+            services = read_topic(
+                settings.bootstrap_servers, settings.topic_state, timeout, settings.security
+            )
+            if site is not None and sites is None:
+                sites = {str(s.get("site")) for s in services}
+    except StatusError as exc:
+        raise _fail(str(exc)) from exc
+    if site is not None and sites is not None and site not in sites:
+        known = ", ".join(sorted(sites)) or "none"
+        raise _fail(f"unknown site {site!r} (sites: {known})")
+    chosen = matching(services, site, wanted)
+    if as_json:
+        typer.echo(orjson.dumps(chosen, option=orjson.OPT_INDENT_2).decode())
+        return
+    console = Console(highlight=False, markup=False, emoji=False)
+    if not chosen:
+        console.print("no service matches" if site or state else "no service in the read model")
+        return
+    grid = table(chosen, datetime.now(UTC))
+    if not console.is_terminal:
+        # Piped: one whole line per service, as wide as rich measures the table unwrapped.
+        wide = Measurement.get(console, console.options.update_width(100_000), grid).maximum
+        console = Console(highlight=False, markup=False, emoji=False, width=max(wide, 80))
+    console.print(grid)
+
+
+@app.command("board")
+def board_command(
+    port: Annotated[int, typer.Option(help="TCP port to serve on.", min=0, max=65535)] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve the status board: every service's state from the service-state topic, incident
+    timelines, a JSON API, server-sent events, /metrics, /healthz and /readyz.
+
+    Reads KAFKA_BOOTSTRAP_SERVERS, FAILOVER_APP_ID (the worker's group, for its lag), the
+    FAILOVER_TOPIC_* names and FAILOVER_TOPOLOGY (optional: site time zones and names) as the
+    worker does. SIGTERM or SIGINT stops it.
+    """
+    import asyncio
+    import logging
+
+    from streams.config import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+        if settings.topology is not None:
+            settings.topology_path()
+    except SettingsError as exc:
+        raise _fail(str(exc)) from exc
+    if settings.topology is not None:
+        _load(settings.topology)  # a bad file: its error, exit 2
+    from streams.board import serve
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    raise typer.Exit(asyncio.run(serve(settings, host, port)))
 
 
 @app.command("keygen")

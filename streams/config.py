@@ -17,6 +17,9 @@ variable                           default                     what
 ``FAILOVER_TOPIC_FEEDBACK``        ``service-feedback``        input, key: service id
 ``FAILOVER_TOPIC_COMMANDS``        ``failover-commands``       output, key: service id
 ``FAILOVER_TOPIC_TRANSITIONS``     ``service-transitions``     output, key: service id
+``FAILOVER_TOPIC_STATE``           ``service-state``           output, compacted, key: service
+                                                               id: each service's current state
+                                                               (the public read model)
 ``FAILOVER_TOPIC_AUDIT``           ``operator-audit``          output: every operator action,
                                                                applied or refused
 ``FAILOVER_TOPIC_DEADLETTER``      ``failover-deadletter``     bad input, with the reason
@@ -278,6 +281,7 @@ class Settings:
     topic_feedback: str = "service-feedback"
     topic_commands: str = "failover-commands"
     topic_transitions: str = "service-transitions"
+    topic_state: str = "service-state"
     topic_audit: str = "operator-audit"
     topic_deadletter: str = "failover-deadletter"
     topic_changes: str = "failover-engine-link-changes"
@@ -456,6 +460,7 @@ _TOPICS: Final = (
     ("topic_feedback", "FAILOVER_TOPIC_FEEDBACK", "service-feedback"),
     ("topic_commands", "FAILOVER_TOPIC_COMMANDS", "failover-commands"),
     ("topic_transitions", "FAILOVER_TOPIC_TRANSITIONS", "service-transitions"),
+    ("topic_state", "FAILOVER_TOPIC_STATE", "service-state"),
     ("topic_audit", "FAILOVER_TOPIC_AUDIT", "operator-audit"),
     ("topic_deadletter", "FAILOVER_TOPIC_DEADLETTER", "failover-deadletter"),
     ("topic_changes", "FAILOVER_TOPIC_CHANGES", "APP_ID-link-changes"),

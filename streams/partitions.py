@@ -49,7 +49,7 @@ from workflows.engine import Decoded, decode, read_input, service_input
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.operators import override_judge
-from workflows.records import AUDIT, COMMANDS, TRANSITIONS, Emitted
+from workflows.records import AUDIT, COMMANDS, STATE, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
 from workflows.topology import Topology
 
@@ -116,6 +116,7 @@ class Routing:
             for name in (
                 settings.topic_commands,
                 settings.topic_transitions,
+                settings.topic_state,
                 settings.topic_deadletter,
                 settings.topic_audit,
             )
@@ -123,6 +124,7 @@ class Routing:
         self._output = {
             COMMANDS: settings.topic_commands,
             TRANSITIONS: settings.topic_transitions,
+            STATE: settings.topic_state,
             AUDIT: settings.topic_audit,
         }
         self._owned: list[tuple[Collection[str], list[set[str]]]] = []
@@ -524,7 +526,8 @@ class ServicePartition(_Partition):
     ) -> None:
         super().__init__(topology, routing, partition, table, counts)
         self.services = self._owned(topology.services)
-        self.stage = ServiceStage(topology, self.services)
+        # The worker always writes the read model (replay only with --state).
+        self.stage = ServiceStage(topology, self.services, state_records=True)
         self._judge = override_judge(topology)
         self.expected = frozenset(
             [*(link_source(p) for p in range(routing.partitions)), OVERRIDES_SOURCE,

@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.printable import printable
-from workflows.records import DeadLetter, Emitted
+from workflows.records import STATE, DeadLetter, Emitted
 from workflows.replay import Origin
 from workflows.timeutil import parse_time
 from workflows.topology import Topology
@@ -126,6 +126,9 @@ class Timeline:
             # Only the reason and where are shown: the bytes (up to the input limit) go.
             self.dead.append(record._replace(raw=b""))
             self.counts["dead letters"] += 1
+            return
+        if record.topic == STATE:  # the read model repeats what the rows show
+            self.counts["state records"] += 1
             return
         event = record.event
         rows = self._rows.get(record.key)

@@ -119,6 +119,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Outputs: any partition count works (records go to murmur2(service) of their count).
         TopicSpec(settings.topic_commands, n, exact=False),
         TopicSpec(settings.topic_transitions, n, _retention(settings), exact=False),
+        # The read model: the last record of each service is its state, kept for ever.
+        TopicSpec(settings.topic_state, n, (("cleanup.policy", "compact"),), exact=False),
         # The record of every operator's action: kept as long as the transitions.
         TopicSpec(settings.topic_audit, n, _retention(settings), exact=False),
         TopicSpec(
@@ -252,6 +254,7 @@ def check_limits(
     needed: dict[str, int] = {
         s.topic_commands: OUTPUT_RECORD_BYTES,
         s.topic_transitions: OUTPUT_RECORD_BYTES,
+        s.topic_state: OUTPUT_RECORD_BYTES,
         s.topic_audit: OUTPUT_RECORD_BYTES,
         s.topic_changes: OUTPUT_RECORD_BYTES,
         s.topic_deadletter: largest_input + DEADLETTER_HEADERS_BYTES,

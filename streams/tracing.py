@@ -1255,9 +1255,11 @@ def traced_replay(
     lines: Iterable[tuple[int, bytes] | tuple[int, bytes, HeadersIn]],
     file: str,
     tracing: Tracing,
+    *,
+    state: bool = False,
 ) -> Iterator[tuple[Emitted | DeadLetter, Headers]]:
     """:func:`workflows.replay.replay`, traced: the same records in the same order, each with
-    the headers its send span injected.
+    the headers its send span injected. ``state``: the read model's records too.
 
     ``lines`` are numbered lines, optionally with the headers the message came with (to
     replay a capture of a topic, or to test propagation). Each line is processed in a
@@ -1266,10 +1268,10 @@ def traced_replay(
     """
     if not tracing.enabled:
         plain = ((item[0], item[1]) for item in lines)
-        for record in replay(topology, plain, file):
+        for record in replay(topology, plain, file, state=state):
             yield record, _NO_HEADERS
         return
-    engine = _ObservedEngine(topology)
+    engine = _ObservedEngine(topology, state_records=state)
     for item in lines:
         number, raw, *rest = item
         headers = rest[0] if rest else None

@@ -35,6 +35,7 @@ OUTPUT_TYPES = (
     "failover.queue.release.v1",
     "failover.reconcile.v1",
     "failover.escalate.v1",
+    "failover.service.state.v1",
     "failover.audit.v1",
 )
 MESSAGE_TYPES = INPUT_TYPES + OUTPUT_TYPES
@@ -152,6 +153,34 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "failover.escalate.v1",
         "ektp",
         {**SCOPE, "to": "provider", "reason": "manual-too-long", "provider": "telkom"},
+        "/failover/disdukcapil-ambon",
+    ),
+    "failover.service.state.v1": _envelope(
+        "failover.service.state.v1",
+        "ektp",
+        {
+            "schema_version": 1,
+            "service": "ektp",
+            "site": "disdukcapil-ambon",
+            "offline": False,
+            "state": "manual",
+            "since": "2024-05-01T17:35:00+09:00",
+            "incident": "ektp@20240501T083100Z",
+            "health": "down",
+            "links": [{"link": "telkom-sto-pattimura", "health": "down"}],
+            "queue": {"held": True, "name": "ektp-counter"},
+            "manual": {"open": 0, "reconciled": 0},
+            "pin": None,
+            "last_operator": {
+                "action": "force_manual",
+                "actor": "rina",
+                "role": "on-call",
+                "reason": "fire at STO",
+                "time": "2024-05-01T17:35:00+09:00",
+            },
+            "last_reason": "forced to manual by rina (on-call): fire at STO",
+            "last_reason_code": "operator-force-manual",
+        },
         "/failover/disdukcapil-ambon",
     ),
     "failover.audit.v1": _envelope(
@@ -404,6 +433,20 @@ GOOD: list[tuple[str, Mutation]] = [
         _set("data", {**SCOPE, "record_ids": ["SP-1"], "page": 2, "pages": 3}),
     ),
     ("deadletter", _both(_del("value"), _set("value_base64", "e29vcP8="))),
+    ("failover.service.state.v1", _set("data.since", None)),
+    ("failover.service.state.v1", _set("data.incident", None)),
+    ("failover.service.state.v1", _set("data.last_operator", None)),
+    (
+        "failover.service.state.v1",
+        _both(_set("data.last_reason", None), _set("data.last_reason_code", None)),
+    ),
+    ("failover.service.state.v1", _del("data.last_reason_code")),
+    ("failover.service.state.v1", _set("data.queue", {"held": False})),
+    ("failover.service.state.v1", _set("data.links", [])),
+    (
+        "failover.service.state.v1",
+        _set("data.pin", {"state": "manual", "actor": "a", "role": "r", "reason": "hold it"}),
+    ),
 ]
 
 
@@ -492,6 +535,31 @@ BAD: list[tuple[str, str, Mutation]] = [
     ("clock.tick.v1", "tick with empty subject", _set("subject", "")),
     ("clock.tick.v1", "tick with wrong specversion", _set("specversion", "1.1")),
     ("clock.tick.v1", "tick without time", _del("time")),
+    # failover.service.state
+    ("failover.service.state.v1", "schema_version 2", _set("data.schema_version", 2)),
+    ("failover.service.state.v1", "state not a state", _set("data.state", "offline")),
+    ("failover.service.state.v1", "missing since", _del("data.since")),
+    (
+        "failover.service.state.v1",
+        "since without offset",
+        _set("data.since", "2024-05-01T08:30:00"),
+    ),
+    ("failover.service.state.v1", "missing pin", _del("data.pin")),
+    (
+        "failover.service.state.v1",
+        "link health unknown",
+        _set("data.links", [{"link": "x", "health": "up"}]),
+    ),
+    ("failover.service.state.v1", "negative open records", _set("data.manual.open", -1)),
+    ("failover.service.state.v1", "held as string", _set("data.queue.held", "yes")),
+    (
+        "failover.service.state.v1",
+        "pin without actor",
+        _set("data.pin", {"state": "manual", "role": "r", "reason": "x"}),
+    ),
+    ("failover.service.state.v1", "operator without time", _del("data.last_operator.time")),
+    ("failover.service.state.v1", "unknown data field", _set("data.colour", "red")),
+    ("failover.service.state.v1", "wrong type", _set("type", "failover.transition.v1")),
     # outputs: envelope
     ("failover.transition.v1", "source outside /failover/", _set("source", "/probes/x")),
     ("failover.transition.v1", "missing datacontenttype", _del("datacontenttype")),
@@ -777,6 +845,7 @@ TOPICS = {
         },
     ),
     "service-transitions": ("send", {"failover.transition.v1"}),
+    "service-state": ("send", {"failover.service.state.v1"}),
     "failover-deadletter": ("send", {"deadletter"}),
 }
 

@@ -29,6 +29,7 @@ def test_defaults() -> None:
         "failover-deadletter",
         "failover-engine-link-changes",
     )
+    assert s.topic_state == "service-state"
     assert (s.partitions, s.replication, s.transitions_retention_days) == (6, None, 90)
     assert (s.store, s.data_dir) == ("rocksdb://", Path("failover-data"))
     assert s.processing_guarantee == "exactly_once"
@@ -51,6 +52,7 @@ def test_every_variable_is_read() -> None:
         "FAILOVER_TOPIC_TRANSITIONS": "out.transitions",
         "FAILOVER_TOPIC_DEADLETTER": "out.dead",
         "FAILOVER_TOPIC_CHANGES": "internal.changes",
+        "FAILOVER_TOPIC_STATE": "out.state",
         "FAILOVER_PARTITIONS": "12",
         "FAILOVER_REPLICATION": "3",
         "FAILOVER_STORE": "memory://",
@@ -76,6 +78,7 @@ def test_every_variable_is_read() -> None:
         "in.links", "in.overrides", "in.feedback", "out.commands", "out.transitions",
         "out.dead", "internal.changes",
     ]  # fmt: skip
+    assert s.topic_state == "out.state"
     assert (s.partitions, s.replication, s.store) == (12, 3, "memory://")
     assert s.data_dir == Path("/var/lib/failover")
     assert s.processing_guarantee == "at_least_once"

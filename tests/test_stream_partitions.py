@@ -71,7 +71,8 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
 def oracle() -> tuple[dict[str, list[bytes]], Counter[str]]:
     per_service: dict[str, list[bytes]] = defaultdict(list)
     reasons: Counter[str] = Counter()
-    for record in replay(Topology.load(TOPOLOGY), read_lines(EVENTS), EVENTS.name):
+    # With the read model: the worker always writes it, replay does with state=True.
+    for record in replay(Topology.load(TOPOLOGY), read_lines(EVENTS), EVENTS.name, state=True):
         if isinstance(record, Emitted):
             per_service[record.key].append(orjson.dumps(record.event))
         else:

@@ -68,3 +68,15 @@ def test_a_producer_batch_larger_than_a_topic_accepts_is_refused() -> None:
         check_limits(s, limits, max_request_size=REQUEST, max_batch_size=64 * 1024)
     with pytest.raises(TopicsError, match="max_request_size is 1000000 bytes"):
         check_limits(s, created(s), max_request_size=1_000_000, max_batch_size=BATCH)
+
+
+def test_the_read_model_topic_is_compacted_partitioned_like_transitions_and_checked() -> None:
+    s = Settings.from_env({"FAILOVER_TOPOLOGY": "t.yaml", "FAILOVER_TOPIC_STATE": "st"})
+    specs = {spec.name: spec for spec in topic_specs(s)}
+    state, transitions = specs["st"], specs[s.topic_transitions]
+    assert dict(state.config)["cleanup.policy"] == "compact"
+    assert (state.partitions, state.exact) == (transitions.partitions, transitions.exact)
+    limits = created(s) | {"st": 100_000}
+    with pytest.raises(TopicsError) as error:
+        check_limits(s, limits, max_request_size=REQUEST, max_batch_size=BATCH)
+    assert "topic 'st' accepts records (batches) of 100000 bytes" in str(error.value)

@@ -168,13 +168,20 @@ class Engine:
     """Both stages over one topology, fed one message at a time, in order.
 
     Outputs accumulate in :attr:`out`; the caller drains it. :attr:`counts` counts inputs by
-    type and dead letters by reason code.
+    type and dead letters by reason code. ``state_records``: also write the read model
+    (:class:`~workflows.service.ServiceStage`).
     """
 
-    def __init__(self, topology: Topology, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        state_records: bool = False,
+    ) -> None:
         self.topology = topology
         self.links = LinkStage(topology)
-        self.services = ServiceStage(topology)
+        self.services = ServiceStage(topology, state_records=state_records)
         self.out = self.services.out
         self.max_event_bytes = max_event_bytes
         # Counted apart from the other inputs, in a plain int: there are millions of them, and

@@ -11,6 +11,9 @@ __all__ = [
     "AUDIT",
     "COMMANDS",
     "DEADLETTER",
+    "STATE",
+    "STATE_SCHEMA_VERSION",
+    "STATE_TYPE",
     "TRANSITIONS",
     "DeadLetter",
     "Emitted",
@@ -23,6 +26,13 @@ __all__ = [
 TRANSITIONS = "service-transitions"
 COMMANDS = "failover-commands"
 DEADLETTER = "failover-deadletter"
+#: The public read model: the current state of every service, one record per service and
+#: change, on a compacted topic keyed by service id (the last record per key is the state).
+STATE = "service-state"
+
+#: The CloudEvent type of a read-model record, and the ``schema_version`` in its data.
+STATE_TYPE = "failover.service.state.v1"
+STATE_SCHEMA_VERSION = 1
 AUDIT = "operator-audit"
 
 # Output ids are UUIDv5 under this namespace (itself uuid5(NAMESPACE_URL, "urn:failover")),

@@ -61,10 +61,12 @@ def read_lines(path: str | Path, max_bytes: int = MAX_EVENT_BYTES) -> Iterator[t
 
 
 def replay(
-    topology: Topology, lines: Iterable[tuple[int, bytes]], file: str
+    topology: Topology, lines: Iterable[tuple[int, bytes]], file: str, *, state: bool = False
 ) -> Iterator[Emitted | DeadLetter]:
-    """Run the engine over numbered lines; yield every output in the order it was made."""
-    engine = Engine(topology)
+    """Run the engine over numbered lines; yield every output in the order it was made.
+    ``state``: the read model's records too (topic ``service-state``), as the worker writes
+    them."""
+    engine = Engine(topology, state_records=state)
     for number, raw in lines:
         engine.feed(raw, None, Origin(file, number))
         if engine.out:

@@ -47,9 +47,18 @@ from workflows.health import (
 from workflows.isolation import fatal, internal_error, restore, snapshot
 from workflows.notices import render
 from workflows.operators import audit
-from workflows.records import COMMANDS, DeadLetter, Emitted, cloudevent, output_id
+from workflows.records import (
+    COMMANDS,
+    STATE,
+    STATE_SCHEMA_VERSION,
+    STATE_TYPE,
+    DeadLetter,
+    Emitted,
+    cloudevent,
+    output_id,
+)
 from workflows.records import TRANSITIONS as TRANSITIONS_TOPIC
-from workflows.timeutil import format_compact, format_duration, format_time
+from workflows.timeutil import format_compact, format_duration, format_offset, format_time
 from workflows.topology import Policy, Service, Topology
 
 __all__ = [
@@ -113,6 +122,7 @@ class ServiceState:
         "bad_since",
         "baseline",
         "down_since",
+        "entered",
         "escalated",
         "floor",
         "health",
@@ -122,6 +132,7 @@ class ServiceState:
         "ledger",
         "link_health",
         "manual_since",
+        "operator",
         "pin",
         "previous",
         "queued",
@@ -147,6 +158,11 @@ class ServiceState:
         self.ledger: dict[str, int] | None = None
         self.unreconciled = 0  # ledger records not yet reconciled (derived, not saved)
         self.escalated: tuple[str, ...] = ()
+        # For the read model (records.STATE): the last transition, as (time, reason code,
+        # detail), and the last operator action accepted, as (action, actor, role, reason,
+        # time). Both outlive incidents: "why is it online" has an answer too.
+        self.entered: tuple[int, str, str] | None = None
+        self.operator: tuple[str, str, str, str, int] | None = None
         # Input id -> time applied, within dedup_horizon, oldest first (inputs are applied in
         # time order), at most dedup_max_ids; ``floor``: the time of the newest id forgotten
         # to keep to that bound (an input at or before it is refused).
@@ -168,17 +184,26 @@ class ServiceState:
             [[*item[:4], list(item.data), _raw_json(item.raw), item.origin]
              for item in self.inbox] if self.inbox else None,
             self.floor,
+            list(self.entered) if self.entered else None,
+            list(self.operator) if self.operator else None,
         ]  # fmt: skip
 
     @classmethod
     def from_json(cls, value: list[Any]) -> ServiceState:
         """Reverses :meth:`to_json`; also reads the snapshots of earlier versions (without a
-        floor, inbox bytes as text)."""
+        floor, inbox bytes as text; without the read model's last transition and operator
+        action, which are then unknown until the next one)."""
         state = cls()
         (state.state, state.health, state.link_health, state.healthy_since, state.bad_since,
          state.down_since, state.baseline, state.manual_since, state.incident, state.previous,
          state.step, pin, state.ledger, escalated, seen, inbox) = value[:16]  # fmt: skip
         state.floor = value[16] if len(value) > 16 else None
+        if len(value) > 17 and value[17]:
+            time, code, detail = value[17]
+            state.entered = (time, code, detail)
+        if len(value) > 18 and value[18]:
+            action, actor, role, reason, at = value[18]
+            state.operator = (action, actor, role, reason, at)
         state.pin = (pin[0], pin[1], pin[2]) if pin else None
         state.escalated = tuple(escalated)
         if seen:
@@ -372,9 +397,16 @@ class ServiceStage:
     """Stage 2 for a set of services: orders their inputs, runs their machines, emits.
 
     Feed inputs with :meth:`offer`; advance time with :meth:`advance`; drain :attr:`out`.
+
+    With ``state_records``, the stage also writes the public read model: each time it has
+    handled a service (at a tick, or at the end of input), one ``failover.service.state.v1``
+    record (topic :data:`~workflows.records.STATE`) for the service if anything the record
+    shows changed meanwhile, after the service's transitions and commands.
     """
 
-    def __init__(self, topology: Topology, services: set[str] | None = None) -> None:
+    def __init__(
+        self, topology: Topology, services: set[str] | None = None, *, state_records: bool = False
+    ) -> None:
         self.topology = topology
         self._services = {
             sid: svc for sid, svc in topology.services.items()
@@ -387,6 +419,9 @@ class ServiceStage:
         self._timers: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._firing: _Firing | None = None
+        #: With state records: service -> (time, cause) of the last change of its read model
+        #: since it was last handled; None without them (nothing is tracked).
+        self._changed: dict[str, tuple[int, str]] | None = {} if state_records else None
         #: The queued input being applied (:meth:`_step` blames it if its application raises).
         self._applying: Input | None = None
         #: ``(service, reason)`` for each service whose timers raised since the caller last
@@ -542,6 +577,15 @@ class ServiceStage:
     def _step(
         self, service: str, limit: tuple[int, int] | None, time: int | None, tick_id: str
     ) -> None:
+        """:meth:`_due`, then the service's state record if its read model changed."""
+        self._due(service, limit, time, tick_id)
+        changed = self._changed
+        if changed and service in changed:
+            self._state_record(service, self.states[service], *changed.pop(service))
+
+    def _due(
+        self, service: str, limit: tuple[int, int] | None, time: int | None, tick_id: str
+    ) -> None:
         """What is due for one service at ``time`` (``None``: the end of input), isolated as
         :mod:`workflows.isolation` says: a queued input that raises is dead-lettered and the
         service's inputs are applied again from its snapshot without it; a raise of its own
@@ -549,6 +593,9 @@ class ServiceStage:
         and is reported in :attr:`failures`."""
         state = self.states[service]
         saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
+        changed = self._changed
+        # A rollback forgets the change marks of what it undoes, as it forgets the outputs.
+        was = changed.get(service) if changed is not None else None
         while True:
             try:
                 self._drain(service, state, limit)
@@ -558,6 +605,7 @@ class ServiceStage:
                     raise
                 bad, reason = self._applying, internal_error(exc)
                 self._rollback(state, saved, mark)
+                self._remark(service, was)
                 if bad is None:  # pragma: no cover - nothing outside an input raises here
                     self.failures.append((service, reason))
                     return
@@ -572,9 +620,11 @@ class ServiceStage:
                     reason = f"{reason} (the health of link {link!r} after input {cause!r})"
                 self.out.append(DeadLetter(service, reason, bad.raw, bad.origin))
                 saved, mark, queued = snapshot(state), len(self.out), len(state.inbox or ())
+                was = changed.get(service) if changed is not None else None
         if time is not None:
             if len(state.inbox or ()) != queued:  # inputs were applied: a new snapshot
                 saved, mark = snapshot(state), len(self.out)
+                was = changed.get(service) if changed is not None else None
             try:
                 self._evaluate(service, state, time, tick_id)
                 self._forget(state, time, self._services[service].policy)
@@ -582,9 +632,20 @@ class ServiceStage:
                 if fatal(exc):
                     raise
                 self._rollback(state, saved, mark)
+                self._remark(service, was)
                 self.failures.append((service, internal_error(exc)))
                 return
         self._arm(service, state)
+
+    def _remark(self, service: str, was: tuple[int, str] | None) -> None:
+        """Put back ``service``'s change mark as it was at the snapshot."""
+        changed = self._changed
+        if changed is None:
+            return
+        if was is None:
+            changed.pop(service, None)
+        else:
+            changed[service] = was
 
     def _rollback(self, state: ServiceState, saved: tuple[Any, ...], mark: int) -> None:
         restore(state, saved)
@@ -641,6 +702,8 @@ class ServiceStage:
             link, health, cause = item.data
             if s.link_health is None:
                 s.link_health = {}
+            if self._changed is not None and s.link_health.get(link, HEALTHY) != health:
+                self._changed[service] = (item.time, item.id)
             if health == HEALTHY:
                 s.link_health.pop(link, None)
             else:
@@ -678,20 +741,24 @@ class ServiceStage:
         """Whether the override applied (else it was rejected: dead-lettered, audited)."""
         action, actor, role, reason = item.data[:4]
         operator = {"action": action, "actor": actor, "role": role, "reason": reason}
+        accepted = (action, actor, role, reason, item.time)
         if action == "force_manual":
             if s.state not in ("online", "degraded"):
                 self._reject(svc.id, item, f"not-applicable: force_manual while {s.state}")
                 return False
+            self._operated(svc, s, accepted, item)
             self._fire(svc, s, "suspend", item.time, item.id, "operator-force-manual",
                        f"forced to manual by {actor} ({role}): {reason}", operator)  # fmt: skip
         elif action == "release":
             if s.state != "manual":
                 self._reject(svc.id, item, f"not-applicable: release while {s.state}")
                 return False
+            self._operated(svc, s, accepted, item)
             self._fire(svc, s, "restore", item.time, item.id, "operator-release",
                        f"released by {actor} ({role}): {reason}", operator)  # fmt: skip
         elif action == "pin":
             s.pin = (actor, role, reason)
+            self._operated(svc, s, accepted, item)
             self._notice(svc, s, item.time, "oncall", "pinned-oncall", f"pin/{item.id}",
                          actor=actor, role=role, reason=reason)  # fmt: skip
             return True
@@ -700,6 +767,7 @@ class ServiceStage:
                 self._reject(svc.id, item, "not-applicable: unpin while not pinned")
                 return False
             s.pin = None
+            self._operated(svc, s, accepted, item)
             self._notice(svc, s, item.time, "oncall", "unpinned-oncall", f"unpin/{item.id}",
                          actor=actor, role=role, reason=reason)  # fmt: skip
         self._evaluate(svc.id, s, item.time, item.id)
@@ -718,6 +786,8 @@ class ServiceStage:
         if record_id in s.ledger:
             return
         s.unreconciled += 1
+        if self._changed is not None:
+            self._changed[svc.id] = (item.time, item.id)
         if s.state == "manual":
             s.ledger[record_id] = _RECORDED
             return
@@ -741,6 +811,8 @@ class ServiceStage:
             if ledger[rid] != _RECONCILED:
                 ledger[rid] = _RECONCILED
                 s.unreconciled -= 1
+                if self._changed is not None:
+                    self._changed[svc.id] = (item.time, item.id)
         self._evaluate(svc.id, s, item.time, item.id)
 
     # -- evaluation ------------------------------------------------------------------------
@@ -784,6 +856,9 @@ class ServiceStage:
         s.step += 1
         if dest in ("manual", "restored") or source == "restored":
             s.baseline = f.time
+        s.entered = (f.time, f.reason, f.detail)
+        if self._changed is not None:
+            self._changed[svc.id] = (f.time, f.cause)
         data: dict[str, Any] = {
             "service": svc.id,
             "site": svc.site,
@@ -858,6 +933,59 @@ class ServiceStage:
                     self._command(svc, s, f.time, "failover.reconcile.v1", qualifier, fields)
 
     # -- emitting --------------------------------------------------------------------------
+
+    def _operated(
+        self, svc: Service, s: ServiceState, accepted: tuple[str, str, str, str, int], item: Input
+    ) -> None:
+        """An operator action was accepted: it is the read model's last one."""
+        s.operator = accepted
+        if self._changed is not None:
+            self._changed[svc.id] = (item.time, item.id)
+
+    def _state_record(self, service: str, s: ServiceState, time: int, cause: str) -> None:
+        """The read model of ``service`` now, made by the input ``cause`` at ``time``."""
+        site = self._services[service].site
+        ident = output_id(service, "state", str(time), cause)
+        data = self.read_model(service, s)
+        self.out.append(
+            Emitted(STATE, service, cloudevent(STATE_TYPE, ident, site, time, service, data))
+        )
+
+    def read_model(self, service: str, s: ServiceState | None = None) -> dict[str, Any]:
+        """The ``data`` of ``service``'s ``failover.service.state.v1`` record now (its state
+        ``s``, the stage's own by default)."""
+        svc = self._services[service]
+        if s is None:
+            s = self.state_of(service)
+        zone = self.topology.sites[svc.site].timezone
+        bad = s.link_health or {}
+        ledger = len(s.ledger) if s.ledger else 0
+        entered, operator, pin = s.entered, s.operator, s.pin
+        return {
+            "schema_version": STATE_SCHEMA_VERSION,
+            "service": service,
+            "site": svc.site,
+            "offline": svc.offline,
+            "state": s.state,
+            "since": format_offset(entered[0], zone) if entered else None,
+            "incident": s.incident,
+            "health": HEALTH_NAMES[s.health],
+            "links": [
+                {"link": link, "health": HEALTH_NAMES[bad.get(link, HEALTHY)]}
+                for link in svc.links
+            ],
+            "queue": {"held": not svc.offline and s.state == "manual", "name": svc.queue},
+            "manual": {"open": s.unreconciled, "reconciled": ledger - s.unreconciled},
+            "pin": None if pin is None else {
+                "state": s.state, "actor": pin[0], "role": pin[1], "reason": pin[2]
+            },
+            "last_operator": None if operator is None else {
+                "action": operator[0], "actor": operator[1], "role": operator[2],
+                "reason": operator[3], "time": format_offset(operator[4], zone),
+            },
+            "last_reason": entered[2] if entered else None,
+            "last_reason_code": entered[1] if entered else None,
+        }  # fmt: skip
 
     def _bad_links(self, s: ServiceState) -> str:
         bad = s.link_health or {}

@@ -28,6 +28,7 @@ __all__ = [
     "format_compact",
     "format_duration",
     "format_local",
+    "format_offset",
     "format_time",
     "parse_duration",
     "parse_event_time",
@@ -122,6 +123,20 @@ def format_time(micros: int) -> str:
     if moment.microsecond:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# A state record repeats its service's ``since`` until the next transition: cached too.
+@functools.lru_cache(maxsize=1024)
+def format_offset(micros: int, zone: ZoneInfo) -> str:
+    """RFC 3339 with the offset of ``zone`` at that instant (``2019-02-05T08:12:00+09:00``);
+    fractional seconds only when there are any. UTC itself is written ``+00:00``. A zone
+    whose offset then had seconds (Africa/Monrovia until 1972) has no RFC 3339 form with its
+    offset: that instant is written in UTC, as :func:`format_time` does."""
+    local = _utc(micros).astimezone(zone)
+    offset = local.utcoffset()
+    if offset is None or offset.seconds % 60:
+        return format_time(micros)
+    return local.isoformat(timespec="microseconds" if local.microsecond else "seconds")
 
 
 def format_compact(micros: int) -> str:

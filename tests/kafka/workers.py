@@ -93,6 +93,7 @@ TOPIC_PURPOSES: Final = (
     ("FAILOVER_TOPIC_FEEDBACK", "feedback"),
     ("FAILOVER_TOPIC_COMMANDS", "commands"),
     ("FAILOVER_TOPIC_TRANSITIONS", "transitions"),
+    ("FAILOVER_TOPIC_STATE", "state"),
     ("FAILOVER_TOPIC_DEADLETTER", "dead"),
     ("FAILOVER_TOPIC_CHANGES", "changes"),
     ("FAILOVER_TOPIC_AUDIT", "audit"),
