@@ -517,15 +517,11 @@ def status_command(
     checked against the topology. Exit code 2 when the read model cannot be read or the
     site is unknown.
     """
-    import logging
-
     import orjson
 
     from streams.config import Settings, SettingsError
     from streams.status import StatusError, matching, read_board, read_topic, table
 
-    # aiokafka logs each failed connection attempt; the error below says it once.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

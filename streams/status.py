@@ -11,6 +11,7 @@ terminal; every value from the topic is shown inert (no markup, no terminal esca
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -135,7 +136,15 @@ def read_topic(
                 f"reading topic {topic!r} from {','.join(bootstrap)} took more than {timeout:g}s"
             ) from exc
 
-    return asyncio.run(bounded())
+    # aiokafka logs each failed connection attempt; the StatusError says it once. Put back
+    # afterwards: the process may go on (tests run the command in theirs).
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(bounded())
+    finally:
+        logger.setLevel(level)
 
 
 async def _read_board(
