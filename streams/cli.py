@@ -637,10 +637,11 @@ def override_command(
     """Sign an override with your key, send it to the deployment the KAFKA_* and FAILOVER_*
     variables name, and print what the engine decided (its audit record). Exit 0 if it was
     applied, 1 if refused, 3 if no verdict came within --wait."""
+    import asyncio
     import os
 
     from streams.config import Settings, SettingsError
-    from streams.operator_cli import OperatorKeyError, read_key, run_send, signed_override
+    from streams.operator_cli import OperatorKeyError, read_key, send_override, signed_override
 
     try:
         settings = Settings.from_env()
@@ -650,13 +651,15 @@ def override_command(
         _error(str(exc))
         raise typer.Exit(2) from exc
     try:
-        verdict = run_send(
-            event,
-            list(settings.bootstrap_servers),
-            settings.topic_overrides,
-            settings.topic_audit,
-            settings.security.client_options(),
-            wait,
+        verdict = asyncio.run(
+            send_override(
+                event,
+                list(settings.bootstrap_servers),
+                settings.topic_overrides,
+                settings.topic_audit,
+                settings.security.client_options(),
+                wait,
+            )
         )
     except Exception as exc:  # the broker's refusal (ACLs), no broker, no such topic
         _error(f"{type(exc).__name__}: {exc}")

@@ -9,7 +9,6 @@ its owner only (``keygen`` writes it so and never prints it); ``override`` reads
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import os
@@ -32,7 +31,6 @@ __all__ = [
     "OperatorKeyError",
     "new_key",
     "read_key",
-    "run_send",
     "send_override",
     "signed_override",
 ]
@@ -173,16 +171,3 @@ async def send_override(
     finally:
         await consumer.stop()
         await producer.stop()
-
-
-def run_send(
-    event: Mapping[str, Any],
-    bootstrap: list[str],
-    overrides_topic: str,
-    audit_topic: str,
-    client_options: Mapping[str, Any],
-    wait: float,
-) -> dict[str, Any] | None:
-    return asyncio.run(
-        send_override(event, bootstrap, overrides_topic, audit_topic, client_options, wait)
-    )

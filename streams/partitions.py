@@ -386,27 +386,18 @@ class LinkPartition(_Partition):
         every record that caused records, and returns them (with trace headers)."""
         out: list[Record] = []
         handle = self._handle
-        if trace is None:
-            for r in records:
-                try:
-                    if r.headers and binary_mode(r.headers):
-                        self._binary(r, out)
-                    else:
-                        handle(r.value, r.key, r, out)
-                except Exception as exc:
-                    self._poisoned(exc, out, r.key, r.value, r)
-        else:
-            for r in records:
-                start = len(out)
-                try:
-                    if r.headers and binary_mode(r.headers):
-                        self._binary(r, out)
-                    else:
-                        handle(r.value, r.key, r, out)
-                except Exception as exc:
-                    self._poisoned(exc, out, r.key, r.value, r)
-                if len(out) > start:  # a reading that caused nothing has nothing to trace
-                    out[start:] = trace(r, out[start:])
+        for r in records:
+            start = len(out)
+            try:
+                if r.headers and binary_mode(r.headers):
+                    self._binary(r, out)
+                else:
+                    handle(r.value, r.key, r, out)
+            except Exception as exc:
+                self._poisoned(exc, out, r.key, r.value, r)
+            # A reading that caused nothing has nothing to trace.
+            if trace is not None and len(out) > start:
+                out[start:] = trace(r, out[start:])
         self._watermarks(out)
         return out
 

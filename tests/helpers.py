@@ -7,8 +7,11 @@ Times are whole seconds (or fractions) after :data:`EPOCH`, 2019-02-05T00:00:00Z
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -359,3 +362,20 @@ def notices(
 
 def dead_letters(out: Iterable[Record]) -> list[DeadLetter]:
     return [r for r in out if isinstance(r, DeadLetter)]
+
+
+def failover(
+    *args: str | Path, columns: int = 200, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``failover ARGS`` in a process of its own, as a user runs it: a bare PATH, a terminal
+    ``columns`` wide, output captured."""
+    code = "import sys; from streams.cli import main; sys.argv[0] = 'failover'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+        timeout=120,
+        input=stdin,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": str(columns)},
+    )

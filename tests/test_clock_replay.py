@@ -8,13 +8,12 @@ without the report. Times the engine cannot handle are dead-lettered, and the ru
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import orjson
 
+from tests.helpers import failover
 from workflows.records import DeadLetter, Emitted
 from workflows.replay import encode, read_lines, replay
 from workflows.topology import Topology
@@ -43,18 +42,6 @@ def with_line(path: Path, line: bytes, after: int = AFTER) -> None:
     lines = [raw for _, raw in read_lines(EVENTS)]
     lines.insert(after, line)
     path.write_bytes(b"".join(raw + b"\n" for raw in lines))
-
-
-def failover(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
-    code = "import sys; from streams.cli import main; sys.argv[0] = 'failover'; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-    )
 
 
 def counted(path: Path) -> Counter[str]:

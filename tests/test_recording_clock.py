@@ -4,8 +4,6 @@ chooses the clock by whether the file holds a tick (``--clock``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import (
+    failover,
     make_topology,
     override,
     path,
@@ -190,18 +189,6 @@ def test_has_ticks_finds_a_tick_across_chunks_and_skips_long_lines(tmp_path: Pat
     file.write_bytes(filler + too_long + filler)
     assert not has_ticks(file, 65536)
     assert has_ticks(file, 300_000)
-
-
-def failover(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
-    code = "import sys; from streams.cli import main; sys.argv[0] = 'failover'; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-    )
 
 
 def test_the_cli_picks_the_clock_and_says_which(tmp_path: Path) -> None:

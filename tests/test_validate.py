@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 
 from streams.validate import blast_radius
 from tests.helpers import POLICY, make_topology, service, topology_yaml
+from tests.helpers import failover as run_failover
 from workflows.topology import Topology, TopologyError, parse_document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,15 +37,7 @@ services:
 
 
 def failover(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
-    code = "import sys; from streams.cli import main; sys.argv[0] = 'failover'; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "80"},
-    )
+    return run_failover(*args, columns=80)  # validate's report fits an 80-column terminal
 
 
 def check(text: str) -> list[TopologyError]:
@@ -267,15 +259,7 @@ def test_the_cli_says_its_version() -> None:
 
 
 def test_validate_reads_standard_input() -> None:
-    code = "import sys; from streams.cli import main; sys.argv[0] = 'failover'; main()"
-    done = subprocess.run(
-        [sys.executable, "-c", code, "validate", "-"],
-        input=THREE_MISTAKES.encode(),
-        capture_output=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-    )
+    done = run_failover("validate", "-", stdin=THREE_MISTAKES.encode())
     assert done.returncode == 2
     assert done.stderr.decode().splitlines()[-1] == "<stdin>: 3 errors"
     assert b"error: <stdin>: $.services.s1.site: no site 'kantr'" in done.stderr

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import nacl.exceptions
 import nacl.signing
@@ -38,12 +38,16 @@ import orjson
 from workflows.records import AUDIT, Emitted, cloudevent, output_id
 from workflows.timeutil import format_duration, format_time
 
+if TYPE_CHECKING:  # topology.py imports this module
+    from workflows.topology import Topology
+
 __all__ = [
     "ACTIONS",
     "AUDIT_TYPE",
     "KEY_ATTRIBUTE",
     "SIGNATURE_ATTRIBUTE",
     "Grant",
+    "Judge",
     "Operator",
     "audit",
     "canonical",
@@ -254,7 +258,11 @@ def audit(
     )
 
 
-def override_judge(topology: Any) -> Any:
+#: ``judge(event, time, watermark)``: ``None``, or a refused override's reason and audit record.
+Judge = Callable[[Mapping[str, Any], int, "int | None"], "tuple[str, Emitted] | None"]
+
+
+def override_judge(topology: Topology) -> Judge:
     """``judge(event, time, watermark)`` for ``topology`` (a
     :class:`~workflows.topology.Topology`), as both the replay engine and the Kafka worker
     call it on an override of one of its services: ``None`` to go on, else the dead-letter
