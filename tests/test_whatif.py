@@ -38,6 +38,25 @@ def outputs(topology_: Topology, events: list[Any]) -> list[Emitted | DeadLetter
     return list(replay(topology_, implicit_ticks(lines, lambda back: None), "f"))
 
 
+_STATUS = st.sampled_from(["up", "degraded", "down", None])
+
+
+@st.composite
+def outages(draw: st.DrawFn) -> list[Any]:
+    """Readings every 30 s of both links, each going through a few states that last from
+    30 s to 40 min (None: the probe is silent): outages that end, so that many of them
+    restore a service (:func:`recordings` rarely does)."""
+    events: list[Any] = []
+    for link in ("a", "b"):
+        t, changes = 0, []
+        for status in draw(st.lists(_STATUS, min_size=1, max_size=5)):
+            changes.append((t, status))
+            t += 30 * draw(st.integers(1, 80))
+        events += readings(link, t, changes, every=30)
+    events.sort(key=lambda e: parse_time(e["time"]))
+    return events
+
+
 def first_restoration(*runs: list[Emitted | DeadLetter]) -> int | None:
     times = [
         parse_time(r.event["time"])
@@ -51,7 +70,7 @@ def first_restoration(*runs: list[Emitted | DeadLetter]) -> int | None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(recordings(), st.sampled_from(["30s", "90s", "10m", "1h"]))
+@given(st.one_of(recordings(), outages()), st.sampled_from(["30s", "90s", "10m", "1h"]))
 def test_restore_after_changes_nothing_before_the_first_restoration(
     events: list[Any], restore_after: str
 ) -> None:
@@ -154,9 +173,9 @@ def test_generated_recordings_do_restore() -> None:
     found = []
 
     @settings(max_examples=100, deadline=None, database=None)
-    @given(recordings())
+    @given(outages())
     def count(events: list[Any]) -> None:
         found.append(first_restoration(outputs(topology("300s"), events)) is not None)
 
     count()
-    assert sum(found) >= 10
+    assert sum(found) >= 10  # about a quarter do: 10 of 100 is far below any run seen
