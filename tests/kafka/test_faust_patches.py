@@ -1,4 +1,4 @@
-"""The faust behaviour streams/eos.py works around, shown on the real broker."""
+"""The faust behaviour streams/patches/recovery.py works around, shown on the real broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.eos import _highwaters_from_broker, _on_recovery_completed, patch_faust
+from streams import patches
+from streams.patches.recovery import _highwaters_from_broker, _on_recovery_completed
 from tests.kafka.kafkatools import client_options, topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
@@ -54,7 +55,7 @@ async def test_the_patches_are_installed() -> None:
     from faust.tables.recovery import Recovery
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    patch_faust()
-    patch_faust()
+    patches.install()
+    patches.install()
     assert AIOKafkaConsumerThread._highwaters is _highwaters_from_broker
     assert Recovery.on_recovery_completed is _on_recovery_completed
