@@ -12,8 +12,8 @@ import pytest
 from faust.types import TP
 
 from streams import batches
-from streams.patches import batch_path, recovery
 from streams.partitions import Record
+from streams.patches import batch_path, recovery
 
 
 class FakeProducer:

@@ -168,9 +168,9 @@ def test_transactional_produce_refused_for_pending_markers_retries_sooner_a_few_
 def test_pending_markers_retries_are_not_logged_but_a_real_shortage_is(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Point 3 of streams/patches/markers.py: aiokafka's warning for a transactional produce refused with
-    NOT_ENOUGH_REPLICAS is dropped for the fast retries, kept after them, kept for a
-    producer outside transactions and for any other error."""
+    """Point 3 of streams/patches/markers.py: aiokafka's warning for a transactional
+    produce refused with NOT_ENOUGH_REPLICAS is dropped for the fast retries, kept after
+    them, kept for a producer outside transactions and for any other error."""
     from aiokafka.producer import sender  # type: ignore[import-untyped]
     from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
@@ -205,8 +205,9 @@ def test_pending_markers_retries_are_not_logged_but_a_real_shortage_is(
 def test_a_coordinator_is_logged_when_it_is_new_for_its_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Point 3 of streams/patches/markers.py: a producer that looks its group's coordinator up again after each refused
-    TxnOffsetCommit does not log it again; a coordinator that moved is logged."""
+    """Point 3 of streams/patches/markers.py: a producer that looks its group's coordinator
+    up again after each refused TxnOffsetCommit does not log it again; a coordinator that
+    moved is logged."""
     from aiokafka.producer import sender  # type: ignore[import-untyped]
 
     patches.install()

@@ -289,7 +289,8 @@ class FakeTransaction:
 
 
 def faust_producer(app: Any, calls: list[str], *names: str) -> Any:
-    """faust's aiokafka ``Producer`` as :func:`streams.patches.commit._commit_transactions` sees it."""
+    """faust's aiokafka ``Producer`` as :func:`streams.patches.commit._commit_transactions`
+    sees it."""
     from collections import defaultdict
 
     return SimpleNamespace(

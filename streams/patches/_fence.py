@@ -31,10 +31,10 @@ class Replaced:
 
     @property
     def where(self) -> str:
-        """``module.Class.attribute`` (or ``module.attribute``, ``logger.filters``)."""
+        """``module.Class.attribute`` (or ``module.attribute``, ``logger name: Filter``)."""
         owner = self.owner
         if isinstance(owner, logging.Logger):
-            return f"logger {owner.name}.filters"
+            return f"logger {owner.name}: {type(self.replacement).__name__}"
         if isinstance(owner, type):
             return f"{owner.__module__}.{owner.__qualname__}.{self.name}"
         return f"{getattr(owner, '__name__', owner)!s}.{self.name}"
