@@ -21,8 +21,8 @@ Offsets. A handled batch is done from the first offset not yet read (the committ
 after a seek) to its last record, transaction markers and aborted records in between
 included: they are the reason faust's per-record gap bookkeeping exists, and a batch has no
 use for it. ``Consumer._new_offset`` answers for such a partition with the offset after its
-last handled batch (:func:`handled_offset`) (faust's ``_should_commit`` still refuses anything not
-past the committed offset). A handler that returns ``False`` (the consumer generation
+last handled batch, :func:`handled_offset` (faust's ``_should_commit`` still refuses anything
+not past the committed offset). A handler that returns ``False`` (the consumer generation
 changed while the batch waited) handled nothing: the partition is read again from its
 committed offset once the rebalance ends (:mod:`streams.patches.recovery` seeks there).
 """
