@@ -10,8 +10,8 @@ broker's ``transaction.max.timeout.ms``) for the transactional producers. A work
 leaves no transaction open that long: the next owner of its partitions opens producers with
 the same transactional ids, which aborts them.
 
-Proved by tests/test_outage.py (``test_transactional_producers_get_the_app_transaction_
-timeout``) and tests/kafka/test_broker_restart.py. Upstream: clean, a setting
+Proved by tests/test_outage.py (the transactional producers get the app's timeout, the
+others nothing) and tests/kafka/test_broker_restart.py. Upstream: clean, a setting
 ``producer_transaction_timeout_ms`` (docs/upstream/faust-transaction-timeout.diff).
 """
 
