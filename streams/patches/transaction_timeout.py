@@ -11,7 +11,8 @@ leaves no transaction open that long: the next owner of its partitions opens pro
 the same transactional ids, which aborts them.
 
 Proved by tests/test_outage.py (the transactional producers get the app's timeout, the
-others nothing) and tests/kafka/test_broker_restart.py. Upstream: clean, a setting
+others nothing). No Kafka test holds the broker away longer than aiokafka's 60 s: the one
+outage test, tests/kafka/test_broker_restart.py, stops it for 20 s. Upstream: clean, a setting
 ``producer_transaction_timeout_ms`` (docs/upstream/faust-transaction-timeout.diff).
 """
 
