@@ -11,6 +11,7 @@ A reading guide:
 - :mod:`streams.partitions` - one partition's stage, its table, its watermarks.
 - :mod:`streams.eos` - exactly-once: every record an input causes, in its transaction.
 - :mod:`streams.outage` - what carries a running worker through a broker outage.
+- :mod:`streams.patches` - every patch of faust and aiokafka: one install, one version gate.
 - :mod:`streams.topics` - the topics, their partitions and configs, created at start.
 - :mod:`streams.telemetry`, :mod:`streams.tracing` - OpenTelemetry providers and spans.
 

@@ -25,8 +25,9 @@ tests build apps with their own ids and topics).
   its changelog by then: streams resume only after recovery).
 - Every record an input causes, table changelog records included, goes out through
   :class:`~streams.eos.Outbox`, in the input partition's transaction under exactly-once;
-  :func:`~streams.eos.patch_faust` fixes the faust bugs that lose state, inputs or offsets
-  after a restart. streams/eos.py says what faust gets wrong, and why each fix is right.
+  streams/eos.py says what faust gets wrong there, and why the outbox is right. Every patch
+  of faust and aiokafka (the faust bugs that lose state, inputs or offsets after a restart
+  among them) is installed by :func:`streams.patches.install`, behind one version gate.
 - The ticker (``FAILOVER_TICK_INTERVAL`` > 0) runs on the leader only and publishes
   ``clock.tick.v1`` at the wall clock, tagged with the tick key, to every partition of the
   three input topics. The wall clock is read in one other place: before each batch, for the
@@ -49,12 +50,13 @@ from typing import Any, Final, cast
 import faust
 import orjson
 
+from streams import patches
 from streams.batches import BatchHandler, ConsumerRecord
 from streams.batches import forget as forget_batches
 from streams.codec import Origin, tick_event
 from streams.config import FAUST_PREFIX, INPUT_MAX_MESSAGE_BYTES, Settings, SettingsError
-from streams.eos import Outbox, Tombstone, patch_faust
-from streams.outage import PRODUCER_REQUEST_TIMEOUT, patch_aiokafka
+from streams.eos import Outbox, Tombstone
+from streams.outage import PRODUCER_REQUEST_TIMEOUT
 from streams.partitions import (
     FEEDBACK_SOURCE,
     OVERRIDES_SOURCE,
@@ -307,9 +309,10 @@ class FailoverApp(faust.App):
         self.settings = settings
         self.topology = topology
         self.tracing = tracing or Tracing(Telemetry(), topology, kafka=KafkaTopics.of(settings))
-        #: Read by streams/batches.py when faust creates its consumer.
+        #: Read by streams/patches/fetch_wait.py when faust creates its consumer.
         self.fetch_max_wait_ms = round(settings.fetch_max_wait * 1000)
-        #: Read by streams/outage.py when faust creates a transactional producer.
+        #: Read by streams/patches/transaction_timeout.py when faust creates a transactional
+        #: producer.
         self.transaction_timeout_ms = round(settings.transaction_timeout * 1000)
         #: Inputs by type and dead letters by reason code, since start.
         self.counts: Counter[str] = Counter()
@@ -620,6 +623,5 @@ def build_app(
     ``FAILOVER_TOPOLOGY`` unless given; telemetry is off unless ``tracing`` is given)."""
     if topology is None:
         topology = Topology.load(settings.topology_path())
-    patch_faust()
-    patch_aiokafka()
+    patches.install()
     return FailoverApp(settings, topology, tracing)

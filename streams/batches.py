@@ -13,18 +13,18 @@ What faust still does: group membership and the assignor (co-partitioned topics 
 worker), the transactional producers and the periodic commit, table recovery from the
 changelogs, rebalancing, pausing and seeking. The engine registers its input topics with the
 app's conductor (so faust subscribes to them and groups them) and a handler per topic
-(``app.batch_handlers``). :func:`drain_batches` replaces ``Consumer._drain_messages`` for every
-faust app in the process; records of topics with no handler (the changelogs, while tables
-recover) take faust's own path, unchanged.
+(``app.batch_handlers``). :func:`drain_batches` takes the place of ``Consumer._drain_messages``
+for such an app (the patch is :mod:`streams.patches.batch_path`); records of topics with no
+handler (the changelogs, while tables recover) take faust's own path, unchanged.
 
 Offsets. A handled batch is done from the first offset not yet read (the committed offset
 after a seek) to its last record, transaction markers and aborted records in between
 included: they are the reason faust's per-record gap bookkeeping exists, and a batch has no
-use for it. :func:`new_offset` answers ``Consumer._new_offset`` for such a partition with the
-offset after its last handled batch (faust's ``_should_commit`` still refuses anything not
-past the committed offset). A handler that returns ``False`` (the consumer generation
+use for it. ``Consumer._new_offset`` answers for such a partition with the offset after its
+last handled batch, :func:`handled_offset` (faust's ``_should_commit`` still refuses anything
+not past the committed offset). A handler that returns ``False`` (the consumer generation
 changed while the batch waited) handled nothing: the partition is read again from its
-committed offset once the rebalance ends (:func:`streams.eos.patch_faust` seeks there).
+committed offset once the rebalance ends (:mod:`streams.patches.recovery` seeks there).
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ __all__ = [
     "ConsumerRecord",
     "drain_batches",
     "forget",
-    "install",
-    "new_offset",
+    "handled_offset",
     "rewind",
 ]
 
@@ -77,8 +76,9 @@ class ConsumerRecord(Protocol):
 #: order) if the consumer is still in ``generation``; true once they are handled.
 BatchHandler = Callable[[Any, list[Any], int], Awaitable[bool]]
 
-_ORIGINAL_DRAIN: Any = None
-_ORIGINAL_NEW_OFFSET: Any = None
+#: faust's diagnostic flag while the consumer fetches (``faust.transport.consumer.
+#: CONSUMER_FETCHING``; tests/test_patches.py checks that it still is).
+CONSUMER_FETCHING: Final = "FETCHING"
 
 
 def _done(consumer: Any) -> dict[Any, int]:
@@ -94,14 +94,15 @@ def forget(consumer: Any) -> None:
     _done(consumer).clear()
 
 
-def new_offset(self: Any, tp: Any) -> int | None:
-    """``Consumer._new_offset``: the offset to commit for ``tp``."""
-    done = self.__dict__.get(_DONE)
+def handled_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset to commit for ``tp``, a batch partition: the one after its last handled
+    batch (``None``: no batch of ``tp`` handled since the last rebalance)."""
+    done = consumer.__dict__.get(_DONE)
     if done is not None:
         offset = done.get(tp)
         if offset is not None:
             return int(offset)
-    return _ORIGINAL_NEW_OFFSET(self, tp)  # type: ignore[no-any-return]
+    return None
 
 
 async def rewind(self: Any, tps: Iterable[Any]) -> None:
@@ -288,14 +289,9 @@ async def _one_by_one(self: Any, tp: Any, records: list[Any]) -> None:
 
 
 async def drain_batches(self: Any, fetcher: Any) -> None:
-    """``Consumer._drain_messages``, handing each topic-partition's records to its batch
-    handler (see the module doc); faust's own loop when the app has no batch handler."""
-    handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", None) or {}
-    if not handlers:
-        await _ORIGINAL_DRAIN(self, fetcher)
-        return
-    from faust.transport.consumer import CONSUMER_FETCHING
-
+    """``Consumer._drain_messages`` for an app with batch handlers, handing each
+    topic-partition's records to its handler (see the module doc)."""
+    handlers: dict[str, BatchHandler] = self.app.batch_handlers
     consumer_should_stop = self._stopped.is_set
     fetcher_should_stop = fetcher._stopped.is_set
     app = self.app
@@ -357,65 +353,3 @@ async def drain_batches(self: Any, fetcher: Any) -> None:
         raise
     finally:
         self.diag.unset_flag(CONSUMER_FETCHING)
-
-
-_ORIGINAL_CREATE_CONSUMER: Any = None
-
-
-def _create_worker_consumer(self: Any, transport: Any) -> Any:
-    """``AIOKafkaConsumerThread._create_worker_consumer``, with the app's
-    ``fetch_max_wait_ms`` (faust hard-codes 1500 ms, faust/transport/drivers/aiokafka.py:615).
-    aiokafka keeps one fetch in flight per broker, and a partition that has data only joins
-    the next one: an input behind a fetch of idle partitions waits out the whole wait."""
-    consumer = _ORIGINAL_CREATE_CONSUMER(self, transport)
-    wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
-    if wait_ms is not None:
-        consumer._fetch_max_wait_ms = int(wait_ms)  # read by AIOKafkaConsumer.start
-    return consumer
-
-
-#: The longest ``faust.tables.recovery`` waits for a changelog event before it looks again
-#: whether recovery is done (faust: 5 s, twice over before ``detect_aborted_tx``).
-RECOVERY_POLL: Final = 0.2
-
-
-class _RecoveryAsyncio:
-    """``asyncio`` as ``faust.tables.recovery`` sees it: ``wait_for`` capped at
-    :data:`RECOVERY_POLL`. Its one ``wait_for`` (recovery.py:834) waits for the next changelog
-    event; on a timeout it checks whether every partition is restored, and after the second
-    in a row whether the rest of a changelog is a transaction marker. A changelog written in
-    transactions always ends with one, so every restore waited 10 s for nothing; and the
-    batch path feeds the store directly (:func:`_restore`), so no event comes at all."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    @staticmethod
-    async def wait_for(awaitable: Any, timeout: float | None = None) -> Any:
-        if timeout is None or timeout > RECOVERY_POLL:
-            timeout = RECOVERY_POLL
-        return await asyncio.wait_for(awaitable, timeout)
-
-
-def install() -> None:
-    """Put :func:`drain_batches` and :func:`new_offset` into faust's ``Consumer``, and the
-    app's fetch wait into its aiokafka consumer (idempotent)."""
-    global _ORIGINAL_DRAIN, _ORIGINAL_NEW_OFFSET, _ORIGINAL_CREATE_CONSUMER
-    from faust.tables import recovery
-    from faust.transport.consumer import Consumer
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    recovery_module: Any = recovery
-    if not isinstance(recovery_module.asyncio, _RecoveryAsyncio):
-        recovery_module.asyncio = _RecoveryAsyncio()
-    thread: Any = AIOKafkaConsumerThread
-    if thread._create_worker_consumer is not _create_worker_consumer:
-        _ORIGINAL_CREATE_CONSUMER = thread._create_worker_consumer
-        thread._create_worker_consumer = _create_worker_consumer
-
-    if Consumer._drain_messages is not drain_batches:
-        _ORIGINAL_DRAIN = Consumer._drain_messages
-        Consumer._drain_messages = drain_batches  # type: ignore[method-assign]
-    if Consumer._new_offset is not new_offset:
-        _ORIGINAL_NEW_OFFSET = Consumer._new_offset
-        Consumer._new_offset = new_offset  # type: ignore[method-assign]

@@ -29,30 +29,10 @@ that caused it. So:
    commits the producer's open transaction, while agents keep running between the two: records
    of an input not yet acked at the snapshot are committed without its offset. After a crash
    the input is processed again and its records appear twice.
-5. Table recovery can start from nothing. Under exactly-once, faust takes the changelogs'
-   highwaters from ``AIOKafkaConsumer.last_stable_offset`` (faust/transport/drivers/
-   aiokafka.py:1058-1061), which is what the *last fetch response* said, and ``None`` before
-   the consumer has fetched from the partition (aiokafka documents it: "will not be available
-   until some messages are consumed"). A new worker often has not: faust then takes every
-   changelog for empty (highwater -1), declares recovery complete at once, and the worker
-   goes on from the committed offsets with empty tables. Seen in the kill test: a restarted
-   worker lost every service's state and queued inputs, and made no further output.
-   :func:`patch_faust` asks the broker instead (``end_offsets``: a ListOffsets request with
-   the consumer's isolation level, so the last stable offset).
-6. Inputs can be lost right after recovery. ``Recovery.on_recovery_completed``
-   (faust/tables/recovery.py:624-667) resumes the stream partitions, *then* awaits the seek
-   to the committed offsets, *then* resumes flow control, which clears every agent's queue
-   (mode/utils/queues.py:97-108, ``FlowControlEvent.resume``; agent channels are created
-   with ``clear_on_resume=True``, faust/channels.py:145). Whatever the fetcher delivered
-   in between is dropped unprocessed and unacked, and the consumer's read offset is already
-   past it, so it is never fetched again. Two or more dropped at the head of a partition:
-   ``Consumer._new_offset`` (faust/transport/consumer.py:1140) never finds a contiguous run
-   after the committed offset, and that partition's commits stop for good. Exactly one: the
-   same check tolerates a hole of one (``> 1``, written for a transaction marker right at
-   the committed offset), so the offset is committed past an input never handled. Seen in
-   the kill test as a stage-2 partition that never commits again, and as a service whose
-   transitions differ from replay's. :func:`patch_faust` seeks while the stream partitions
-   are still paused, then resumes them and the flow with no ``await`` in between.
+
+Table recovery has bugs of its own that lose state or inputs after a restart; they are patched
+in :mod:`streams.patches.recovery`, with every other patch of faust and aiokafka
+(:mod:`streams.patches`, docs/patches.md).
 
 With faust's own routing, the kill test (tests/kafka/test_engine.py) fails: after two
 SIGKILLs the services' transitions differ from replay's.
@@ -77,8 +57,8 @@ What this module does instead, the Kafka Streams way (one producer per input par
   abortable state for a refused produce), so ``EndTxn`` commits the offsets of an input
   whose output the broker refused (``MESSAGE_TOO_LARGE`` from a topic's
   ``max.message.bytes``, an authorization error...), and the record is gone. The outbox
-  counts, per transaction, the records the broker has not answered yet, and
-  :func:`_commit_transactions` awaits that count (:meth:`Outbox.confirm`) between
+  counts, per transaction, the records the broker has not answered yet, and the commit
+  (:mod:`streams.patches.commit`) awaits that count (:meth:`Outbox.confirm`) between
   ``TxnOffsetCommit`` and ``EndTxn``: the last moment before the commit, on the one path
   every commit takes. A refusal aborts that transaction (its offsets included) and every
   other open one, and stops the worker with an error naming the topic, the partition, the
@@ -104,10 +84,7 @@ from typing import Any, Final, NamedTuple
 from streams.codec import Headers
 from streams.partitions import Record
 
-__all__ = ["FAUST_VERSION", "Outbox", "OutboxError", "Tombstone", "patch_faust", "refusal"]
-
-#: The faust-streaming release the patches below were written against (and copy from).
-FAUST_VERSION: Final = "0.15.3"
+__all__ = ["ABORT_TIMEOUT", "Outbox", "OutboxError", "Tombstone", "refusal"]
 
 _log = logging.getLogger(__name__)
 
@@ -367,7 +344,7 @@ class Outbox:
                         await self.confirm(None)
                     started = time.perf_counter()
                     # Under exactly-once, each transaction confirms its records right before
-                    # it commits (_commit_transactions), and raises OutboxError if refused.
+                    # it commits (streams/patches/commit.py), and raises OutboxError if refused.
                     committed = await _uncancellable(
                         original(topics, start_new_transaction=start_new_transaction)
                     )
@@ -403,206 +380,3 @@ async def _uncancellable(commit: Awaitable[bool]) -> bool:
         except Exception as exc:  # the stop goes on; the next owner aborts what is open
             _log.warning("a commit interrupted by the stop failed: %r", exc)
         raise
-
-
-async def _highwaters_from_broker(self: Any, partitions: list[Any]) -> Any:
-    """``AIOKafkaConsumerThread._highwaters``, asking the broker (see point 5 above)."""
-    consumer = self._ensure_consumer()
-    return await consumer.end_offsets(list(partitions))
-
-
-async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
-    """``Recovery.on_recovery_completed`` of faust 0.15.3 (faust/tables/recovery.py:624-667),
-    with the stream partitions sought *before* they are resumed (see point 6 above)."""
-    consumer = self.app.consumer
-    self.log.info("Restore complete!")
-    await self.app.on_rebalance_complete.send()
-    self._set_recovery_ended()
-    callback_coros = [
-        asyncio.ensure_future(
-            table.on_recovery_completed(
-                self.actives_for_table[table], self.standbys_for_table[table]
-            )
-        )
-        for table in self.tables.values()
-    ]
-    if callback_coros:
-        await asyncio.wait(callback_coros)
-    assignment = consumer.assignment()
-    if self.app.consumer_generation_id != generation_id:
-        self.log.warning(
-            "Recovery rebalancing again app id %s param %s",
-            self.app.consumer_generation_id,
-            generation_id,
-        )
-        return
-    if assignment:
-        # The stream partitions are still paused: nothing reaches the agents' queues.
-        self.log.info("Seek stream partitions to committed offsets.")
-        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
-        # And to the beginning where none was committed (aiokafka's seek_to_committed leaves
-        # those where they are, past whatever was fetched and dropped before).
-        from streams.batches import rewind
-
-        await rewind(consumer, [tp for tp in assignment if not self._is_changelog_tp(tp)])
-    # No await from here to resume_flow: nothing is fetched between resuming the stream
-    # partitions and clearing the queues (which hold nothing fetched since the seek).
-    consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
-    self.completed.set()
-    self.app.flow_control.resume()
-    consumer.resume_flow()
-    await self.app._fetcher.maybe_start()
-    self.tables.on_actives_ready()
-    if not self.app.assignor.assigned_standbys():
-        self.tables.on_standbys_ready()
-    self.app.on_rebalance_end()
-    self.log.info("Worker ready")
-
-
-_ORIGINAL_ADD_GAP: Any = None
-
-
-async def _add_gap_before(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
-    """``Consumer._add_gap`` for the offsets *between* two records only.
-
-    faust's one caller (``Consumer._drain_messages``, faust/transport/consumer.py:1215) passes
-    the offset of the record that ends the gap as ``offset_to``, and ``_add_gap`` includes
-    it. That record is then acked twice, ``_new_offset`` stops at the repeat, and on topics
-    written in transactions (their commit markers leave a gap before every batch) committed
-    offsets fall behind what was processed: by some 21,000 records in bench/kafka.py. After
-    a crash those inputs would be handled a second time.
-    """
-    await _ORIGINAL_ADD_GAP(self, tp, offset_from, offset_to - 1)
-
-
-async def _commit_transactions(
-    self: Any,
-    tid_to_offset_map: Any,
-    group_id: str,
-    start_new_transaction: bool = True,
-) -> None:
-    """``Producer.commit_transactions`` of faust 0.15.3 (faust/transport/drivers/aiokafka.py:
-    1293-1321), committing every producer's transaction at once instead of one after the
-    other: each takes three round trips (AddOffsetsToTxn, TxnOffsetCommit, EndTxn), and with
-    one producer per partition of each topic group the sequence held the commit, and with
-    it the outbox lock and every output's visibility, for 12 times that. Before ``EndTxn``,
-    the app's outbox confirms that the broker accepted every record of the transaction; a
-    transaction with a refused record is aborted instead, and its :class:`OutboxError`
-    raised once the others are done."""
-
-    outbox: Outbox | None = getattr(self.app, "outbox", None)
-
-    async def commit(transactional_id: str, offsets: Any) -> None:
-        async with self._trn_locks[transactional_id]:
-            producer = self._transaction_producers.get(transactional_id)
-            if producer is None:
-                _log.warning("Commit invoked for unknown transaction %s", transactional_id)
-                return
-            await producer.send_offsets_to_transaction(offsets, group_id)
-            if outbox is not None:
-                # Every record of the transaction accepted, or no commit (module doc). The
-                # batches go out now, lingering or not, as aiokafka's own commit sends them
-                # (``Sender._do_txn_commit``: ``flush_for_commit``, which closes them).
-                accumulator = getattr(producer, "_message_accumulator", None)
-                if accumulator is not None:
-                    await accumulator.flush_for_commit()
-                try:
-                    await outbox.confirm(transactional_id)
-                except OutboxError:
-                    try:
-                        await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT)
-                    except Exception as exc:  # the next owner's producer aborts it
-                        _log.warning("could not abort %s: %r", transactional_id, exc)
-                    raise
-            await producer.commit_transaction()
-            if start_new_transaction:
-                await producer.begin_transaction()
-
-    results = await asyncio.gather(
-        *(commit(t, o) for t, o in tid_to_offset_map.items()), return_exceptions=True
-    )
-    for result in results:  # every other transaction done first: committed, or not
-        if isinstance(result, BaseException):
-            raise result
-
-
-#: aiokafka's ``retry_backoff_ms`` for faust's producers (aiokafka's default: 100).
-PRODUCER_RETRY_BACKOFF_MS: Final = 20
-
-_ORIGINAL_PRODUCER_SETTINGS: Any = None
-
-
-def _producer_settings(self: Any) -> Any:
-    """``Producer._settings_default`` with a 20 ms retry backoff. A transaction that begins
-    with ``AddOffsetsToTxn`` (a partition whose input caused no record) while the broker is
-    still writing the previous one's markers is answered ``CONCURRENT_TRANSACTIONS``, and
-    aiokafka retries after ``retry_backoff_ms`` (aiokafka/producer/sender.py:590-594; for
-    ``AddPartitionsToTxn`` it already uses 20 ms, sender.py:512-519, after KAFKA-5477): at
-    100 ms that held a tenth of the commits for over 100 ms, and every output behind them."""
-    return {**_ORIGINAL_PRODUCER_SETTINGS(self), "retry_backoff_ms": PRODUCER_RETRY_BACKOFF_MS}
-
-
-class _LazyTable:
-    """What ``terminal.logtable`` returns, built only if the log line is written.
-
-    ``Consumer._commit_offsets`` (faust/transport/consumer.py:1039-1047) renders every
-    commit's offsets as a terminal table for a ``log.dev`` line that is almost never
-    written: 3.7% of an idle worker's busy samples at 6 partitions (py-spy; a commit per
-    tick)."""
-
-    __slots__ = ("_args", "_kwargs")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._args = args
-        self._kwargs = kwargs
-
-    def __str__(self) -> str:
-        from faust.utils import terminal
-
-        return str(terminal.logtable(*self._args, **self._kwargs))
-
-
-class _LazyTerminal:
-    """``faust.utils.terminal`` as ``faust.transport.consumer`` uses it (only ``logtable``)."""
-
-    logtable = _LazyTable
-
-
-def patch_faust() -> None:
-    """Apply points 5 and 6 above, the gap fix of :func:`_add_gap_before`, the lazy commit
-    log table (:class:`_LazyTable`), and the batch path of :mod:`streams.batches` to faust
-    (idempotent; every faust app of the process).
-
-    Raises:
-        RuntimeError: faust is not the release the patches copy from.
-    """
-    import faust
-    from faust.tables.recovery import Recovery
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    if faust.__version__ != FAUST_VERSION:
-        raise RuntimeError(
-            f"streams/eos.py patches faust-streaming {FAUST_VERSION}, found {faust.__version__}:"
-            " check each patch against the new release before running it"
-        )
-    from faust.transport.drivers.aiokafka import Producer
-
-    AIOKafkaConsumerThread._highwaters = _highwaters_from_broker  # type: ignore[method-assign]
-    Producer.commit_transactions = _commit_transactions  # type: ignore[method-assign]
-    global _ORIGINAL_PRODUCER_SETTINGS
-    if Producer._settings_default is not _producer_settings:
-        _ORIGINAL_PRODUCER_SETTINGS = Producer._settings_default
-        Producer._settings_default = _producer_settings  # type: ignore[method-assign]
-    Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
-    global _ORIGINAL_ADD_GAP
-    from faust.transport.consumer import Consumer
-
-    if Consumer._add_gap is not _add_gap_before:
-        _ORIGINAL_ADD_GAP = Consumer._add_gap
-        Consumer._add_gap = _add_gap_before  # type: ignore[method-assign]
-    import faust.transport.consumer as consumer_module
-
-    consumer_module.terminal = _LazyTerminal  # type: ignore[attr-defined,assignment]
-    from streams import batches
-
-    batches.install()

@@ -1,4 +1,4 @@
-"""faust's offset gaps, patched by streams.eos: committed offsets keep up across the commit
+"""faust's offset gaps, patched by streams.patches.gaps: committed offsets keep up across the commit
 markers of transactional topics. No broker needed: the consumer's bookkeeping alone."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
 
-from streams.eos import patch_faust
+from streams import patches
 
 
 def committable(offsets: list[int]) -> list[int | None]:
@@ -43,7 +43,7 @@ def committable(offsets: list[int]) -> list[int | None]:
 
 
 def test_commit_covers_every_record_after_transaction_markers() -> None:
-    patch_faust()
+    patches.install()
     # Records at 0-2, 4-6, 8-9: offsets 3 and 7 are commit markers.
     assert committable([0, 1, 2, 4, 5, 6, 8, 9]) == [10]
 
@@ -52,7 +52,7 @@ def test_the_commit_log_table_is_built_only_when_written(monkeypatch: Any) -> No
     import faust.transport.consumer as consumer_module
     from faust.utils import terminal
 
-    patch_faust()
+    patches.install()
     rows = [("changes-0", "12")]
     headers = ["TP", "Offset"]
     expected = terminal.logtable(rows, title="Commit Offsets", headers=headers)

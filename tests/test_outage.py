@@ -1,4 +1,7 @@
-"""streams/outage.py without a broker: what aiokafka does when the broker is away."""
+"""The patches of aiokafka without a broker: what it does when the broker is away
+(streams/patches/outage.py), and when it is busy writing transaction markers
+(streams/patches/markers.py); and faust's producers' transaction timeout
+(streams/patches/transaction_timeout.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from streams import outage
+from streams import patches
+from streams.patches import markers, outage, transaction_timeout
 
 
 @pytest.mark.asyncio
@@ -29,7 +33,7 @@ async def test_a_failed_metadata_update_backs_off(monkeypatch: pytest.MonkeyPatc
         slept.append(seconds)
         await real_sleep(0)
 
-    monkeypatch.setattr(outage, "_ORIGINAL_METADATA_UPDATE", original)
+    monkeypatch.setattr(outage, "_original", original)
     monkeypatch.setattr(outage.asyncio, "sleep", sleep)
     client = SimpleNamespace(_retry_backoff=0.1)
     assert await outage._metadata_update(client, None, None) is False
@@ -41,25 +45,25 @@ async def test_a_failed_metadata_update_backs_off(monkeypatch: pytest.MonkeyPatc
 def test_transactional_producers_get_the_app_transaction_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(outage, "_ORIGINAL_EXTRA", lambda self: {"acks": "all"})
+    monkeypatch.setattr(transaction_timeout, "_original", lambda self: {"acks": "all"})
     app = SimpleNamespace(in_transaction=True, transaction_timeout_ms=300_000)
-    assert outage._settings_extra(SimpleNamespace(app=app)) == {
+    assert transaction_timeout._settings_extra(SimpleNamespace(app=app)) == {
         "acks": "all",
         "transaction_timeout_ms": 300_000,
     }
     app.in_transaction = False  # at-least-once: no transactions, nothing to set
-    assert outage._settings_extra(SimpleNamespace(app=app)) == {"acks": "all"}
+    assert transaction_timeout._settings_extra(SimpleNamespace(app=app)) == {"acks": "all"}
 
 
 def test_the_patch_is_idempotent_and_checks_the_release() -> None:
     import aiokafka  # type: ignore[import-untyped]
     from aiokafka.client import AIOKafkaClient  # type: ignore[import-untyped]
 
-    assert aiokafka.__version__ == outage.AIOKAFKA_VERSION
-    outage.patch_aiokafka()
-    outage.patch_aiokafka()
+    assert aiokafka.__version__ == patches.ACCEPTED["aiokafka"]
+    patches.install()
+    patches.install()
     assert AIOKafkaClient._metadata_update is outage._metadata_update
-    assert outage._ORIGINAL_METADATA_UPDATE is not outage._metadata_update
+    assert outage._original is not outage._metadata_update
 
 
 def _sender() -> Any:
@@ -77,7 +81,7 @@ def test_transaction_requests_refused_for_pending_markers_retry_sooner() -> None
         TxnOffsetCommitResponse_v0,
     )
 
-    outage.patch_aiokafka()
+    patches.install()
     add_offsets = sender.AddOffsetsToTxnHandler(_sender(), "group")
     concurrent, load_in_progress, ok = 51, 14, 0
     assert add_offsets.handle_response(AddOffsetsToTxnResponse_v0(0, concurrent)) == 0.003
@@ -102,7 +106,7 @@ def test_transaction_requests_refused_for_pending_markers_retry_sooner() -> None
     first._txn_manager.txn_partitions = set()
     add = sender.AddPartitionsToTxnHandler(first, [])
     assert add.handle_response(AddPartitionsToTxnResponse_v0(0, [("t", [(0, concurrent)])])) == (
-        outage.TXN_RETRY_BACKOFF
+        markers.TXN_RETRY_BACKOFF
     )
     # For a transaction that has partitions already: that shortcut does not apply, the rule
     # does.
@@ -115,11 +119,30 @@ def test_transaction_requests_refused_for_pending_markers_retry_sooner() -> None
     assert add.handle_response(AddPartitionsToTxnResponse_v0(0, [("t", [(1, 14)])])) == 0.02
 
 
+def test_the_rule_covers_every_transaction_request_refused_with_concurrent_transactions() -> None:
+    """InitProducerId (a producer started while the previous owner's transaction is aborted)
+    and EndTxn too: the one rule, where aiokafka waits its default backoff."""
+    from aiokafka.producer import sender  # type: ignore[import-untyped]
+    from aiokafka.protocol.transaction import (  # type: ignore[import-untyped]
+        EndTxnResponse_v0,
+        InitProducerIdResponse_v0,
+    )
+
+    patches.install()
+    concurrent, load_in_progress = 51, 14
+    init = sender.InitPIDHandler(_sender())
+    assert init.handle_response(InitProducerIdResponse_v0(0, concurrent, 1, 0)) == 0.003
+    assert init.handle_response(InitProducerIdResponse_v0(0, load_in_progress, 1, 0)) == 0.02
+    end = sender.EndTxnHandler(_sender(), True)
+    assert end.handle_response(EndTxnResponse_v0(0, concurrent)) == 0.003
+    assert end.handle_response(EndTxnResponse_v0(0, load_in_progress)) == 0.02
+
+
 def test_transactional_produce_refused_for_pending_markers_retries_sooner_a_few_times() -> None:
     from aiokafka.producer import sender  # type: ignore[import-untyped]
     from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
-    outage.patch_aiokafka()
+    patches.install()
     tp = TopicPartition("t", 0)
     not_enough_replicas, leader_moved = 19, 6
 
@@ -134,10 +157,10 @@ def test_transactional_produce_refused_for_pending_markers_retries_sooner_a_few_
         assert handler._to_reenqueue == [batch]  # retried either way
         return float(handler._default_backoff)
 
-    assert attempt(not_enough_replicas, 1) == outage.TXN_RETRY_BACKOFF
-    assert attempt(not_enough_replicas, outage.TXN_FAST_RETRIES) == outage.TXN_RETRY_BACKOFF
+    assert attempt(not_enough_replicas, 1) == markers.TXN_RETRY_BACKOFF
+    assert attempt(not_enough_replicas, markers.TXN_FAST_RETRIES) == markers.TXN_RETRY_BACKOFF
     # Then the usual wait: a real shortage of in-sync replicas answers the same.
-    assert attempt(not_enough_replicas, outage.TXN_FAST_RETRIES + 1) == 0.02
+    assert attempt(not_enough_replicas, markers.TXN_FAST_RETRIES + 1) == 0.02
     assert attempt(not_enough_replicas, 1, transactional=False) == 0.02
     assert attempt(leader_moved, 1) == 0.02
 
@@ -145,13 +168,13 @@ def test_transactional_produce_refused_for_pending_markers_retries_sooner_a_few_
 def test_pending_markers_retries_are_not_logged_but_a_real_shortage_is(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Point 5: aiokafka's warning for a transactional produce refused with
-    NOT_ENOUGH_REPLICAS is dropped for the fast retries, kept after them, kept for a
-    producer outside transactions and for any other error."""
+    """Point 3 of streams/patches/markers.py: aiokafka's warning for a transactional
+    produce refused with NOT_ENOUGH_REPLICAS is dropped for the fast retries, kept after
+    them, kept for a producer outside transactions and for any other error."""
     from aiokafka.producer import sender  # type: ignore[import-untyped]
     from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
-    outage.patch_aiokafka()
+    patches.install()
     tp = TopicPartition("t", 0)
     not_enough_replicas, leader_moved = 19, 6
 
@@ -169,24 +192,25 @@ def test_pending_markers_retries_are_not_logged_but_a_real_shortage_is(
         assert handler._to_reenqueue == [batch]  # retried either way
         return "Got error produce response" in caplog.text
 
-    before = outage.quiet_retries
+    before = markers.quiet_retries
     assert not logged(not_enough_replicas, 0)
-    assert not logged(not_enough_replicas, outage.TXN_FAST_RETRIES)
-    assert outage.quiet_retries == before + 2
-    assert logged(not_enough_replicas, outage.TXN_FAST_RETRIES + 1)
+    assert not logged(not_enough_replicas, markers.TXN_FAST_RETRIES)
+    assert markers.quiet_retries == before + 2
+    assert logged(not_enough_replicas, markers.TXN_FAST_RETRIES + 1)
     assert logged(not_enough_replicas, 0, transactional=False)
     assert logged(leader_moved, 0)
-    assert outage.quiet_retries == before + 2
+    assert markers.quiet_retries == before + 2
 
 
 def test_a_coordinator_is_logged_when_it_is_new_for_its_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Point 5: a producer that looks its group's coordinator up again after each refused
-    TxnOffsetCommit does not log it again; a coordinator that moved is logged."""
+    """Point 3 of streams/patches/markers.py: a producer that looks its group's coordinator
+    up again after each refused TxnOffsetCommit does not log it again; a coordinator that
+    moved is logged."""
     from aiokafka.producer import sender  # type: ignore[import-untyped]
 
-    outage.patch_aiokafka()
+    patches.install()
     with caplog.at_level(logging.INFO, logger="aiokafka.producer.sender"):
         for node, key in [(1, "g"), (1, "g"), (1, "g"), (2, "g"), (1, "h"), (2, "g")]:
             sender.log.info("Discovered coordinator %s for group id %s", node, key)

@@ -143,7 +143,7 @@ async def test_an_input_that_failed_stops_commits() -> None:
 async def test_recovery_seeks_before_it_resumes_the_streams() -> None:
     """faust resumes the stream partitions, awaits the seek, then clears the agents' queues:
     inputs fetched in between are dropped. The patched order leaves no gap."""
-    from streams.eos import _on_recovery_completed
+    from streams.patches.recovery import _on_recovery_completed
 
     calls: list[str] = []
 
@@ -289,7 +289,8 @@ class FakeTransaction:
 
 
 def faust_producer(app: Any, calls: list[str], *names: str) -> Any:
-    """faust's aiokafka ``Producer`` as :func:`streams.eos._commit_transactions` sees it."""
+    """faust's aiokafka ``Producer`` as :func:`streams.patches.commit._commit_transactions`
+    sees it."""
     from collections import defaultdict
 
     return SimpleNamespace(
@@ -300,7 +301,7 @@ def faust_producer(app: Any, calls: list[str], *names: str) -> Any:
 
 
 async def test_a_transaction_commits_only_once_the_broker_accepted_its_records() -> None:
-    from streams.eos import _commit_transactions
+    from streams.patches.commit import _commit_transactions
 
     app = fake_app()
     outbox = app.outbox = Outbox(app, exactly_once=True)
@@ -321,7 +322,8 @@ async def test_a_transaction_commits_only_once_the_broker_accepted_its_records()
 
 
 async def test_a_refused_record_aborts_its_transaction_and_no_other_waits_for_it() -> None:
-    from streams.eos import OutboxError, _commit_transactions
+    from streams.eos import OutboxError
+    from streams.patches.commit import _commit_transactions
 
     app = fake_app()
     outbox = app.outbox = Outbox(app, exactly_once=True)
@@ -341,7 +343,7 @@ async def test_a_refused_record_aborts_its_transaction_and_no_other_waits_for_it
 
 async def test_a_refusal_answered_during_the_commit_stops_the_worker_uncommitted() -> None:
     """The refusal is not known when the commit begins: the broker answers meanwhile."""
-    from streams.eos import _commit_transactions
+    from streams.patches.commit import _commit_transactions
 
     app = fake_app()
     outbox = app.outbox = Outbox(app, exactly_once=True)
