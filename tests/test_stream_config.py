@@ -224,7 +224,7 @@ def test_the_transitions_topic_has_an_explicit_retention() -> None:
 
 
 def test_tracing_knows_the_default_topic_names() -> None:
-    """streams/tracing.py tells internal hops from outputs by name: its defaults are the
+    """streams/tracing/kafka.py tells internal hops from outputs by name: its defaults are the
     worker's."""
     from streams.tracing import KafkaTopics
 
