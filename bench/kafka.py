@@ -509,18 +509,13 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, bytes, int]]
     """Where an input line goes on Kafka (as the engine's producers must send it)."""
     n = settings.partitions
     event = orjson.loads(raw)
+    topics = settings.input_topics(event["type"])
     if event["type"] == "clock.tick.v1":
         key = TICK_KEY.encode()
-        topics = (settings.topic_link_status, settings.topic_overrides, settings.topic_feedback)
         raw = signed(raw)  # with the workers' tick key (isolated_env), as their ticker does
         return [(t, key, raw, p) for t in topics for p in range(n)]
     key = str(event["subject"]).encode()
-    topic = (
-        settings.topic_overrides
-        if event["type"] == "operator.override.v1"
-        else settings.topic_link_status
-    )
-    return [(topic, key, raw, partition_for(key, n))]
+    return [(topic, key, raw, partition_for(key, n)) for topic in topics]
 
 
 def override(service: str, ident: str, micros: int) -> bytes:

@@ -184,7 +184,7 @@ def as_input(record: Out, offset: int) -> In:
 
 def test_one_consumer_span_per_batch_with_a_link_per_sampled_record() -> None:
     telemetry, exporter, _ = memory()
-    tracing = KafkaTracing(telemetry)
+    tracing = KafkaTracing(telemetry, kafka=TOPICS)
     records = [
         reading(10, traceparent(1)),
         reading(11),  # no context: nothing to link
@@ -221,12 +221,14 @@ def test_one_consumer_span_per_batch_with_a_link_per_sampled_record() -> None:
 def test_links_are_capped_and_the_rest_counted() -> None:
     telemetry, exporter, _ = memory()
     records = [reading(n, traceparent(n)) for n in range(MAX_BATCH_LINKS + 7)]
-    with KafkaTracing(telemetry).process("link-status", 0, GROUP, records):
+    with KafkaTracing(telemetry, kafka=TOPICS).process("link-status", 0, GROUP, records):
         pass
     [span] = exporter.get_finished_spans()
     assert len(span.links) == MAX_BATCH_LINKS
     assert attrs(span)["failover.batch.links_dropped"] == 7
-    with KafkaTracing(telemetry).process("link-status", 0, GROUP, records[:5], max_links=2):
+    with KafkaTracing(telemetry, kafka=TOPICS).process(
+        "link-status", 0, GROUP, records[:5], max_links=2
+    ):
         pass
     assert attrs(exporter.get_finished_spans()[-1])["failover.batch.links_dropped"] == 3
     telemetry.shutdown()
@@ -236,7 +238,7 @@ def test_links_are_capped_and_the_rest_counted() -> None:
 
 
 def test_off_returns_the_records_and_reads_nothing() -> None:
-    tracing = KafkaTracing(Telemetry())
+    tracing = KafkaTracing(Telemetry(), kafka=TOPICS)
     records = [reading(n, traceparent(n)) for n in range(3)]
     out = [change(1, "probe/1")]
     batch = tracing.process("link-status", 0, GROUP, records)
@@ -249,7 +251,7 @@ def test_off_returns_the_records_and_reads_nothing() -> None:
 
 def test_a_batch_sampled_out_reads_only_the_records_that_caused_something() -> None:
     telemetry, exporter, _ = memory(ParentBased(ALWAYS_OFF))
-    tracing = KafkaTracing(telemetry)
+    tracing = KafkaTracing(telemetry, kafka=TOPICS)
     records = [reading(n, traceparent(n)) for n in range(100)]
     with tracing.process("link-status", 0, GROUP, records) as batch:
         assert batch.active
@@ -450,7 +452,7 @@ def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any
 def test_metrics_without_traces(topology: Topology) -> None:
     reader = InMemoryMetricReader()
     telemetry = Telemetry(None, MeterProvider([reader], shutdown_on_exit=False))
-    tracing = KafkaTracing(telemetry, topology)
+    tracing = KafkaTracing(telemetry, topology, kafka=TOPICS)
     records = [reading(1, traceparent(1)), reading(2)]
     out = [
         emitted(TOPICS.transitions, transition("online", "degraded", "impaired", "tick/1")),
@@ -472,7 +474,7 @@ def test_metrics_without_traces(topology: Topology) -> None:
 
 
 def test_off_batches_are_batches() -> None:
-    assert isinstance(KafkaTracing(Telemetry()).process("t", 0, None, []), Batch)
+    assert isinstance(KafkaTracing(Telemetry(), kafka=TOPICS).process("t", 0, None, []), Batch)
 
 
 # -- the aiokafka auto-instrumentation ------------------------------------------------------------

@@ -81,18 +81,18 @@ class KafkaTopics(NamedTuple):
     """The configured topic names (:class:`streams.config.Settings`): which records of a batch
     are outputs to trace, internal hops, or neither (table changelogs)."""
 
-    link_status: str = "link-status"
-    overrides: str = "operator-overrides"
-    feedback: str = "service-feedback"
-    commands: str = COMMANDS
-    transitions: str = TRANSITIONS
-    deadletter: str = DEADLETTER
-    changes: str = "failover-engine-link-changes"
+    link_status: str
+    overrides: str
+    feedback: str
+    commands: str
+    transitions: str
+    deadletter: str
+    changes: str
 
     @classmethod
     def of(cls, settings: object) -> KafkaTopics:
-        """The names ``settings`` (:class:`streams.config.Settings`) configures: its
-        ``topic_*`` fields."""
+        """The names ``settings`` (:class:`streams.config.Settings`, where their defaults are
+        written) configures: its ``topic_*`` fields."""
         return cls(*(getattr(settings, f"topic_{name}") for name in cls._fields))
 
 
@@ -139,7 +139,9 @@ class Batch(Scope):
         self._records = records
         self._max_links = max_links
         self._by_offset: dict[int, SpanContext] = {}
-        kafka = tracing.kafka if tracing is not None else KafkaTopics()
+        if tracing is None:  # the batch of telemetry that is off: it looks at nothing
+            return
+        kafka = tracing.kafka
         self._kafka = kafka
         self._topics = {
             COMMANDS: kafka.commands,
@@ -358,19 +360,20 @@ def kafka_autoinstrumentation(*, disable: bool = True) -> bool:
 
 class KafkaTracing(Tracing):
     """:class:`~streams.tracing.tracer.Tracing` for the Kafka worker: the topic names its
-    batch path tells records apart by (``kafka``), and :meth:`process`."""
+    batch path tells records apart by (``kafka``: ``KafkaTopics.of(settings)``), and
+    :meth:`process`."""
 
     def __init__(
         self,
         telemetry: Telemetry,
         topology: Topology | None = None,
         *,
+        kafka: KafkaTopics,
         remember: int = 10_000,
-        kafka: KafkaTopics | None = None,
     ) -> None:
         super().__init__(telemetry, topology, remember=remember)
         #: The topic names the batch path (:meth:`process`) tells records apart by.
-        self.kafka = kafka if kafka is not None else KafkaTopics()
+        self.kafka = kafka
 
     def process(
         self,

@@ -260,7 +260,8 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
 
     Ticks go to every partition of the three input topics; link events to link-status keyed
     by link; overrides to operator-overrides and records/reconciliations to service-feedback,
-    keyed by service; a line that is not JSON to link-status, keyed ``garbage``.
+    keyed by service (the one table: :meth:`streams.config.Settings.input_topics`); a line
+    that is not JSON to link-status, keyed ``garbage``.
     """
     n = settings.partitions
     try:
@@ -268,17 +269,11 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
     except orjson.JSONDecodeError:
         return [(settings.topic_link_status, b"garbage", partition_for(b"garbage", n))]
     type_ = event.get("type") if isinstance(event, dict) else None
+    topics = settings.input_topics(type_ if isinstance(type_, str) else "")
     if type_ == "clock.tick.v1":
-        topics = (settings.topic_link_status, settings.topic_overrides, settings.topic_feedback)
         return [(t, TICK_KEY.encode(), p) for t in topics for p in range(n)]
     key = str(event.get("subject")).encode()
-    if type_ == "operator.override.v1":
-        topic = settings.topic_overrides
-    elif type_ in ("manual.record.v1", "reconcile.completed.v1"):
-        topic = settings.topic_feedback
-    else:
-        topic = settings.topic_link_status
-    return [(topic, key, partition_for(key, n))]
+    return [(topic, key, partition_for(key, n)) for topic in topics]
 
 
 async def publish(
