@@ -93,10 +93,13 @@ from aiokafka import (  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # bench/ is not a package: make bench.core importable
+if str(ROOT) not in sys.path:  # bench/ is not a package: make bench.core and harness importable
     sys.path.insert(0, str(ROOT))
 
 from bench.core import SERVICES, START, make_stream, topology_yaml  # noqa: E402
+from harness.broker import isolated_env, signed  # noqa: E402
+from harness.broker import route as line_route  # noqa: E402
+from harness.otlp import Receiver, serve  # noqa: E402
 from streams.codec import Origin, tick_event  # noqa: E402
 from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings  # noqa: E402
 from streams.partitions import (  # noqa: E402
@@ -108,8 +111,6 @@ from streams.partitions import (  # noqa: E402
     ServicePartition,
 )
 from streams.topics import TopicSpec, ensure_topics, partition_for, topic_specs  # noqa: E402
-from tests.kafka.workers import isolated_env, signed  # noqa: E402
-from tests.otlp import Receiver, serve  # noqa: E402
 from workflows.engine import TICK_KEY, Engine  # noqa: E402
 from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted  # noqa: E402
 from workflows.timeutil import format_time, parse_time  # noqa: E402
@@ -507,15 +508,8 @@ class Inputs:
 
 def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, bytes, int]]:
     """Where an input line goes on Kafka (as the engine's producers must send it)."""
-    n = settings.partitions
-    event = orjson.loads(raw)
-    topics = settings.input_topics(event["type"])
-    if event["type"] == "clock.tick.v1":
-        key = TICK_KEY.encode()
-        raw = signed(raw)  # with the workers' tick key (isolated_env), as their ticker does
-        return [(t, key, raw, p) for t in topics for p in range(n)]
-    key = str(event["subject"]).encode()
-    return [(topic, key, raw, partition_for(key, n)) for topic in topics]
+    raw = signed(raw)  # a tick with the workers' tick key (isolated_env), as their ticker does
+    return [(topic, key, raw, p) for topic, key, p in line_route(settings, raw)]
 
 
 def override(service: str, ident: str, micros: int) -> bytes:
@@ -1008,7 +1002,7 @@ async def tracing_runs(
             f"published in {elapsed:.1f} s"
         )
         inputs[share] = copy
-    # The tests' OTLP/HTTP receiver (tests/otlp.py), in this process.
+    # The OTLP/HTTP sink the tests use too (harness/otlp.py), in this process.
     receiver = Receiver()
     results: list[TracingResult] = []
     with serve(receiver) as endpoint:

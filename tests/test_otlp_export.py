@@ -12,9 +12,9 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from harness.otlp import Receiver, serve, values
 from streams.telemetry import configure
 from streams.tracing import Headers, Tracing, extract, traced_replay
-from tests.otlp import Receiver, serve, values
 from workflows.records import Emitted
 from workflows.replay import read_lines
 from workflows.topology import Topology
