@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ __all__ = [
     "BIG",
     "TEST_TICK_SECRET",
     "TOPIC_PURPOSES",
+    "Message",
     "client_options",
     "isolated_env",
     "publish",
@@ -115,14 +116,17 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
     return [(topic, key, partition_for(key, n)) for topic in topics]
 
 
-async def publish(
-    bootstrap: str,
-    messages: Iterable[tuple[str, bytes | None, bytes, int | None]],
-    *,
-    sign: bool = True,
-) -> int:
-    """Send (topic, key, value, partition) in order with one idempotent producer; a tick is
-    sent tagged with :data:`TEST_TICK_SECRET` (:func:`signed`) unless ``sign`` is false."""
+#: A record to publish: (topic, key, value, partition), optionally with its headers.
+Message = (
+    tuple[str, bytes | None, bytes, int | None]
+    | tuple[str, bytes | None, bytes, int | None, Sequence[tuple[str, bytes]]]
+)
+
+
+async def publish(bootstrap: str, messages: Iterable[Message], *, sign: bool = True) -> int:
+    """Send (topic, key, value, partition[, headers]) in order with one idempotent producer;
+    a tick is sent tagged with :data:`TEST_TICK_SECRET` (:func:`signed`) unless ``sign`` is
+    false."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
@@ -135,9 +139,13 @@ async def publish(
     try:
         futures = [
             await producer.send(
-                topic, signed(value) if sign else value, key=key, partition=partition
+                topic,
+                signed(value) if sign else value,
+                key=key,
+                partition=partition,
+                headers=list(rest[0]) if rest else None,
             )
-            for topic, key, value, partition in messages
+            for topic, key, value, partition, *rest in messages
         ]
         await asyncio.gather(*futures)
     finally:

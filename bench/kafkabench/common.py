@@ -23,13 +23,12 @@ import orjson
 import yaml
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
-    AIOKafkaProducer,
     TopicPartition,
 )
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
 from bench.core import SERVICES, START, make_stream, topology_yaml
-from harness.broker import isolated_env, signed
+from harness.broker import Message, isolated_env, publish, signed
 from harness.broker import route as line_route
 from streams.codec import tick_event
 from streams.config import Settings
@@ -245,30 +244,6 @@ class Bench:
 
 
 Headers = list[tuple[str, bytes]]
-Message = tuple[str, bytes | None, bytes, int] | tuple[str, bytes | None, bytes, int, Headers]
-
-
-async def publish(bootstrap: str, messages: Iterable[Message]) -> int:
-    """Send (topic, key, value, partition[, headers]) in order with one idempotent producer."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=True,
-        linger_ms=5,
-        max_request_size=BIG,
-        max_batch_size=1024 * 1024,
-    )
-    try:
-        await producer.start()
-        futures = [
-            await producer.send(
-                topic, value, key=key, partition=partition, headers=rest[0] if rest else None
-            )
-            for topic, key, value, partition, *rest in messages
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return len(futures)
 
 
 async def end_offsets(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -547,7 +522,7 @@ async def publish_inputs(bench: Bench, data: Inputs, traced: float | None = None
     data.link_messages = sum(m[0] == s.topic_link_status for m in messages)
     data.bytes = sum(len(m[2]) for m in messages if m[0] == s.topic_link_status)
     began = time.perf_counter()
-    await publish(bench.bootstrap, messages)
+    await publish(bench.bootstrap, messages, sign=False)  # route signed the ticks
     elapsed = time.perf_counter() - began
     tps = [
         TopicPartition(t, p)

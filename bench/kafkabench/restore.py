@@ -20,11 +20,11 @@ from bench.kafkabench.common import (
     check_document,
     note,
     override,
-    publish,
     reading,
     route,
     topology_document,
 )
+from harness.broker import publish
 from streams.codec import Origin, tick_event
 from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
 from streams.partitions import (
@@ -167,11 +167,11 @@ async def restore_run(bench: Bench, args: argparse.Namespace) -> RestoreResult:
         for p, table in enumerate(tables)
         for key, value in table.data.items()
     ]
-    await publish(bench.bootstrap, records)
+    await publish(bench.bootstrap, records, sign=False)
     # The new input, waiting when the worker starts: an override, and the tick that applies it.
     _, tick = tick_event(t0 + 30 * SECOND)
     new = [override(probe, f"override/{probe}/{bench.run}", t0 + 20 * SECOND), tick]
-    await publish(bench.bootstrap, [m for raw in new for m in route(s, raw)])
+    await publish(bench.bootstrap, [m for raw in new for m in route(s, raw)], sign=False)
     outputs = bench.reader([s.topic_commands])
     await outputs.start(n)
     note(f"(d) {len(records):,} changelog records written; starting a fresh worker")
