@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
 import random
 import signal
@@ -19,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+import nacl.signing
 import orjson
 import yaml
 from aiokafka import (  # type: ignore[import-untyped]
@@ -34,6 +37,7 @@ from streams.codec import tick_event
 from streams.config import Settings
 from streams.topics import TopicSpec, ensure_topics, partition_for, topic_specs
 from workflows.engine import TICK_KEY
+from workflows.operators import sign_override
 from workflows.timeutil import format_time
 from workflows.topology import Topology
 
@@ -409,23 +413,49 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, bytes, int]]
     return [(topic, key, raw, p) for topic, key, p in line_route(settings, raw)]
 
 
-def override(service: str, ident: str, micros: int) -> bytes:
-    return orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": ident,
-            "source": "/bench/operator",
-            "type": "operator.override.v1",
-            "time": format_time(micros),
-            "subject": service,
-            "data": {
-                "action": "force_manual",
-                "actor": "bench",
-                "role": "on-call",
-                "reason": "benchmark",
-            },
+#: The operator the bench's overrides come from, granted ``force_manual`` on every site. Its
+#: key is derived from a public text, as the demo operators' are: for benchmarks only.
+BENCH_OPERATOR: Final = "bench"
+_BENCH_KEY: Final = nacl.signing.SigningKey(hashlib.sha256(b"failover bench key").digest())
+
+
+def bench_operator(sites: int) -> dict[str, Any]:
+    """The topology's ``operators`` section for bench/core.py's generated ``sites`` sites: an
+    override is refused unless an operator signed it and holds a grant for its site."""
+    return {
+        BENCH_OPERATOR: {
+            "name": "Benchmark",
+            "role": "on-call",
+            "keys": {"bench": base64.b64encode(bytes(_BENCH_KEY.verify_key)).decode()},
+            "grants": [
+                {"actions": ["force_manual"], "sites": [f"site-{i:04d}" for i in range(sites)]}
+            ],
         }
-    )
+    }
+
+
+def with_bench_operator(text: str, sites: int) -> str:
+    """bench/core.py's topology ``text`` with :func:`bench_operator` added."""
+    return text + yaml.safe_dump({"operators": bench_operator(sites)}, sort_keys=False)
+
+
+def override(service: str, ident: str, micros: int) -> bytes:
+    """A ``force_manual`` of ``service``, signed by :data:`BENCH_OPERATOR`."""
+    event = {
+        "specversion": "1.0",
+        "id": ident,
+        "source": "/bench/operator",
+        "type": "operator.override.v1",
+        "time": format_time(micros),
+        "subject": service,
+        "data": {
+            "action": "force_manual",
+            "actor": BENCH_OPERATOR,
+            "role": "on-call",
+            "reason": "benchmark",
+        },
+    }
+    return orjson.dumps(sign_override(event, f"{BENCH_OPERATOR}/bench", _BENCH_KEY))
 
 
 def reading(link: str, ident: str, micros: int, status: str, latency: float | None) -> bytes:
@@ -444,6 +474,7 @@ def reading(link: str, ident: str, micros: int, status: str, latency: float | No
 
 def make_inputs(bench: Bench, args: argparse.Namespace) -> Inputs:
     text, links = topology_yaml(args.sites)
+    text = with_bench_operator(text, args.sites)
     path = bench.out / "topology.yaml"
     path.write_text(text)
     wall = time.perf_counter()

@@ -31,7 +31,7 @@ from bench.kafkabench.common import (
 )
 from streams.config import Settings
 from workflows.engine import Engine
-from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted
+from workflows.records import AUDIT, COMMANDS, TRANSITIONS, DeadLetter, Emitted
 from workflows.topology import Topology
 
 
@@ -80,7 +80,11 @@ def parity(
     records: list[Output],
     expected: tuple[dict[tuple[str, str], list[bytes]], Counter[str]],
 ) -> str:
-    names = {settings.topic_commands: COMMANDS, settings.topic_transitions: TRANSITIONS}
+    names = {
+        settings.topic_commands: COMMANDS,
+        settings.topic_transitions: TRANSITIONS,
+        settings.topic_audit: AUDIT,  # an accepted override's audit record
+    }
     got: dict[tuple[str, str], list[bytes]] = defaultdict(list)
     dead: Counter[str] = Counter()
     for r in records:
@@ -137,7 +141,9 @@ async def engine_run(
     env.update(extra_env or {})
     s = Settings.from_env(env)
     await bench.create(s)
-    outputs = bench.reader([s.topic_transitions, s.topic_commands, s.topic_deadletter])
+    outputs = bench.reader(
+        [s.topic_transitions, s.topic_commands, s.topic_audit, s.topic_deadletter]
+    )
     await outputs.start(s.partitions)
     broker = broker_pid()
     group = [

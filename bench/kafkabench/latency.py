@@ -19,7 +19,16 @@ from aiokafka import (  # type: ignore[import-untyped]
 )
 
 from bench.core import topology_yaml
-from bench.kafkabench.common import SECOND, Bench, end_offsets, note, override, pct, reading
+from bench.kafkabench.common import (
+    SECOND,
+    Bench,
+    end_offsets,
+    note,
+    override,
+    pct,
+    reading,
+    with_bench_operator,
+)
 from streams.config import Settings
 from streams.topics import partition_for
 from workflows.timeutil import parse_time
@@ -67,6 +76,7 @@ async def latency_run(
 ) -> LatencyResult:
     text, links = topology_yaml(args.sites)
     text = text.replace("policy: {degrade_after: 60s", "policy: {degrade_after: 2s")
+    text = with_bench_operator(text, args.sites)
     path = bench.out / "topology-latency.yaml"
     path.write_text(text)
     topology = Topology.parse(text, str(path))

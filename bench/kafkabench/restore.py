@@ -17,6 +17,7 @@ from bench.core import START
 from bench.kafkabench.common import (
     SECOND,
     Bench,
+    bench_operator,
     check_document,
     note,
     override,
@@ -128,6 +129,7 @@ async def restore_run(bench: Bench, args: argparse.Namespace) -> RestoreResult:
     # As JSON (which YAML includes): the form a deployment this large keeps its topology in,
     # read by orjson in 0.1 s where libyaml takes 21 s (workflows/topology.py).
     document = topology_document(args.restore_sites)
+    document["operators"] = bench_operator(args.restore_sites)
     path = bench.out / "topology-restore.json"
     path.write_bytes(orjson.dumps(document))
     topology = Topology.from_document(document, str(path))
