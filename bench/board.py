@@ -42,8 +42,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.state import state_event  # noqa: E402
 from streams.board.model import Board  # noqa: E402
-from tests.boardrecords import state_event  # noqa: E402
 
 
 def records(services: int, sites: int) -> list[tuple[bytes, bytes]]:

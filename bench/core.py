@@ -20,7 +20,7 @@ What it does, in order:
    alone (``read_status``: msgspec, parse and check in one pass) and the core
    (``Engine.feed`` on a fresh engine over the same bytes, draining ``engine.out`` every
    10,000 inputs as a consumer would), interleaved batch by batch; keeps each batch's best
-   time. The target is judged against the ceiling as the core's issue defines it.
+   time. The target is judged against the ceiling (docs/performance.md).
 4. Measures the memory the engine keeps per service with ``tracemalloc``, in a separate
    untimed pass (see the method printed with the result).
 """
@@ -277,7 +277,7 @@ def run_round(topology: Topology, chunks: list[list[bytes]], core_first: bool) -
     on one batch of one of them, not on a whole run.
 
     The ceiling: ``orjson.loads`` and ``is_valid`` with the validator of the event's type, as
-    :func:`workflows.engine.decode` does (the ceiling as the core's issue defines it). The
+    :func:`workflows.engine.decode` does (the core's ceiling: docs/performance.md). The
     fast path: :func:`workflows.readings.read_status` alone, the one pass of parse and check
     the core uses for readings instead (ticks are refused by it at once and cost nothing
     more). The core: ``Engine.feed`` on a fresh engine, draining ``engine.out`` after each

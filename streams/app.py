@@ -51,9 +51,9 @@ import faust
 import orjson
 
 from streams import patches
-from streams.batches import BatchHandler, ConsumerRecord
+from streams.batches import BatchHandler
 from streams.batches import forget as forget_batches
-from streams.codec import Origin, tick_event
+from streams.codec import ConsumerRecord, Origin, tick_event
 from streams.config import FAUST_PREFIX, INPUT_MAX_MESSAGE_BYTES, Settings, SettingsError
 from streams.eos import Outbox, Tombstone
 from streams.outage import PRODUCER_REQUEST_TIMEOUT
@@ -79,7 +79,7 @@ from streams.topics import (
     topic_limits,
     topic_specs,
 )
-from streams.tracing import KafkaTopics, Tracing
+from streams.tracing import KafkaTopics, KafkaTracing
 from workflows.engine import INPUT_TYPES, TICK_KEY
 from workflows.topology import Topology
 
@@ -272,7 +272,7 @@ class FailoverApp(faust.App):
     """The faust app of the engine. Use :func:`build_app`."""
 
     def __init__(
-        self, settings: Settings, topology: Topology, tracing: Tracing | None = None
+        self, settings: Settings, topology: Topology, tracing: KafkaTracing | None = None
     ) -> None:
         super().__init__(
             settings.app_id,
@@ -308,7 +308,9 @@ class FailoverApp(faust.App):
         )
         self.settings = settings
         self.topology = topology
-        self.tracing = tracing or Tracing(Telemetry(), topology, kafka=KafkaTopics.of(settings))
+        self.tracing = tracing or KafkaTracing(
+            Telemetry(), topology, kafka=KafkaTopics.of(settings)
+        )
         #: Read by streams/patches/fetch_wait.py when faust creates its consumer.
         self.fetch_max_wait_ms = round(settings.fetch_max_wait * 1000)
         #: Read by streams/patches/transaction_timeout.py when faust creates a transactional
@@ -481,7 +483,7 @@ class FailoverApp(faust.App):
         handle: Callable[[str, int, list[Any], Trace | None], list[Record]],
         stage: str,
     ) -> list[Record]:
-        """``handle`` the batch inside its ``process {topic}`` span (streams/tracing.py), and
+        """``handle`` the batch inside its ``process {topic}`` span (streams/tracing/kafka.py), and
         feed the input and lag metrics."""
         tracing = self.tracing
         with tracing.process(tp.topic, tp.partition, self.conf.id, records, stage=stage) as batch:
@@ -617,7 +619,7 @@ class FailoverApp(faust.App):
 
 
 def build_app(
-    settings: Settings, topology: Topology | None = None, tracing: Tracing | None = None
+    settings: Settings, topology: Topology | None = None, tracing: KafkaTracing | None = None
 ) -> FailoverApp:
     """The engine's faust app for ``settings`` (the topology is read from
     ``FAILOVER_TOPOLOGY`` unless given; telemetry is off unless ``tracing`` is given)."""

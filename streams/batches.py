@@ -32,12 +32,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
 
 __all__ = [
     "BatchHandler",
-    "ConsumerRecord",
     "drain_batches",
     "forget",
     "handled_offset",
@@ -48,28 +47,6 @@ __all__ = [
 _DONE: Final = "_failover_batch_done"
 #: Where a consumer keeps when the batch path last began a commit (``time.monotonic``).
 _COMMITTED_AT: Final = "_failover_committed_at"
-
-
-class ConsumerRecord(Protocol):
-    """What the engine reads of an aiokafka ``ConsumerRecord``."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-    @property
-    def key(self) -> bytes | None: ...
-
-    @property
-    def value(self) -> bytes | None: ...
-
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 #: ``handler(tp, records, generation)``: handle ``records`` (one topic-partition, in offset

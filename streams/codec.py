@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 
@@ -25,6 +25,7 @@ from workflows.timeutil import format_time
 
 __all__ = [
     "CONTENT_TYPE",
+    "ConsumerRecord",
     "Headers",
     "Origin",
     "Watermark",
@@ -42,6 +43,30 @@ __all__ = [
 CONTENT_TYPE: Final = b"application/cloudevents+json; charset=UTF-8"
 
 Headers = list[tuple[str, bytes]]
+
+
+class ConsumerRecord(Protocol):
+    """What the engine reads of a consumed record (aiokafka's ``ConsumerRecord``): the one
+    description the worker, its batches and the tracing of them share."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
 
 #: The header prefix of a binary-mode CloudEvent's attributes (the Kafka protocol binding).
 CE_PREFIX: Final = "ce_"

@@ -106,12 +106,23 @@ from typing import Final
 from streams.redact import MASK, is_secret, shown
 from streams.security import KafkaSecurity, SecurityError
 from workflows.engine import MAX_EVENT_BYTES
+from workflows.records import AUDIT, COMMANDS, DEADLETTER, STATE, TRANSITIONS
 
-__all__ = ["INPUT_MAX_MESSAGE_BYTES", "Secret", "Settings", "SettingsError"]
+__all__ = [
+    "APP_ID",
+    "INPUT_MAX_MESSAGE_BYTES",
+    "INPUT_TOPIC_FIELDS",
+    "Secret",
+    "Settings",
+    "SettingsError",
+]
 
 #: ``max.message.bytes`` of the input and dead-letter topics: a 2 MB input must reach the
 #: engine whole, so that it can be refused as ``too-large`` and dead-lettered with its bytes.
 INPUT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+
+#: The default app id (``FAILOVER_APP_ID``), which the internal topic's default name starts with.
+APP_ID: Final = "failover-engine"
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -275,16 +286,18 @@ class Settings:
 
     bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
     topology: Path | None = None
-    app_id: str = "failover-engine"
+    app_id: str = APP_ID
+    # The one set of default topic names: the outputs' are the core's logical names
+    # (workflows/records.py), which the wiring maps to these fields.
     topic_link_status: str = "link-status"
     topic_overrides: str = "operator-overrides"
     topic_feedback: str = "service-feedback"
-    topic_commands: str = "failover-commands"
-    topic_transitions: str = "service-transitions"
-    topic_state: str = "service-state"
-    topic_audit: str = "operator-audit"
-    topic_deadletter: str = "failover-deadletter"
-    topic_changes: str = "failover-engine-link-changes"
+    topic_commands: str = COMMANDS
+    topic_transitions: str = TRANSITIONS
+    topic_state: str = STATE
+    topic_audit: str = AUDIT
+    topic_deadletter: str = DEADLETTER
+    topic_changes: str = f"{APP_ID}-link-changes"
     partitions: int = 6
     #: ``None``: the brokers' ``default.replication.factor`` (streams/topics.py).
     replication: int | None = None
@@ -329,7 +342,7 @@ class Settings:
                 raise SettingsError("KAFKA_BOOTSTRAP_SERVERS", f"{server!r} is not host:port")
         topology_text = _text(env, "FAILOVER_TOPOLOGY", "")
         prefix = _topic_prefix(env)
-        app_id = _text(env, "FAILOVER_APP_ID", f"{prefix}failover-engine")
+        app_id = _text(env, "FAILOVER_APP_ID", f"{prefix}{APP_ID}")
         if not _APP_ID.match(app_id):
             raise SettingsError("FAILOVER_APP_ID", f"{app_id!r}: use 1 to 200 of A-Z a-z 0-9 . _ -")
         if not app_id.startswith(prefix):
@@ -339,8 +352,8 @@ class Settings:
                 "topics, consumer group and transactional ids would fall outside the prefix",
             )
         topics: dict[str, str] = {}
-        for field, variable, default in _TOPICS:
-            name = prefix + _text(env, variable, default)
+        for field, variable in _TOPICS:
+            name = prefix + _text(env, variable, _TOPIC_DEFAULTS[field])
             if field == "topic_changes" and not _text(env, variable, ""):
                 name = f"{app_id}-link-changes"  # internal: the app's own, as its changelogs
             if not _TOPIC.match(name) or name in (".", ".."):
@@ -348,7 +361,7 @@ class Settings:
                     variable, f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
                 )
             if name in topics.values():
-                other = next(v for f, v, _ in _TOPICS if topics.get(f) == name)
+                other = next(v for f, v in _TOPICS if topics.get(f) == name)
                 raise SettingsError(variable, f"{name!r} is already the topic of {other}")
             topics[field] = name
         store = _text(env, "FAILOVER_STORE", "rocksdb://")
@@ -432,6 +445,15 @@ class Settings:
             "key on every worker), or FAILOVER_UNSIGNED_TICKS=accept for development",
         )
 
+    def input_topics(self, type_: str) -> tuple[str, ...]:
+        """The topics an input of type ``type_`` is published to (docs/contracts.md,
+        :data:`INPUT_TOPIC_FIELDS`): a clock tick to every input topic, any other input to
+        its own; a type the engine does not know (or a message that is not an event) to the
+        link-status topic, where it is dead-lettered."""
+        if type_ == "clock.tick.v1":
+            return (self.topic_link_status, self.topic_overrides, self.topic_feedback)
+        return (getattr(self, INPUT_TOPIC_FIELDS.get(type_, "topic_link_status")),)
+
     @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee == "exactly_once"
@@ -453,18 +475,32 @@ class Settings:
         return described
 
 
-#: (field, variable, default) of every topic name.
-_TOPICS: Final = (
-    ("topic_link_status", "FAILOVER_TOPIC_LINK_STATUS", "link-status"),
-    ("topic_overrides", "FAILOVER_TOPIC_OVERRIDES", "operator-overrides"),
-    ("topic_feedback", "FAILOVER_TOPIC_FEEDBACK", "service-feedback"),
-    ("topic_commands", "FAILOVER_TOPIC_COMMANDS", "failover-commands"),
-    ("topic_transitions", "FAILOVER_TOPIC_TRANSITIONS", "service-transitions"),
-    ("topic_state", "FAILOVER_TOPIC_STATE", "service-state"),
-    ("topic_audit", "FAILOVER_TOPIC_AUDIT", "operator-audit"),
-    ("topic_deadletter", "FAILOVER_TOPIC_DEADLETTER", "failover-deadletter"),
-    ("topic_changes", "FAILOVER_TOPIC_CHANGES", "APP_ID-link-changes"),
+_TOPIC_FIELDS: Final = (
+    "topic_link_status",
+    "topic_overrides",
+    "topic_feedback",
+    "topic_commands",
+    "topic_transitions",
+    "topic_state",
+    "topic_audit",
+    "topic_deadletter",
+    "topic_changes",
 )
+#: (field, variable) of every topic name: ``topic_commands``, ``FAILOVER_TOPIC_COMMANDS``.
+_TOPICS: Final = tuple((name, f"FAILOVER_{name.upper()}") for name in _TOPIC_FIELDS)
+#: Their defaults: the fields' own (:class:`Settings`), the one place they are written.
+_TOPIC_DEFAULTS: Final[Mapping[str, str]] = {
+    f.name: str(f.default) for f in fields(Settings) if f.name in _TOPIC_FIELDS
+}
+
+#: The :class:`Settings` field naming the input topic of each input type but the clock's
+#: (docs/contracts.md); a clock tick goes to every input topic (:meth:`Settings.input_topics`).
+INPUT_TOPIC_FIELDS: Final[Mapping[str, str]] = {
+    "link.status.v1": "topic_link_status",
+    "operator.override.v1": "topic_overrides",
+    "manual.record.v1": "topic_feedback",
+    "reconcile.completed.v1": "topic_feedback",
+}
 
 
 def _topic_prefix(env: Mapping[str, str]) -> str:

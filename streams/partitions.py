@@ -30,8 +30,8 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 
-from streams.batches import ConsumerRecord
 from streams.codec import (
+    ConsumerRecord,
     Headers,
     Origin,
     Watermark,
@@ -82,17 +82,20 @@ def link_source(partition: int) -> str:
 
 
 class Record(NamedTuple):
-    """One record to produce, to an explicit partition."""
+    """One record to produce, to an explicit partition. ``made``: what ``value`` encodes, as
+    the core made it (an output, a health change), for the tracing to read instead of
+    parsing ``value`` back; None for the rest (dead letters, watermarks, table changelogs)."""
 
     topic: str
     key: bytes | None
     value: bytes
     partition: int
     headers: Headers
+    made: Emitted | HealthChange | None = None
 
 
 #: ``trace(record, caused)``: the records one input caused, as they are to be sent (with
-#: trace headers): :meth:`streams.tracing.Batch.handled`.
+#: trace headers): :meth:`streams.tracing.kafka.Batch.handled`.
 Trace = Callable[[Any, list[Record]], list[Record]]
 
 
@@ -165,6 +168,7 @@ class Routing:
             orjson.dumps(record.event),
             partition_for(key, self._counts[topic]),
             emitted_headers(record),
+            record,
         )
 
     def dead(
@@ -500,7 +504,7 @@ class LinkPartition(_Partition):
         n = self.routing.partitions
         for service in self._services_by_link[change.link]:
             key = service.encode()
-            out.append(Record(topic, key, value, partition_for(key, n), []))
+            out.append(Record(topic, key, value, partition_for(key, n), [], change))
 
 
 class ServicePartition(_Partition):

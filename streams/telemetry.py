@@ -516,6 +516,14 @@ _SHOWN: Final[dict[str, tuple[str, ...]]] = {
         "messaging.message.id",
         "failover.deadletter.reason",
     ),
+    # Replay's spans (streams/tracing/replay.py): the same story, no messaging system.
+    "replay": ("failover.event.type", "failover.subject", "failover.outputs"),
+    "emit": (
+        "failover.key",
+        "failover.command.type",
+        "failover.event.id",
+        "failover.deadletter.reason",
+    ),
 }
 
 

@@ -13,7 +13,7 @@ from streams.app import build_app
 from streams.config import Settings
 from streams.redact import install as mask_secrets
 from streams.telemetry import configure, install_globals
-from streams.tracing import KafkaTopics, Tracing, kafka_autoinstrumentation
+from streams.tracing import KafkaTopics, KafkaTracing, kafka_autoinstrumentation
 from workflows.topology import Topology
 
 __all__ = ["run"]
@@ -32,7 +32,7 @@ def run(settings: Settings, topology: Topology) -> int:
     unwatch_gc = telemetry.watch_gc()
     # The aiokafka auto-instrumentation would add a second traceparent to every record.
     kafka_autoinstrumentation()
-    tracing = Tracing(telemetry, topology, kafka=KafkaTopics.of(settings))
+    tracing = KafkaTracing(telemetry, topology, kafka=KafkaTopics.of(settings))
     app = build_app(settings, topology, tracing)
     # ``transitions`` logs every callback at INFO: one line per state change, per service.
     logging.getLogger("transitions").setLevel(logging.WARNING)

@@ -224,11 +224,33 @@ def test_the_transitions_topic_has_an_explicit_retention() -> None:
 
 
 def test_tracing_knows_the_default_topic_names() -> None:
-    """streams/tracing.py tells internal hops from outputs by name: its defaults are the
-    worker's."""
+    """streams/tracing/kafka.py tells internal hops from outputs by the worker's names; the
+    defaults are written once (Settings), the outputs' being the core's logical names."""
     from streams.tracing import KafkaTopics
+    from workflows.records import AUDIT, COMMANDS, DEADLETTER, STATE, TRANSITIONS
 
-    assert KafkaTopics() == KafkaTopics.of(Settings())
+    s = Settings()
+    assert KafkaTopics.of(s) == KafkaTopics.of(Settings.from_env({}))
+    outputs = (s.topic_commands, s.topic_transitions, s.topic_state, s.topic_audit)
+    assert outputs == (COMMANDS, TRANSITIONS, STATE, AUDIT)
+    assert s.topic_deadletter == DEADLETTER
+
+
+def test_every_input_type_has_its_input_topics() -> None:
+    """One table says where each input type is published (docs/contracts.md)."""
+    from streams.config import INPUT_TOPIC_FIELDS
+    from workflows.clock import INPUT_TYPES
+
+    assert set(INPUT_TOPIC_FIELDS) | {"clock.tick.v1"} == set(INPUT_TYPES)
+    s = Settings.from_env({"FAILOVER_TOPIC_PREFIX": "p-"})
+    assert s.input_topics("link.status.v1") == ("p-link-status",)
+    assert s.input_topics("operator.override.v1") == ("p-operator-overrides",)
+    assert s.input_topics("manual.record.v1") == s.input_topics("reconcile.completed.v1")
+    assert s.input_topics("manual.record.v1") == ("p-service-feedback",)
+    assert s.input_topics("clock.tick.v1") == (
+        "p-link-status", "p-operator-overrides", "p-service-feedback",
+    )  # fmt: skip
+    assert s.input_topics("no.such.type") == ("p-link-status",)  # dead-lettered there
 
 
 SECRET = "k" * 32

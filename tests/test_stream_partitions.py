@@ -55,17 +55,11 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
     except orjson.JSONDecodeError:
         return [(settings.topic_link_status, b"garbage", partition_for(b"garbage", n))]
     type_ = event.get("type")
+    topics = settings.input_topics(type_ if isinstance(type_, str) else "")
     if type_ == "clock.tick.v1":
-        topics = (settings.topic_link_status, settings.topic_overrides, settings.topic_feedback)
         return [(t, TICK_KEY.encode(), p) for t in topics for p in range(n)]
     key = str(event.get("subject")).encode()
-    if type_ == "link.status.v1":
-        topic = settings.topic_link_status
-    elif type_ == "operator.override.v1":
-        topic = settings.topic_overrides
-    else:
-        topic = settings.topic_feedback
-    return [(topic, key, partition_for(key, n))]
+    return [(topic, key, partition_for(key, n)) for topic in topics]
 
 
 def oracle() -> tuple[dict[str, list[bytes]], Counter[str]]:

@@ -1,7 +1,8 @@
 """Traces of the causal chain (``streams.tracing``) over the Ambon demo, with an in-memory
-exporter: probe context → processing span → transition → send spans, the headers they
+exporter: probe context → replay span per line → transition → emit spans, the headers they
 inject, a downstream consumer continuing the trace, the incident's links, the metrics, and
-the JSONL that tracing must not change."""
+the JSONL that tracing must not change. Replay reads a file, not Kafka: none of its spans
+claims a messaging system."""
 
 from __future__ import annotations
 
@@ -182,18 +183,16 @@ def transition(run: Run, service: str, source: str, dest: str, n: int = 0) -> Re
 
 
 def check_chain(run: Run, service: str, reading: str, link: str, health: str) -> ReadableSpan:
-    """probe (remote) → process the reading → transition leaving online → send spans."""
+    """probe (remote) → replay the reading → transition leaving online → emit spans."""
     opening = transition(run, service, "online", "degraded")
     assert opening.name == "transition online→degraded"
     assert opening.kind == SpanKind.INTERNAL
 
     process = run.parent(opening)
-    assert process.name == "process link-status"
-    assert process.kind == SpanKind.CONSUMER
+    assert process.name == "replay link.status.v1"
+    assert process.kind == SpanKind.INTERNAL
     assert attrs(process)["failover.event.id"] == reading
-    assert attrs(process)["messaging.system"] == "kafka"
-    assert attrs(process)["messaging.operation.type"] == "process"
-    assert attrs(process)["messaging.destination.name"] == "link-status"
+    assert not [key for key in attrs(process) if key.startswith("messaging.")]
     [change] = [e for e in process.events if e.name == "failover.link.health"]
     assert dict(change.attributes or {}) == {
         "failover.link": link,
@@ -221,20 +220,19 @@ def check_chain(run: Run, service: str, reading: str, link: str, health: str) ->
         and record.event["time"] == attrs(opening)["failover.event.time"]
     ]
     sends = run.children(opening)
-    assert {attrs(s)["messaging.message.id"] for s in sends} == {r.event["id"] for r in made}
+    assert {attrs(s)["failover.event.id"] for s in sends} == {r.event["id"] for r in made}
     assert len(sends) == len(made) >= 3  # the transition record and its notices
     for send in sends:
-        assert send.kind == SpanKind.PRODUCER
+        assert send.kind == SpanKind.INTERNAL
         assert trace_id(send) == probe_trace
         a = attrs(send)
-        topic = a["messaging.destination.name"]
-        assert send.name == f"send {topic}"
+        topic = a["failover.topic"]
+        assert send.name == f"emit {topic}"
         assert topic in (COMMANDS, TRANSITIONS)
-        assert a["messaging.system"] == "kafka"
-        assert a["messaging.operation.type"] == "send"
-        assert a["messaging.kafka.message.key"] == service
+        assert not [key for key in a if key.startswith("messaging.")]
+        assert a["failover.key"] == service
         assert a["failover.incident"] == attrs(opening)["failover.incident"]
-        headers = dict(run.headers_of(a["messaging.message.id"]))
+        headers = dict(run.headers_of(a["failover.event.id"]))
         assert headers["traceparent"] == f"00-{probe_trace:032x}-{span_id(send):016x}-01".encode()
     return opening
 
@@ -269,22 +267,23 @@ def test_processing_spans_carry_the_event_and_where_it_came_from(run: Run) -> No
             events[number] = orjson.loads(raw)
         except orjson.JSONDecodeError:
             events[number] = None
-    process = [s for s in run.spans if s.kind == SpanKind.CONSUMER]
+    process = [s for s in run.spans if s.name.startswith("replay ") and s.name != "replay finish"]
     assert len(process) == len(run.lines)
     for span in process:
         a = attrs(span)
+        assert span.kind == SpanKind.INTERNAL
         number = int(a["failover.origin"].rsplit(":", 1)[1])
         event = events[number]
         if event is None:
-            assert span.name == f"process {EVENTS.name}"
+            assert span.name == f"replay {EVENTS.name}"
             assert a["error.type"] == "not-json"
             assert span.status.status_code == StatusCode.ERROR
             continue
-        assert a["failover.event.id"] == a["messaging.message.id"] == event["id"]
+        assert a["failover.event.id"] == event["id"]
         assert a["failover.event.type"] == event["type"]
         assert a["failover.event.time"] == event["time"]
         assert a.get("failover.subject") == event.get("subject")
-        assert a["messaging.message.body.size"] == len(run.lines[number - 1][1])
+        assert a["failover.input.size"] == len(run.lines[number - 1][1])
     traced = [s for s in process if s.parent is not None]
     assert all(s.parent is not None and s.parent.is_remote for s in traced)
     assert {attrs(s)["failover.subject"] for s in traced} == {HEADER_LINK, EXTENSION_LINK}
@@ -292,7 +291,7 @@ def test_processing_spans_carry_the_event_and_where_it_came_from(run: Run) -> No
 
 def test_event_time_is_on_every_span_of_the_story(run: Run) -> None:
     for span in run.spans:
-        if span.name.startswith(("transition ", "send failover-commands", "send service-")):
+        if span.name.startswith(("transition ", "emit failover-commands", "emit service-")):
             a = attrs(span)
             assert a["failover.event.time"].startswith("2019-02-0"), span.name
 
@@ -302,14 +301,14 @@ def test_commands_outside_a_transition_hang_from_the_processing_span(run: Run) -
     assert escalations
     for send in escalations:
         parent = run.parent(send)
-        assert parent.kind == SpanKind.CONSUMER
+        assert parent.name == "replay clock.tick.v1"
         assert attrs(parent)["failover.event.type"] == "clock.tick.v1"
         root = run.by_id[link_roles(send)["incident"]]
         assert attrs(root)["failover.incident"] == attrs(send)["failover.incident"]
         assert attrs(root)["failover.from"] == "online"
     pins = run.find(failover__notice__template="pinned-oncall")
     assert len(pins) == 1
-    assert run.parent(pins[0]).kind == SpanKind.CONSUMER
+    assert run.parent(pins[0]).name.startswith("replay ")
 
 
 def test_later_transitions_link_to_the_first_of_their_incident(run: Run) -> None:
@@ -334,7 +333,7 @@ def test_an_operators_transition_is_a_child_of_the_override(run: Run) -> None:
     override = run.parent(forced)
     assert attrs(override)["failover.event.type"] == "operator.override.v1"
     assert attrs(override)["failover.event.id"] == attrs(forced)["failover.cause"]
-    assert attrs(override)["messaging.destination.name"] == "operator-overrides"
+    assert override.name == "replay operator.override.v1"
     # It was applied when the clock passed it: that tick is the trigger link.
     trigger = run.by_id[link_roles(forced)["trigger"]]
     assert attrs(trigger)["failover.event.type"] == "clock.tick.v1"
@@ -350,18 +349,29 @@ def test_a_health_driven_transition_links_the_reading_that_made_it(run: Run) -> 
 
 
 def test_dead_letters_are_sent_in_spans_under_the_refused_input(run: Run) -> None:
-    dead = run.find(**{"messaging__destination__name": "failover-deadletter"})
+    dead = run.find(**{"failover__topic": "failover-deadletter"})
     assert sorted(attrs(s)["error.type"] for s in dead) == [
         "not-json",
         "schema",
         "unknown-service",
     ]
     for send in dead:
+        assert send.name == "emit failover-deadletter"
         parent = run.parent(send)
-        assert parent.kind == SpanKind.CONSUMER
+        assert parent.name.startswith("replay ")
         assert parent.status.status_code == StatusCode.ERROR
         assert attrs(parent)["error.type"] == attrs(send)["error.type"]
         assert [e.name for e in parent.events] == ["failover.deadletter"]
+
+
+def test_replay_claims_no_messaging_system(run: Run) -> None:
+    """Replay reads a file and writes records: no span of it says Kafka, sends or consumes
+    (a service map would otherwise show Kafka edges that do not exist)."""
+    assert run.spans
+    for span in run.spans:
+        assert span.kind == SpanKind.INTERNAL, span.name
+        assert not span.name.startswith(("send ", "process ")), span.name
+        assert not [key for key in attrs(span) if key.startswith("messaging.")], span.name
 
 
 # -- downstream ----------------------------------------------------------------------------------
@@ -369,7 +379,7 @@ def test_dead_letters_are_sent_in_spans_under_the_refused_input(run: Run) -> Non
 
 def test_a_downstream_consumer_continues_the_trace(run: Run) -> None:
     hold = run.one(failover__command__type="failover.queue.hold.v1", failover__service="ektp")
-    headers = run.headers_of(attrs(hold)["messaging.message.id"])
+    headers = run.headers_of(attrs(hold)["failover.event.id"])
 
     # A consumer elsewhere, with nothing of ours but the headers and the W3C propagator.
     downstream = InMemorySpanExporter()
@@ -414,7 +424,7 @@ def test_replay_trace_prints_spans_and_keeps_stdout_identical(tmp_path: Path) ->
     assert plain.stderr == ""
     lines = traced.stderr.splitlines()
     assert any("transition online→degraded" in line and "service=ektp" in line for line in lines)
-    assert any("send failover-commands" in line and "failover.queue.hold.v1" in line
+    assert any("emit failover-commands" in line and "failover.queue.hold.v1" in line
                for line in lines)  # fmt: skip
     assert "processing spans that changed nothing are not shown" in lines[-1]
 

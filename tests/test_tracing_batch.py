@@ -1,5 +1,5 @@
-"""The batch path of ``streams.tracing`` (:meth:`Tracing.process`): one processing span per
-consumed batch, a link to each record's context, and what each record caused traced from
+"""The batch path of ``streams.tracing`` (:meth:`KafkaTracing.process`): one processing span
+per consumed batch, a link to each record's context, and what each record caused traced from
 that record's context, through the internal changes topic to the commands' headers.
 
 Records are fakes shaped like aiokafka's ``ConsumerRecord`` (in) and
@@ -32,11 +32,12 @@ from streams.tracing import (
     MAX_BATCH_LINKS,
     Batch,
     KafkaTopics,
-    Tracing,
+    KafkaTracing,
     extract,
     kafka_autoinstrumentation,
 )
 from workflows.links import HealthChange
+from workflows.records import COMMANDS, TRANSITIONS, Emitted
 from workflows.topology import Topology
 
 TOPOLOGY = Path(__file__).resolve().parent.parent / "streams" / "demo" / "ambon.yaml"
@@ -80,6 +81,7 @@ class Out(NamedTuple):
     value: bytes
     partition: int
     headers: list[tuple[str, bytes]]
+    made: Emitted | HealthChange | None = None
 
 
 def probe(n: int) -> tuple[int, int]:
@@ -116,8 +118,8 @@ def topology() -> Topology:
 
 
 def change(health: int, reading: str, service: str = "ektp") -> Out:
-    value = encode_health(HealthChange(1_000, 0, reading, LINK, health, reading, "probe"))
-    return Out(TOPICS.changes, service.encode(), value, 3, [])
+    made = HealthChange(1_000, 0, reading, LINK, health, reading, "probe")
+    return Out(TOPICS.changes, service.encode(), encode_health(made), 3, [], made)
 
 
 def reading(offset: int, headers: Sequence[tuple[str, bytes]] = ()) -> In:
@@ -129,7 +131,9 @@ def emitted(
     topic: str, event: dict[str, Any], headers: list[tuple[str, bytes]] | None = None
 ) -> Out:
     key = event["data"]["service"].encode()
-    return Out(topic, key, orjson.dumps(event), 1, headers or [("content-type", b"ce")])
+    logical = {TOPICS.commands: COMMANDS, TOPICS.transitions: TRANSITIONS}.get(topic, topic)
+    made = Emitted(logical, key.decode(), event)
+    return Out(topic, key, orjson.dumps(event), 1, headers or [("content-type", b"ce")], made)
 
 
 TIME = "2019-02-04T23:12:00Z"
@@ -180,7 +184,7 @@ def as_input(record: Out, offset: int) -> In:
 
 def test_one_consumer_span_per_batch_with_a_link_per_sampled_record() -> None:
     telemetry, exporter, _ = memory()
-    tracing = Tracing(telemetry)
+    tracing = KafkaTracing(telemetry, kafka=TOPICS)
     records = [
         reading(10, traceparent(1)),
         reading(11),  # no context: nothing to link
@@ -217,12 +221,14 @@ def test_one_consumer_span_per_batch_with_a_link_per_sampled_record() -> None:
 def test_links_are_capped_and_the_rest_counted() -> None:
     telemetry, exporter, _ = memory()
     records = [reading(n, traceparent(n)) for n in range(MAX_BATCH_LINKS + 7)]
-    with Tracing(telemetry).process("link-status", 0, GROUP, records):
+    with KafkaTracing(telemetry, kafka=TOPICS).process("link-status", 0, GROUP, records):
         pass
     [span] = exporter.get_finished_spans()
     assert len(span.links) == MAX_BATCH_LINKS
     assert attrs(span)["failover.batch.links_dropped"] == 7
-    with Tracing(telemetry).process("link-status", 0, GROUP, records[:5], max_links=2):
+    with KafkaTracing(telemetry, kafka=TOPICS).process(
+        "link-status", 0, GROUP, records[:5], max_links=2
+    ):
         pass
     assert attrs(exporter.get_finished_spans()[-1])["failover.batch.links_dropped"] == 3
     telemetry.shutdown()
@@ -232,7 +238,7 @@ def test_links_are_capped_and_the_rest_counted() -> None:
 
 
 def test_off_returns_the_records_and_reads_nothing() -> None:
-    tracing = Tracing(Telemetry())
+    tracing = KafkaTracing(Telemetry(), kafka=TOPICS)
     records = [reading(n, traceparent(n)) for n in range(3)]
     out = [change(1, "probe/1")]
     batch = tracing.process("link-status", 0, GROUP, records)
@@ -245,7 +251,7 @@ def test_off_returns_the_records_and_reads_nothing() -> None:
 
 def test_a_batch_sampled_out_reads_only_the_records_that_caused_something() -> None:
     telemetry, exporter, _ = memory(ParentBased(ALWAYS_OFF))
-    tracing = Tracing(telemetry)
+    tracing = KafkaTracing(telemetry, kafka=TOPICS)
     records = [reading(n, traceparent(n)) for n in range(100)]
     with tracing.process("link-status", 0, GROUP, records) as batch:
         assert batch.active
@@ -266,13 +272,13 @@ def test_a_batch_sampled_out_reads_only_the_records_that_caused_something() -> N
 
 
 @pytest.fixture
-def story(topology: Topology) -> Iterator[tuple[Tracing, InMemorySpanExporter]]:
+def story(topology: Topology) -> Iterator[tuple[KafkaTracing, InMemorySpanExporter]]:
     telemetry, exporter, _ = memory()
-    yield Tracing(telemetry, topology, kafka=TOPICS), exporter
+    yield KafkaTracing(telemetry, topology, kafka=TOPICS), exporter
     telemetry.shutdown()
 
 
-def stage1(tracing: Tracing) -> tuple[list[Out], Out]:
+def stage1(tracing: KafkaTracing) -> tuple[list[Out], Out]:
     """Stage 1: the reading at offset 11 (from a probe that traces) makes the link impaired;
     its change goes to ektp's partition; the link's state to the changelog."""
     records = [reading(10, traceparent(1)), reading(11, traceparent(2)), reading(12)]
@@ -290,7 +296,7 @@ def stage1(tracing: Tracing) -> tuple[list[Out], Out]:
 
 
 def test_a_change_carries_the_readings_context_to_stage_2(
-    story: tuple[Tracing, InMemorySpanExporter],
+    story: tuple[KafkaTracing, InMemorySpanExporter],
 ) -> None:
     tracing, exporter = story
     sent, state = stage1(tracing)
@@ -308,7 +314,7 @@ def test_a_change_carries_the_readings_context_to_stage_2(
 
 
 def test_the_opening_transition_continues_the_probes_trace(
-    story: tuple[Tracing, InMemorySpanExporter],
+    story: tuple[KafkaTracing, InMemorySpanExporter],
 ) -> None:
     tracing, exporter = story
     hop = stage1(tracing)[0][0]
@@ -358,7 +364,7 @@ def test_the_opening_transition_continues_the_probes_trace(
 
 
 def test_an_operators_transition_hangs_from_the_override(
-    story: tuple[Tracing, InMemorySpanExporter],
+    story: tuple[KafkaTracing, InMemorySpanExporter],
 ) -> None:
     tracing, exporter = story
     override = {"id": "override/ektp/1", "type": "operator.override.v1", "subject": "ektp"}
@@ -378,7 +384,7 @@ def test_an_operators_transition_hangs_from_the_override(
 
 
 def test_commands_outside_a_transition_hang_from_their_records_context(
-    story: tuple[Tracing, InMemorySpanExporter],
+    story: tuple[KafkaTracing, InMemorySpanExporter],
 ) -> None:
     tracing, exporter = story
     records = [reading(1, traceparent(1))]
@@ -392,7 +398,7 @@ def test_commands_outside_a_transition_hang_from_their_records_context(
 
 
 def test_a_dead_letter_is_sent_under_its_record_and_the_batch_is_no_error(
-    story: tuple[Tracing, InMemorySpanExporter],
+    story: tuple[KafkaTracing, InMemorySpanExporter],
 ) -> None:
     tracing, exporter = story
     bad = In(9, b"not json", traceparent(9))
@@ -417,7 +423,7 @@ def test_a_dead_letter_is_sent_under_its_record_and_the_batch_is_no_error(
     assert context_of(sent.headers)[:2] == ids(send)
 
 
-def test_an_exception_marks_the_batch(story: tuple[Tracing, InMemorySpanExporter]) -> None:
+def test_an_exception_marks_the_batch(story: tuple[KafkaTracing, InMemorySpanExporter]) -> None:
     tracing, exporter = story
     with pytest.raises(RuntimeError), tracing.process("link-status", 0, GROUP, [reading(1)]):
         raise RuntimeError("bug")
@@ -446,7 +452,7 @@ def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any
 def test_metrics_without_traces(topology: Topology) -> None:
     reader = InMemoryMetricReader()
     telemetry = Telemetry(None, MeterProvider([reader], shutdown_on_exit=False))
-    tracing = Tracing(telemetry, topology)
+    tracing = KafkaTracing(telemetry, topology, kafka=TOPICS)
     records = [reading(1, traceparent(1)), reading(2)]
     out = [
         emitted(TOPICS.transitions, transition("online", "degraded", "impaired", "tick/1")),
@@ -468,7 +474,7 @@ def test_metrics_without_traces(topology: Topology) -> None:
 
 
 def test_off_batches_are_batches() -> None:
-    assert isinstance(Tracing(Telemetry()).process("t", 0, None, []), Batch)
+    assert isinstance(KafkaTracing(Telemetry(), kafka=TOPICS).process("t", 0, None, []), Batch)
 
 
 # -- the aiokafka auto-instrumentation ------------------------------------------------------------

@@ -8,7 +8,7 @@ against. The Kafka workers run the same :class:`~workflows.links.LinkStage` and
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import jsonschema_rs
@@ -34,6 +34,7 @@ __all__ = [
     "Engine",
     "decode",
     "read_input",
+    "reading_of",
     "service_input",
 ]
 
@@ -124,12 +125,18 @@ def read_input(
     if reading is not None:
         return reading, ""
     decoded = decode(raw, key, max_bytes, not_after, tick_key)
+    return reading_of(decoded), decoded
+
+
+def reading_of(decoded: Decoded | str) -> Reading | None:
+    """The reading a valid ``link.status.v1`` carries (:func:`decode`'s answer for it); None
+    for any other answer."""
     if isinstance(decoded, str) or decoded[0]["type"] != "link.status.v1":
-        return None, decoded
+        return None
     event, time = decoded
     data = event["data"]
     return (event["subject"], event["id"], time, data["status"], data.get("latency_ms"),
-            data.get("loss_pct")), decoded  # fmt: skip
+            data.get("loss_pct"))  # fmt: skip
 
 
 def _unknown_type(event: Any) -> str:
@@ -169,7 +176,9 @@ class Engine:
 
     Outputs accumulate in :attr:`out`; the caller drains it. :attr:`counts` counts inputs by
     type and dead letters by reason code. ``state_records``: also write the read model
-    (:class:`~workflows.service.ServiceStage`).
+    (:class:`~workflows.service.ServiceStage`). ``on_health``: called with each link health
+    change of stage 1 before stage 2 takes it (what the Kafka path writes to its changes
+    topic): for an observer such as traced replay, which must not touch the engine.
     """
 
     def __init__(
@@ -178,8 +187,11 @@ class Engine:
         *,
         max_event_bytes: int = MAX_EVENT_BYTES,
         state_records: bool = False,
+        on_health: Callable[[HealthChange], object] | None = None,
     ) -> None:
         self.topology = topology
+        #: Told each link health change of stage 1 (see above); may be set between inputs.
+        self.on_health = on_health
         self.links = LinkStage(topology)
         self.services = ServiceStage(topology, state_records=state_records)
         self.out = self.services.out
@@ -201,15 +213,28 @@ class Engine:
         counts.update(self._inputs)
         return counts
 
-    def feed(self, raw: bytes, key: str | None = None, origin: Any = None) -> None:
+    def feed(
+        self,
+        raw: bytes,
+        key: str | None = None,
+        origin: Any = None,
+        decoded: Decoded | str | None = None,
+    ) -> None:
         """Take one input message (``key`` is its Kafka key, if it came with one).
+
+        ``decoded``: :func:`decode`'s answer for ``raw`` and ``key`` with this engine's
+        ``max_event_bytes``, if the caller already has it (traced replay, which reads the
+        event for its span), so that the message is parsed once.
 
         Never raises for what the message holds: an input the core refuses, or whose
         handling raises, is dead-lettered (``internal-error``, with the state it touched put
         back as before it: :mod:`workflows.isolation`), and the next input is taken.
         """
         try:
-            reading, decoded = read_input(raw, key, self.max_event_bytes)
+            if decoded is None:
+                reading, decoded = read_input(raw, key, self.max_event_bytes)
+            else:
+                reading = reading_of(decoded)
             if reading is None:
                 if isinstance(decoded, str):
                     if isinstance(raw, Truncated):  # a replay line too long to read whole
@@ -277,6 +302,8 @@ class Engine:
         self.services.flush()
 
     def _fan_out(self, change: HealthChange) -> None:
+        if self.on_health is not None:
+            self.on_health(change)
         item = Input(change.time, change.rank, change.id, "health",
                      (change.link, change.health, change.cause))  # fmt: skip
         offer = self.services.offer

@@ -22,7 +22,8 @@ __all__ = [
     "output_id",
 ]
 
-# Logical topic names; the Kafka wiring maps them to the configured topic names.
+# Logical topic names of the outputs; the Kafka wiring maps them to the configured topic
+# names, whose defaults they are (streams/config.py: the one place the defaults are set).
 TRANSITIONS = "service-transitions"
 COMMANDS = "failover-commands"
 DEADLETTER = "failover-deadletter"

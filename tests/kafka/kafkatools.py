@@ -7,18 +7,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.security import KafkaSecurity
-
-
-def client_options() -> dict[str, Any]:
-    """aiokafka's connection arguments for the broker under test, from the environment as
-    the worker reads them (``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``, ``KAFKA_SSL_*``;
-    plaintext when unset). Every Kafka client of the tests is made with them."""
-    return KafkaSecurity.from_env().client_options()
+from harness.broker import client_options as client_options
 
 
 @asynccontextmanager

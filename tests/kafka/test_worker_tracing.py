@@ -1,6 +1,6 @@
 """The causal chain of traces on the real Kafka path: ``failover worker`` in a subprocess,
 configured by ``OTEL_*`` variables only, exporting over OTLP/HTTP to a receiver this test
-starts (tests/otlp.py), while a read_committed consumer reads its commands.
+starts (harness/otlp.py), while a read_committed consumer reads its commands.
 
 The scenario is small: the three links up, then the fibre link through STO Pattimura goes
 down in a reading that carries a probe's W3C ``traceparent`` in its Kafka headers (a span of
@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from harness.otlp import Receiver, serve, values
 from streams.topics import partition_for
 from streams.tracing import inject
 from tests.kafka.kafkatools import client_options, wait_for
@@ -52,7 +53,6 @@ from tests.kafka.workers import (
     signed,
     stop_worker,
 )
-from tests.otlp import Receiver, serve, values
 from workflows.records import TRANSITIONS, Emitted
 from workflows.replay import replay
 from workflows.topology import Topology

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import (
@@ -25,34 +24,20 @@ from aiokafka.errors import (
     NotCoordinatorError,
 )
 
+from harness.broker import BIG as BIG
+from harness.broker import TEST_TICK_SECRET as TEST_TICK_SECRET
+from harness.broker import client_options, isolated_env
+from harness.broker import publish as publish
+from harness.broker import route as route
+from harness.broker import signed as signed
 from streams.config import Settings
 from streams.demokeys import DEMO_OPERATORS, sign_as
-from streams.security import VARIABLES as SECURITY_VARIABLES
-from streams.topics import ensure_topics, partition_for, topic_specs
-from tests.kafka.kafkatools import client_options, wait_for
-from workflows.clock import TICK_AUTH, sign_tick
-from workflows.engine import TICK_KEY
+from streams.topics import ensure_topics, topic_specs
+from tests.kafka.kafkatools import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOPOLOGY = ROOT / "streams" / "demo" / "ambon.yaml"
 DEMO_EVENTS = ROOT / "streams" / "demo" / "ambon-events.jsonl"
-BIG = 8 * 1024 * 1024
-#: The tick key of every worker under test (FAILOVER_TICK_SECRET): :func:`publish` tags the
-#: ticks it sends with it, as the engine's ticker does.
-TEST_TICK_SECRET: Final = "test-tick-secret-" + "0123456789abcdef" * 2
-
-
-def signed(raw: bytes, secret: str = TEST_TICK_SECRET) -> bytes:
-    """``raw`` with its tag if it is an untagged ``clock.tick.v1``; anything else as it is."""
-    if b"clock.tick.v1" not in raw:
-        return raw
-    try:
-        event = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw
-    if not isinstance(event, dict) or event.get("type") != "clock.tick.v1" or TICK_AUTH in event:
-        return raw
-    return orjson.dumps(sign_tick(secret.encode(), event))
 
 
 @dataclass
@@ -84,42 +69,6 @@ class Engine:
             text = path.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(out)
-
-
-#: Each topic variable of the worker, and the purpose its unique name is made of.
-TOPIC_PURPOSES: Final = (
-    ("FAILOVER_TOPIC_LINK_STATUS", "links"),
-    ("FAILOVER_TOPIC_OVERRIDES", "overrides"),
-    ("FAILOVER_TOPIC_FEEDBACK", "feedback"),
-    ("FAILOVER_TOPIC_COMMANDS", "commands"),
-    ("FAILOVER_TOPIC_TRANSITIONS", "transitions"),
-    ("FAILOVER_TOPIC_STATE", "state"),
-    ("FAILOVER_TOPIC_DEADLETTER", "dead"),
-    ("FAILOVER_TOPIC_CHANGES", "changes"),
-    ("FAILOVER_TOPIC_AUDIT", "audit"),
-)
-
-
-def isolated_env(
-    bootstrap: str, topology: Path, partitions: int, data_dir: Path, name: Callable[[str], str]
-) -> dict[str, str]:
-    """A worker's environment on a shared broker (the tests' and bench/kafka.py's): its own
-    app id and topics, ``name(purpose)`` each, the memory store, logs at info, the tick key
-    :data:`TEST_TICK_SECRET`; TLS and SASL as the test's own clients have them (the
-    environment's ``KAFKA_SECURITY_PROTOCOL``...)."""
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "FAILOVER_TOPOLOGY": str(topology),
-        "FAILOVER_APP_ID": name("app"),
-        "FAILOVER_PARTITIONS": str(partitions),
-        "FAILOVER_STORE": "memory://",
-        "FAILOVER_DATA_DIR": str(data_dir),
-        "FAILOVER_LOG_LEVEL": "info",
-        "FAILOVER_TICK_SECRET": TEST_TICK_SECRET,
-    }
-    env.update((variable, name(purpose)) for variable, purpose in TOPIC_PURPOSES)
-    env.update((v, os.environ[v]) for v in SECURITY_VARIABLES if os.environ.get(v))
-    return env
 
 
 def engine_env(
@@ -253,62 +202,6 @@ def cloud_event(
     if type_ == "operator.override.v1" and data.get("actor") in DEMO_OPERATORS:
         event = sign_as(event)  # the demo topology's operators sign with the demo keys
     return orjson.dumps(event)
-
-
-def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
-    """Where a line of a replay file goes on Kafka: (topic, key, partition) for each copy.
-
-    Ticks go to every partition of the three input topics; link events to link-status keyed
-    by link; overrides to operator-overrides and records/reconciliations to service-feedback,
-    keyed by service; a line that is not JSON to link-status, keyed ``garbage``.
-    """
-    n = settings.partitions
-    try:
-        event = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return [(settings.topic_link_status, b"garbage", partition_for(b"garbage", n))]
-    type_ = event.get("type") if isinstance(event, dict) else None
-    if type_ == "clock.tick.v1":
-        topics = (settings.topic_link_status, settings.topic_overrides, settings.topic_feedback)
-        return [(t, TICK_KEY.encode(), p) for t in topics for p in range(n)]
-    key = str(event.get("subject")).encode()
-    if type_ == "operator.override.v1":
-        topic = settings.topic_overrides
-    elif type_ in ("manual.record.v1", "reconcile.completed.v1"):
-        topic = settings.topic_feedback
-    else:
-        topic = settings.topic_link_status
-    return [(topic, key, partition_for(key, n))]
-
-
-async def publish(
-    bootstrap: str,
-    messages: Iterable[tuple[str, bytes | None, bytes, int | None]],
-    *,
-    sign: bool = True,
-) -> int:
-    """Send (topic, key, value, partition) in order with one idempotent producer; a tick is
-    sent tagged with :data:`TEST_TICK_SECRET` (:func:`signed`) unless ``sign`` is false."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=True,
-        linger_ms=5,
-        max_request_size=BIG,
-        max_batch_size=1024 * 1024,
-        **client_options(),
-    )
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(
-                topic, signed(value) if sign else value, key=key, partition=partition
-            )
-            for topic, key, value, partition in messages
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return len(futures)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""An OTLP/HTTP receiver for tests and for bench/kafka.py's tracing part: an ``http.server``
+"""An OTLP/HTTP sink for the tests and for bench/kafka.py's tracing part: an ``http.server``
 on 127.0.0.1 (port 0) in a thread that decodes what exporters post to ``/v1/traces`` and
 ``/v1/metrics`` with ``opentelemetry-proto`` and keeps it, to look at afterwards
 (:class:`Receiver`, started by :func:`serve`)."""
