@@ -16,8 +16,11 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from importlib import resources
@@ -174,6 +177,23 @@ def _clocked(
     return implicit_ticks(lines, back.found), header
 
 
+@contextmanager
+def _spooled(*paths: Path) -> Iterator[list[Path]]:
+    """``paths`` with ``-`` (standard input, at most one) copied to a temporary file named
+    ``<stdin>``: a replay reads its file twice (``--clock auto`` looks for a tick first, and
+    what-if replays it twice), which a pipe cannot give."""
+    if sum(str(p) == "-" for p in paths) > 1:
+        raise _fail("only one file can be - (standard input)")
+    if not any(str(p) == "-" for p in paths):
+        yield list(paths)
+        return
+    with tempfile.TemporaryDirectory(prefix="failover-stdin-") as tmp:
+        spool = Path(tmp) / "<stdin>"
+        with spool.open("wb") as handle:
+            shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
+        yield [spool if str(p) == "-" else p for p in paths]
+
+
 def _run(
     topology_path: Path,
     events: Path,
@@ -235,8 +255,10 @@ def _run(
 
 @app.command("replay")
 def replay_command(
-    topology: Annotated[Path, typer.Argument(help="Topology YAML file.")],
-    events: Annotated[Path, typer.Argument(help="JSONL file of input CloudEvents.")],
+    topology: Annotated[Path, typer.Argument(help="Topology YAML file; - for standard input.")],
+    events: Annotated[
+        Path, typer.Argument(help="JSONL file of input CloudEvents; - for standard input.")
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write output records here (JSONL).")
     ] = None,
@@ -262,7 +284,8 @@ def replay_command(
     With --state, a failover.service.state.v1 record follows each change of a service's
     state, health, links, held queue, paper records, pin or last operator action.
     """
-    raise typer.Exit(_run(topology, events, out, quiet, trace, clock, state))
+    with _spooled(topology, events) as (topology, events):
+        raise typer.Exit(_run(topology, events, out, quiet, trace, clock, state))
 
 
 def _validate(topology: Path, as_json: bool) -> int:
@@ -391,7 +414,10 @@ def _what_if(
 def what_if_command(
     files: Annotated[
         list[Path],
-        typer.Argument(help="TOPOLOGY_A [TOPOLOGY_B] EVENTS: B defaults to A with --set."),
+        typer.Argument(
+            help="TOPOLOGY_A [TOPOLOGY_B] EVENTS: B defaults to A with --set; one of them "
+            "may be - for standard input."
+        ),
     ],
     settings: Annotated[
         list[str] | None,
@@ -420,7 +446,11 @@ def what_if_command(
             "error: give TOPOLOGY_A TOPOLOGY_B EVENTS, or TOPOLOGY EVENTS with --set\n"
         )
         raise typer.Exit(2)
-    raise typer.Exit(_what_if(a_path, b_path, events, settings, clock, as_json))
+    given = [a_path, events] if b_path is None else [a_path, b_path, events]
+    with _spooled(*given) as spooled:
+        a_path, events = spooled[0], spooled[-1]
+        b_path = spooled[1] if b_path is not None else None
+        raise typer.Exit(_what_if(a_path, b_path, events, settings, clock, as_json))
 
 
 @app.command("demo")
