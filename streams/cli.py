@@ -477,12 +477,18 @@ def diagram_command() -> None:
     typer.echo(mermaid(), nl=False)
 
 
-@app.command("worker")
+def _environment_help() -> str:
+    from streams.envhelp import help_text
+
+    return help_text()
+
+
+@app.command("worker", epilog=_environment_help())
 def worker_command() -> None:
     """Run the engine on Kafka: a faust worker, configured from the environment.
 
-    KAFKA_BOOTSTRAP_SERVERS and FAILOVER_* variables (FAILOVER_TOPOLOGY is required); see
-    streams/config.py for every one and its default. SIGTERM or SIGINT stops it cleanly.
+    KAFKA_BOOTSTRAP_SERVERS and FAILOVER_* variables (FAILOVER_TOPOLOGY is required), every
+    one listed below with its default. SIGTERM or SIGINT stops it cleanly.
     """
     from streams.config import Settings, SettingsError
 
