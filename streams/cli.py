@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Final
 
 import typer
 from rich.console import Console
@@ -84,7 +84,9 @@ def _load(topology: Path) -> Topology:
         return Topology.load(topology)
     except TopologyError as exc:
         Console(stderr=True).print(
-            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"),
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(2) from exc
 
@@ -194,6 +196,10 @@ def _spooled(*paths: Path) -> Iterator[list[Path]]:
         yield [spool if str(p) == "-" else p for p in paths]
 
 
+#: The width of a piped timeline: wide enough for any row (a "why" is at most 500 characters).
+_PIPED_WIDTH: Final = 4096
+
+
 def _run(
     topology_path: Path,
     events: Path,
@@ -211,12 +217,16 @@ def _run(
     topology = _load(topology_path)
     if not events.is_file():
         Console(stderr=True).print(
-            Text.assemble(("error:", "bold red"), f" {printable(events)}: no such file")
+            Text.assemble(("error:", "bold red"), f" {printable(events)}: no such file"),
+            soft_wrap=True,
         )
         return 2
     timeline = Timeline(topology)
     # JSONL on stdout leaves the terminal to the timeline on stderr, and vice versa.
     console = Console(stderr=out is None, highlight=False)
+    if not console.is_terminal:
+        # Piped: nothing cut or wrapped at 80 columns; each table as wide as its rows.
+        console = Console(stderr=out is None, highlight=False, width=_PIPED_WIDTH)
     sink: BinaryIO = out.open("wb") if out is not None else sys.stdout.buffer
     # Spans (to stderr with --trace, or wherever OTEL_* says) never touch the JSONL.
     telemetry = configure(console=trace)
@@ -501,7 +511,9 @@ def worker_command() -> None:
         settings.tick_key()  # no key and no FAILOVER_UNSIGNED_TICKS=accept: refuse to start
     except SettingsError as exc:
         Console(stderr=True).print(
-            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"),
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(2) from exc
     topology = _load(path)
@@ -779,7 +791,9 @@ def export_command(
 
 def _error(message: str) -> None:
     Console(stderr=True).print(
-        Text.assemble(("error:", "bold red"), f" {printable(message, None)}"), highlight=False
+        Text.assemble(("error:", "bold red"), f" {printable(message, None)}"),
+        highlight=False,
+        soft_wrap=True,
     )
 
 
