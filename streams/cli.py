@@ -244,7 +244,10 @@ def _run(
         # Streamed: each record is written as it is made, and the timeline keeps a bounded
         # summary of it (nothing at all with --quiet), so memory does not grow with the run.
         tracing = Tracing(telemetry, topology)
-        for record, _ in traced_replay(topology, lines, events.name, tracing, state=state):
+        on_health = None if quiet else timeline.link_changed
+        for record, _ in traced_replay(
+            topology, lines, events.name, tracing, state=state, on_health=on_health
+        ):
             sink.write(encode(record) + b"\n")
             if not quiet:
                 timeline.add(record)

@@ -1257,6 +1257,7 @@ def traced_replay(
     tracing: Tracing,
     *,
     state: bool = False,
+    on_health: Callable[[HealthChange], None] | None = None,
 ) -> Iterator[tuple[Emitted | DeadLetter, Headers]]:
     """:func:`workflows.replay.replay`, traced: the same records in the same order, each with
     the headers its send span injected. ``state``: the read model's records too.
@@ -1268,10 +1269,10 @@ def traced_replay(
     """
     if not tracing.enabled:
         plain = ((item[0], item[1]) for item in lines)
-        for record in replay(topology, plain, file, state=state):
+        for record in replay(topology, plain, file, state=state, on_health=on_health):
             yield record, _NO_HEADERS
         return
-    engine = _ObservedEngine(topology, state_records=state)
+    engine = _ObservedEngine(topology, state_records=state, on_health=on_health)
     for item in lines:
         number, raw, *rest = item
         headers = rest[0] if rest else None

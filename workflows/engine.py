@@ -8,7 +8,7 @@ against. The Kafka workers run the same :class:`~workflows.links.LinkStage` and
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import jsonschema_rs
@@ -178,8 +178,12 @@ class Engine:
         *,
         max_event_bytes: int = MAX_EVENT_BYTES,
         state_records: bool = False,
+        on_health: Callable[[HealthChange], None] | None = None,
     ) -> None:
+        """``on_health``: called with each change of a link's effective health (its reason:
+        a probe's reading, staleness, flapping, quiet again), before the services take it."""
         self.topology = topology
+        self._on_health = on_health
         self.links = LinkStage(topology)
         self.services = ServiceStage(topology, state_records=state_records)
         self.out = self.services.out
@@ -277,6 +281,8 @@ class Engine:
         self.services.flush()
 
     def _fan_out(self, change: HealthChange) -> None:
+        if self._on_health is not None:
+            self._on_health(change)
         item = Input(change.time, change.rank, change.id, "health",
                      (change.link, change.health, change.cause))  # fmt: skip
         offer = self.services.offer
