@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Final
 
 import typer
 from rich.console import Console
@@ -33,6 +33,9 @@ from rich.measure import Measurement
 from rich.text import Text
 
 from streams.printable import printable
+
+if TYPE_CHECKING:
+    from streams.progress import Progress
 from workflows.clock import (
     ClockBack,
     ClockJump,
@@ -196,6 +199,18 @@ def _spooled(*paths: Path) -> Iterator[list[Path]]:
         yield [spool if str(p) == "-" else p for p in paths]
 
 
+def _meter(label: str, events: Path, progress: bool | None) -> Progress | None:
+    """A progress line for reading ``events``: when asked, or by default when stderr is a
+    terminal."""
+    from streams.progress import Progress
+
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    return Progress(label, events.stat().st_size)
+
+
+_PROGRESS_HELP = "A progress line on stderr (default: when stderr is a terminal)."
+
 #: The width of a piped timeline: wide enough for any row (a "why" is at most 500 characters).
 _PIPED_WIDTH: Final = 4096
 
@@ -208,6 +223,7 @@ def _run(
     trace: bool = False,
     clock: Clock = Clock.auto,
     state: bool = False,
+    progress: bool | None = None,
 ) -> int:
     # Imported here: the timeline needs rich tables, the JSONL path does not.
     from streams.telemetry import configure
@@ -232,10 +248,14 @@ def _run(
     telemetry = configure(console=trace)
     jumps = _Jumps(events.name, timeline)
     back = _Back(events.name, timeline)
+    meter = _meter(f"replay {events.name}", events, progress)
+    source = read_lines(events, MAX_EVENT_BYTES)
     lines, timeline.clock = _clocked(
         events,
         clock_jumps(
-            read_lines(events, MAX_EVENT_BYTES), topology.policy.max_clock_jump, jumps.found
+            source if meter is None else meter.watch(source),
+            topology.policy.max_clock_jump,
+            jumps.found,
         ),
         clock,
         back,
@@ -253,6 +273,8 @@ def _run(
                 timeline.add(record)
     finally:
         telemetry.shutdown()
+        if meter is not None:
+            meter.done()
         if out is not None:
             sink.close()
         else:
@@ -287,6 +309,9 @@ def replay_command(
             help="Also write the read model's records (topic service-state), as the worker does.",
         ),
     ] = False,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)
+    ] = None,
 ) -> None:
     """Run the core over EVENTS in file order: JSONL records out, a timeline on the terminal.
 
@@ -298,7 +323,7 @@ def replay_command(
     state, health, links, held queue, paper records, pin or last operator action.
     """
     with _spooled(topology, events) as (topology, events):
-        raise typer.Exit(_run(topology, events, out, quiet, trace, clock, state))
+        raise typer.Exit(_run(topology, events, out, quiet, trace, clock, state, progress))
 
 
 def _validate(topology: Path, as_json: bool) -> int:
@@ -379,7 +404,7 @@ def _checked(document: Any, file: str, settings: list[str], label: str) -> Topol
 
 def _what_if(
     a_path: Path, b_path: Path | None, events: Path, settings: list[str], clock: Clock,
-    as_json: bool,
+    as_json: bool, progress: bool | None = None,
 ) -> int:  # fmt: skip
     import orjson
 
@@ -402,13 +427,16 @@ def _what_if(
     for run, topology in enumerate((a, b)):
         latest = Latest()
         back = _Back(events.name, None, warn=run == 0)
-        lines, header = _clocked(
-            events, latest.watch(read_lines(events, MAX_EVENT_BYTES)), resolved, back
-        )
+        meter = _meter(f"what-if {'AB'[run]} {events.name}", events, progress)
+        source = read_lines(events, MAX_EVENT_BYTES)
+        watched = latest.watch(source if meter is None else meter.watch(source))
+        lines, header = _clocked(events, watched, resolved, back)
         clocks.append(header.replace(f"--clock {resolved.value}", why))
         summary = Summary()
         for record in replay(topology, lines, events.name):
             summary.add(record)
+        if meter is not None:
+            meter.done()
         summary.finish(latest.time)
         summaries.append(summary)
     changes = compare(*summaries)
@@ -442,6 +470,9 @@ def what_if_command(
     ] = None,
     clock: Annotated[Clock, typer.Option("--clock", help=_CLOCK_HELP)] = Clock.auto,
     as_json: Annotated[bool, typer.Option("--json", help="The changes as JSON.")] = False,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)
+    ] = None,
 ) -> None:
     """Replay EVENTS under two topologies and say per service what changes.
 
@@ -463,7 +494,7 @@ def what_if_command(
     with _spooled(*given) as spooled:
         a_path, events = spooled[0], spooled[-1]
         b_path = spooled[1] if b_path is not None else None
-        raise typer.Exit(_what_if(a_path, b_path, events, settings, clock, as_json))
+        raise typer.Exit(_what_if(a_path, b_path, events, settings, clock, as_json, progress))
 
 
 @app.command("demo")
