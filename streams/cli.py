@@ -833,4 +833,7 @@ def _error(message: str) -> None:
 
 def main() -> None:
     """Entry point of the ``failover`` console script."""
+    if not sys.stderr.isatty():
+        # Piped: click's plain usage errors, one line each, not a box cut at 80 columns.
+        app.rich_markup_mode = None
     app()

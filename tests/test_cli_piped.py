@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from streams.cli import app
+from tests.helpers import failover
 
 RUNNER = CliRunner()
 
@@ -36,3 +37,13 @@ def test_a_long_error_is_one_line(tmp_path: Path) -> None:
     (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert long_id in line
     assert len(line) > 80
+
+
+def test_a_piped_usage_error_is_one_plain_line() -> None:
+    value = "a-value-much-longer-than-eighty-columns-" * 3
+    done = failover("replay", "--clock", value, "t.yaml", "e.jsonl", columns=80)
+    assert done.returncode == 2
+    lines = done.stderr.decode().splitlines()
+    (error,) = [line for line in lines if value in line]
+    assert error.startswith("Error: Invalid value for '--clock'")
+    assert "╭" not in done.stderr.decode()
