@@ -16,13 +16,16 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Final
 
 import typer
 from rich.console import Console
@@ -30,6 +33,9 @@ from rich.measure import Measurement
 from rich.text import Text
 
 from streams.printable import printable
+
+if TYPE_CHECKING:
+    from streams.progress import Progress
 from workflows.clock import (
     ClockBack,
     ClockJump,
@@ -81,7 +87,9 @@ def _load(topology: Path) -> Topology:
         return Topology.load(topology)
     except TopologyError as exc:
         Console(stderr=True).print(
-            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"),
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(2) from exc
 
@@ -174,6 +182,39 @@ def _clocked(
     return implicit_ticks(lines, back.found), header
 
 
+@contextmanager
+def _spooled(*paths: Path) -> Iterator[list[Path]]:
+    """``paths`` with ``-`` (standard input, at most one) copied to a temporary file named
+    ``<stdin>``: a replay reads its file twice (``--clock auto`` looks for a tick first, and
+    what-if replays it twice), which a pipe cannot give."""
+    if sum(str(p) == "-" for p in paths) > 1:
+        raise _fail("only one file can be - (standard input)")
+    if not any(str(p) == "-" for p in paths):
+        yield list(paths)
+        return
+    with tempfile.TemporaryDirectory(prefix="failover-stdin-") as tmp:
+        spool = Path(tmp) / "<stdin>"
+        with spool.open("wb") as handle:
+            shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
+        yield [spool if str(p) == "-" else p for p in paths]
+
+
+def _meter(label: str, events: Path, progress: bool | None) -> Progress | None:
+    """A progress line for reading ``events``: when asked, or by default when stderr is a
+    terminal."""
+    from streams.progress import Progress
+
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    return Progress(label, events.stat().st_size)
+
+
+_PROGRESS_HELP = "A progress line on stderr (default: when stderr is a terminal)."
+
+#: The width of a piped timeline: wide enough for any row (a "why" is at most 500 characters).
+_PIPED_WIDTH: Final = 4096
+
+
 def _run(
     topology_path: Path,
     events: Path,
@@ -182,6 +223,7 @@ def _run(
     trace: bool = False,
     clock: Clock = Clock.auto,
     state: bool = False,
+    progress: bool | None = None,
 ) -> int:
     # Imported here: the timeline needs rich tables, the JSONL path does not.
     from streams.telemetry import configure
@@ -191,21 +233,29 @@ def _run(
     topology = _load(topology_path)
     if not events.is_file():
         Console(stderr=True).print(
-            Text.assemble(("error:", "bold red"), f" {printable(events)}: no such file")
+            Text.assemble(("error:", "bold red"), f" {printable(events)}: no such file"),
+            soft_wrap=True,
         )
         return 2
     timeline = Timeline(topology)
     # JSONL on stdout leaves the terminal to the timeline on stderr, and vice versa.
     console = Console(stderr=out is None, highlight=False)
+    if not console.is_terminal:
+        # Piped: nothing cut or wrapped at 80 columns; each table as wide as its rows.
+        console = Console(stderr=out is None, highlight=False, width=_PIPED_WIDTH)
     sink: BinaryIO = out.open("wb") if out is not None else sys.stdout.buffer
     # Spans (to stderr with --trace, or wherever OTEL_* says) never touch the JSONL.
     telemetry = configure(console=trace)
     jumps = _Jumps(events.name, timeline)
     back = _Back(events.name, timeline)
+    meter = _meter(f"replay {events.name}", events, progress)
+    source = read_lines(events, MAX_EVENT_BYTES)
     lines, timeline.clock = _clocked(
         events,
         clock_jumps(
-            read_lines(events, MAX_EVENT_BYTES), topology.policy.max_clock_jump, jumps.found
+            source if meter is None else meter.watch(source),
+            topology.policy.max_clock_jump,
+            jumps.found,
         ),
         clock,
         back,
@@ -214,12 +264,17 @@ def _run(
         # Streamed: each record is written as it is made, and the timeline keeps a bounded
         # summary of it (nothing at all with --quiet), so memory does not grow with the run.
         tracing = Tracing(telemetry, topology)
-        for record, _ in traced_replay(topology, lines, events.name, tracing, state=state):
+        on_health = None if quiet else timeline.link_changed
+        for record, _ in traced_replay(
+            topology, lines, events.name, tracing, state=state, on_health=on_health
+        ):
             sink.write(encode(record) + b"\n")
             if not quiet:
                 timeline.add(record)
     finally:
         telemetry.shutdown()
+        if meter is not None:
+            meter.done()
         if out is not None:
             sink.close()
         else:
@@ -235,8 +290,10 @@ def _run(
 
 @app.command("replay")
 def replay_command(
-    topology: Annotated[Path, typer.Argument(help="Topology YAML file.")],
-    events: Annotated[Path, typer.Argument(help="JSONL file of input CloudEvents.")],
+    topology: Annotated[Path, typer.Argument(help="Topology YAML file; - for standard input.")],
+    events: Annotated[
+        Path, typer.Argument(help="JSONL file of input CloudEvents; - for standard input.")
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write output records here (JSONL).")
     ] = None,
@@ -252,6 +309,9 @@ def replay_command(
             help="Also write the read model's records (topic service-state), as the worker does.",
         ),
     ] = False,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)
+    ] = None,
 ) -> None:
     """Run the core over EVENTS in file order: JSONL records out, a timeline on the terminal.
 
@@ -262,7 +322,8 @@ def replay_command(
     With --state, a failover.service.state.v1 record follows each change of a service's
     state, health, links, held queue, paper records, pin or last operator action.
     """
-    raise typer.Exit(_run(topology, events, out, quiet, trace, clock, state))
+    with _spooled(topology, events) as (topology, events):
+        raise typer.Exit(_run(topology, events, out, quiet, trace, clock, state, progress))
 
 
 def _validate(topology: Path, as_json: bool) -> int:
@@ -343,7 +404,7 @@ def _checked(document: Any, file: str, settings: list[str], label: str) -> Topol
 
 def _what_if(
     a_path: Path, b_path: Path | None, events: Path, settings: list[str], clock: Clock,
-    as_json: bool,
+    as_json: bool, progress: bool | None = None,
 ) -> int:  # fmt: skip
     import orjson
 
@@ -366,13 +427,16 @@ def _what_if(
     for run, topology in enumerate((a, b)):
         latest = Latest()
         back = _Back(events.name, None, warn=run == 0)
-        lines, header = _clocked(
-            events, latest.watch(read_lines(events, MAX_EVENT_BYTES)), resolved, back
-        )
+        meter = _meter(f"what-if {'AB'[run]} {events.name}", events, progress)
+        source = read_lines(events, MAX_EVENT_BYTES)
+        watched = latest.watch(source if meter is None else meter.watch(source))
+        lines, header = _clocked(events, watched, resolved, back)
         clocks.append(header.replace(f"--clock {resolved.value}", why))
         summary = Summary()
         for record in replay(topology, lines, events.name):
             summary.add(record)
+        if meter is not None:
+            meter.done()
         summary.finish(latest.time)
         summaries.append(summary)
     changes = compare(*summaries)
@@ -391,7 +455,10 @@ def _what_if(
 def what_if_command(
     files: Annotated[
         list[Path],
-        typer.Argument(help="TOPOLOGY_A [TOPOLOGY_B] EVENTS: B defaults to A with --set."),
+        typer.Argument(
+            help="TOPOLOGY_A [TOPOLOGY_B] EVENTS: B defaults to A with --set; one of them "
+            "may be - for standard input."
+        ),
     ],
     settings: Annotated[
         list[str] | None,
@@ -403,6 +470,9 @@ def what_if_command(
     ] = None,
     clock: Annotated[Clock, typer.Option("--clock", help=_CLOCK_HELP)] = Clock.auto,
     as_json: Annotated[bool, typer.Option("--json", help="The changes as JSON.")] = False,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)
+    ] = None,
 ) -> None:
     """Replay EVENTS under two topologies and say per service what changes.
 
@@ -420,7 +490,11 @@ def what_if_command(
             "error: give TOPOLOGY_A TOPOLOGY_B EVENTS, or TOPOLOGY EVENTS with --set\n"
         )
         raise typer.Exit(2)
-    raise typer.Exit(_what_if(a_path, b_path, events, settings, clock, as_json))
+    given = [a_path, events] if b_path is None else [a_path, b_path, events]
+    with _spooled(*given) as spooled:
+        a_path, events = spooled[0], spooled[-1]
+        b_path = spooled[1] if b_path is not None else None
+        raise typer.Exit(_what_if(a_path, b_path, events, settings, clock, as_json, progress))
 
 
 @app.command("demo")
@@ -447,12 +521,18 @@ def diagram_command() -> None:
     typer.echo(mermaid(), nl=False)
 
 
-@app.command("worker")
+def _environment_help() -> str:
+    from streams.envhelp import help_text
+
+    return help_text()
+
+
+@app.command("worker", epilog=_environment_help())
 def worker_command() -> None:
     """Run the engine on Kafka: a faust worker, configured from the environment.
 
-    KAFKA_BOOTSTRAP_SERVERS and FAILOVER_* variables (FAILOVER_TOPOLOGY is required); see
-    streams/config.py for every one and its default. SIGTERM or SIGINT stops it cleanly.
+    KAFKA_BOOTSTRAP_SERVERS and FAILOVER_* variables (FAILOVER_TOPOLOGY is required), every
+    one listed below with its default. SIGTERM or SIGINT stops it cleanly.
     """
     from streams.config import Settings, SettingsError
 
@@ -465,7 +545,9 @@ def worker_command() -> None:
         settings.tick_key()  # no key and no FAILOVER_UNSIGNED_TICKS=accept: refuse to start
     except SettingsError as exc:
         Console(stderr=True).print(
-            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"), highlight=False
+            Text.assemble(("error:", "bold red"), f" {printable(exc, None)}"),
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(2) from exc
     topology = _load(path)
@@ -674,12 +756,84 @@ def override_command(
     raise typer.Exit(0 if verdict["verdict"] == "applied" else 1)
 
 
+def _instant(value: str | None, option: str) -> int | None:
+    """An RFC 3339 instant of an option (``--since``), in µs; exit 2 if it is none."""
+    from workflows.timeutil import parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except (ValueError, OverflowError) as exc:
+        raise _fail(f"{option} {value!r}: not an RFC 3339 time (2019-02-05T00:00:00Z)") from exc
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Where to write the replay file; - for stdout.")
+    ] = "-",
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Start at the last tick at or before this RFC 3339 time."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="End at the last tick at or before this RFC 3339 time."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Give up after this many seconds.", min=0.1)
+    ] = 60.0,
+) -> None:
+    """Write the inputs of a running deployment as a replay file, ticks included.
+
+    Reads the input topics (FAILOVER_TOPIC_LINK_STATUS, _OVERRIDES, _FEEDBACK) and the
+    dead-letter topic on KAFKA_BOOTSTRAP_SERVERS to their end, read_committed, without a
+    consumer group. Replayed with the deployment's topology, the file gives exactly the
+    outputs the engine committed up to its last tick (from the start of the log; with
+    --since, from a fresh engine at that tick). What it holds and leaves out goes to stderr.
+    """
+    from streams.config import Settings, SettingsError
+    from streams.export import ExportError, describe, lines, merge, read_inputs
+
+    start, end = _instant(since, "--since"), _instant(until, "--until")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise _fail(str(exc)) from exc
+    inputs = (settings.topic_link_status, settings.topic_overrides, settings.topic_feedback)
+    try:
+        records, refused = read_inputs(
+            settings.bootstrap_servers,
+            inputs,
+            settings.topic_deadletter,
+            timeout,
+            settings.security,
+        )
+    except ExportError as exc:
+        raise _fail(str(exc)) from exc
+    merged = merge(records, refused, start, end)
+    if out == "-":
+        sys.stdout.buffer.writelines(lines(merged))
+        sys.stdout.buffer.flush()
+    else:
+        with Path(out).open("wb") as handle:
+            handle.writelines(lines(merged))
+    for line in describe(merged):
+        sys.stderr.write(f"{printable(line)}\n")
+
+
 def _error(message: str) -> None:
     Console(stderr=True).print(
-        Text.assemble(("error:", "bold red"), f" {printable(message, None)}"), highlight=False
+        Text.assemble(("error:", "bold red"), f" {printable(message, None)}"),
+        highlight=False,
+        soft_wrap=True,
     )
 
 
 def main() -> None:
     """Entry point of the ``failover`` console script."""
+    if not sys.stderr.isatty():
+        # Piped: click's plain usage errors, one line each, not a box cut at 80 columns.
+        app.rich_markup_mode = None
     app()

@@ -4,6 +4,11 @@ Built as the records stream past, in bounded memory whatever the length of the r
 service the first and the last :data:`KEEP` rows, with a count of those in between; per row
 at most :data:`COMMANDS_PER_ROW` commands; the first and last :data:`KEEP` dead letters.
 
+A row's "why" is the transition's detail with its instants in the site's local time, and,
+for a transition caused by the service's links, the links that were bad then because they
+were ``stale`` (no reading within ``stale_after``) or ``flapping`` (held at impaired): told
+by the core as it makes each change of a link's health (:meth:`Timeline.link_changed`).
+
 Everything shown that comes from an input or a file (subjects, reasons, names) goes to rich
 as :class:`~rich.text.Text`, never as markup, and through
 :func:`~streams.printable.printable`: no ``[tag]`` in it is interpreted and no control
@@ -24,6 +29,8 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.printable import printable
+from workflows.health import HEALTHY
+from workflows.links import HealthChange
 from workflows.records import STATE, DeadLetter, Emitted
 from workflows.replay import Origin
 from workflows.timeutil import parse_time
@@ -37,6 +44,12 @@ KEEP: Final = 25
 COMMANDS_PER_ROW: Final = 12
 #: Characters of one "why" or reason cell.
 TEXT_LIMIT: Final = 500
+
+#: Changes of a link's health kept per link, to find the one in force at a transition.
+_LINK_CHANGES: Final = 8
+
+#: Transitions caused by the health of the service's links.
+_HEALTH_REASONS: Final = frozenset({"impaired", "down-sustained", "impaired-sustained", "relapse"})
 
 _STATE_STYLE = {"online": "green", "degraded": "yellow", "manual": "red", "restored": "cyan"}
 
@@ -119,6 +132,37 @@ class Timeline:
         self.counts: Counter[str] = Counter()
         #: Which clock the replay used (the header's first line), if said.
         self.clock: str | None = None
+        #: Per link, after each of its last few changes of health: (time, health, stale,
+        #: damped): why a service's links were bad when it moved.
+        self._links: dict[str, deque[tuple[int, int, bool, bool]]] = {}
+
+    def link_changed(self, change: HealthChange) -> None:
+        """A change of a link's health, as the core made it (``replay(on_health=...)``): a
+        link is stale from a change for staleness until a reading changes it again, and
+        flapping from a change for flapping until one for being quiet again."""
+        changes = self._links.get(change.link)
+        if changes is None:
+            changes = self._links[change.link] = deque(maxlen=_LINK_CHANGES)
+        _, _, stale, damped = changes[-1] if changes else (0, HEALTHY, False, False)
+        reason = change.reason
+        stale = reason == "stale" or (stale and reason != "probe")
+        damped = reason == "flapping" or (damped and reason != "quiet")
+        changes.append((change.time, change.health, stale, damped))
+
+    def _link_reasons(self, service: str, time: int) -> str:
+        """`` (link L stale, link M flapping)`` for the service's links that were bad at
+        ``time`` because they were stale or flapping; empty if none was."""
+        found = []
+        for link in self.topology.services[service].links:
+            at = [c for c in self._links.get(link, ()) if c[0] <= time]
+            if not at or at[-1][1] == HEALTHY:
+                continue
+            _, _, stale, damped = at[-1]
+            if stale:
+                found.append(f"link {link} stale")
+            if damped:
+                found.append(f"link {link} flapping")
+        return f" ({', '.join(found)})" if found else ""
 
     def add(self, record: Emitted | DeadLetter) -> None:
         """One output record, in the order replay made them."""
@@ -146,6 +190,8 @@ class Timeline:
             why = data["detail"]
             if "operator" in data:
                 why = f"{data['reason']}: {why}"
+            elif data["reason"] in _HEALTH_REASONS and record.key in self.topology.services:
+                why += self._link_reasons(record.key, time)
             self._push(record.key, rows, _Row(time, change, why))
         else:
             self.counts["commands"] += 1

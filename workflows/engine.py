@@ -189,6 +189,8 @@ class Engine:
         state_records: bool = False,
         on_health: Callable[[HealthChange], object] | None = None,
     ) -> None:
+        """``on_health``: called with each change of a link's effective health (its reason:
+        a probe's reading, staleness, flapping, quiet again), before the services take it."""
         self.topology = topology
         #: Told each link health change of stage 1 (see above); may be set between inputs.
         self.on_health = on_health

@@ -7,13 +7,14 @@ same topology and events in, same bytes out.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Final, NamedTuple
 
 import orjson
 
 from workflows.engine import MAX_EVENT_BYTES, Engine
+from workflows.links import HealthChange
 from workflows.records import DEADLETTER, DeadLetter, Emitted, Truncated
 from workflows.topology import Topology
 
@@ -61,12 +62,18 @@ def read_lines(path: str | Path, max_bytes: int = MAX_EVENT_BYTES) -> Iterator[t
 
 
 def replay(
-    topology: Topology, lines: Iterable[tuple[int, bytes]], file: str, *, state: bool = False
+    topology: Topology,
+    lines: Iterable[tuple[int, bytes]],
+    file: str,
+    *,
+    state: bool = False,
+    on_health: Callable[[HealthChange], None] | None = None,
 ) -> Iterator[Emitted | DeadLetter]:
     """Run the engine over numbered lines; yield every output in the order it was made.
     ``state``: the read model's records too (topic ``service-state``), as the worker writes
-    them."""
-    engine = Engine(topology, state_records=state)
+    them. ``on_health``: told each change of a link's health, with its reason (the
+    timeline's "stale" and "flapping"); it changes no output."""
+    engine = Engine(topology, state_records=state, on_health=on_health)
     for number, raw in lines:
         engine.feed(raw, None, Origin(file, number))
         if engine.out:

@@ -10,7 +10,7 @@ the engine's public ``on_health`` hook.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from streams.tracing.propagation import NO_HEADERS, Headers, HeadersIn
 from streams.tracing.scopes import Scope
@@ -32,10 +32,11 @@ def traced_replay(
     tracing: Tracing,
     *,
     state: bool = False,
+    on_health: Callable[[HealthChange], None] | None = None,
 ) -> Iterator[tuple[Emitted | DeadLetter, Headers]]:
     """:func:`workflows.replay.replay`, traced: the same records in the same order, each with
     the headers its ``emit`` span injected (for a consumer that continues the trace).
-    ``state``: the read model's records too.
+    ``state``: the read model's records too; ``on_health``: told each link health change.
 
     ``lines`` are numbered lines, optionally with the headers the message came with (to
     replay a capture of a topic, or to test propagation). Each line is processed in a
@@ -44,12 +45,14 @@ def traced_replay(
     """
     if not tracing.enabled:
         plain = ((item[0], item[1]) for item in lines)
-        for record in replay(topology, plain, file, state=state):
+        for record in replay(topology, plain, file, state=state, on_health=on_health):
             yield record, NO_HEADERS
         return
     scope: Scope | None = None  # the scope stage 1's health changes are reported to
 
     def observed(change: HealthChange) -> None:
+        if on_health is not None:
+            on_health(change)
         if scope is not None:
             scope.health(change.link, change.health, change.reason)
 
