@@ -94,8 +94,10 @@ class PlannedWindow(NamedTuple):
 
     @classmethod
     def from_json(cls, value: list[Any]) -> PlannedWindow:
-        links = value[5]
-        return cls(*value[:5], tuple(links) if links is not None else None, *value[6:])
+        wid, announce_at, start, end, phase, links, notice_id, notice_en, actor, role, why = value
+        planned = tuple(links) if links is not None else None
+        return cls(wid, announce_at, start, end, phase, planned, notice_id, notice_en, actor,
+                   role, why)  # fmt: skip
 
 
 class Accepted(NamedTuple):
@@ -231,8 +233,11 @@ class Windows:
     def _forget(self, now: int) -> None:
         horizon = now - self.topology.policy.dedup_horizon
         self.seen = {aid: t for aid, t in self.seen.items() if t >= horizon}
-        self.windows = {wid: w for wid, w in self.windows.items()
-                        if (w.cancelled if w.cancelled is not None else w.end) >= horizon}  # fmt: skip
+        self.windows = {
+            wid: w
+            for wid, w in self.windows.items()
+            if (w.cancelled if w.cancelled is not None else w.end) >= horizon
+        }
 
     def judge(
         self, event: Mapping[str, Any], time: int, watermark: int | None

@@ -129,11 +129,17 @@ def decode_public_key(text: str) -> nacl.signing.VerifyKey:
 
 
 def canonical(event: Mapping[str, Any], key_id: str) -> bytes:
-    """What an operator's signature covers (module doc); a maintenance window's form starts
-    with ``failover-maintenance-v1`` instead."""
-    fields = [event["type"], event["id"], event["subject"], event["time"], event["data"], key_id]
-    domain = _DOMAINS.get(event["type"], _DOMAIN) if isinstance(event["type"], str) else _DOMAIN
-    return domain + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    """What an operator's signature covers (module doc). A maintenance window's signature
+    covers more: ``failover-maintenance-v1``, a newline, and the JSON array of the whole
+    event (every attribute but ``failoversig`` and ``failoverkey``, keys sorted at every
+    level) and the key id, so that no byte of it can change unseen."""
+    type_ = event["type"]
+    domain = _DOMAINS.get(type_) if isinstance(type_, str) else None
+    if domain is not None:
+        rest = {k: v for k, v in event.items() if k not in (KEY_ATTRIBUTE, SIGNATURE_ATTRIBUTE)}
+        return domain + orjson.dumps([rest, key_id], option=orjson.OPT_SORT_KEYS)
+    fields = [type_, event["id"], event["subject"], event["time"], event["data"], key_id]
+    return _DOMAIN + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 def sign_override(
@@ -166,7 +172,8 @@ def authenticate(
     if key_id is None and signature is None and accept_unsigned:
         return None
     if not isinstance(key_id, str) or not isinstance(signature, str):
-        kind = "a maintenance window" if event["type"] == "operator.maintenance.v1" else "an override"
+        maintenance = event["type"] == "operator.maintenance.v1"
+        kind = "a maintenance window" if maintenance else "an override"
         return (
             f"unauthenticated: not signed ({kind} needs {KEY_ATTRIBUTE} and "
             f"{SIGNATURE_ATTRIBUTE}, see the README on operators)"

@@ -776,8 +776,9 @@ class ServiceStage:
             if index is None:
                 announce_at = max(start - svc.policy.announce_before, item.time)
                 planned = tuple(links) if links is not None else None
-                windows.append(PlannedWindow(wid, announce_at, start, end, PENDING, planned,
-                                             notice_id, notice_en, actor, role, reason))  # fmt: skip
+                new = PlannedWindow(wid, announce_at, start, end, PENDING, planned, notice_id,
+                                    notice_en, actor, role, reason)  # fmt: skip
+                windows.append(new)
                 windows.sort(key=lambda w: (w.start, w.id))
         elif index is not None and action == "extend":
             w = windows[index] = windows[index]._replace(end=end)
@@ -929,8 +930,10 @@ class ServiceStage:
                 if s.pin is None and s.state in trigger:
                     operator = {"action": "maintenance", "actor": w.actor, "role": w.role,
                                 "reason": w.reason}  # fmt: skip
-                    detail = (f"planned maintenance {w.id} from {format_time(w.start)} until "
-                              f"{format_time(w.end)}, by {w.actor} ({w.role}): {w.reason}")  # fmt: skip
+                    detail = (
+                        f"planned maintenance {w.id} from {format_time(w.start)} until "
+                        f"{format_time(w.end)}, by {w.actor} ({w.role}): {w.reason}"
+                    )
                     self._window = w
                     try:
                         self._fire(svc, s, trigger[s.state], time, cause, "maintenance", detail,
