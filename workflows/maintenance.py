@@ -10,7 +10,10 @@ What a window does to each service it affects (:func:`affected`: a service that 
 being down would take down; every service of a site):
 
 - ``announce_before`` (policy, default ``1d``) before ``start``, or at once when it is
-  announced later than that, the public and the staff are told it is coming;
+  announced later than that, the public and the staff are told it is coming. What a window
+  says is stamped with when it was due (the announcement) or with the action's own time
+  (an extension, a cancellation), not with the tick that applied it: on Kafka each
+  partition's copy may follow a different tick, and every partition must say the same;
 - at ``start`` the service goes to manual (an online-only service holds its queue), with
   notices that say the outage is planned; no automatic restoration while it lasts;
 - during the window nobody is escalated to and no on-call page goes out for it: a service's
@@ -102,7 +105,9 @@ class PlannedWindow(NamedTuple):
 
 class Accepted(NamedTuple):
     """An accepted window action: the audit record, and what each affected service gets,
-    ``(service, fields)`` (the fields of the service stage's ``maintenance`` input)."""
+    ``(service, fields)`` (the fields of the service stage's ``maintenance`` input: action,
+    window id, start, end, planned links, notice in Indonesian and English, actor, role,
+    reason, and the action's own time)."""
 
     audit: Emitted
     services: list[tuple[str, tuple[Any, ...]]]
@@ -304,7 +309,7 @@ class Windows:
         notice = data.get("notice") or {}
         fields = [
             (sid, (action, wid, start, end, links, notice.get("id", ""), notice.get("en", ""),
-                   data["actor"], data["role"], data["reason"]))
+                   data["actor"], data["role"], data["reason"], time))
             for sid, links in services
         ]  # fmt: skip
         return Accepted(self._audit(event, time, key_id, None), fields)

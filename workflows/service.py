@@ -769,12 +769,12 @@ class ServiceStage:
     def _maintenance(self, svc: Service, s: ServiceState, item: Input) -> None:
         """A window action, judged already for every service it affects
         (:meth:`workflows.maintenance.Windows.judge`): planned, extended or cancelled here."""
-        action, wid, start, end, links, notice_id, notice_en, actor, role, reason = item.data
+        action, wid, start, end, links, notice_id, notice_en, actor, role, reason, at = item.data
         windows = list(s.windows or ())
         index = next((i for i, w in enumerate(windows) if w.id == wid), None)
         if action == "announce":
             if index is None:
-                announce_at = max(start - svc.policy.announce_before, item.time)
+                announce_at = max(start - svc.policy.announce_before, at)
                 planned = tuple(links) if links is not None else None
                 new = PlannedWindow(wid, announce_at, start, end, PENDING, planned, notice_id,
                                     notice_en, actor, role, reason)  # fmt: skip
@@ -785,11 +785,11 @@ class ServiceStage:
             if w.phase == STARTED:
                 s.quiet_until = end if s.quiet_until is None else max(s.quiet_until, end)
             if w.phase != PENDING:
-                self._window_notices(svc, s, w, item.time, "extend", item.id)
+                self._window_notices(svc, s, w, at, "extend", item.id)
         elif index is not None:
             w = windows.pop(index)
             if w.phase == ANNOUNCED:
-                self._window_notices(svc, s, w, item.time, "cancel", item.id)
+                self._window_notices(svc, s, w, at, "cancel", item.id)
             elif w.phase == STARTED and s.quiet_until is not None and s.quiet_until > item.time:
                 ends = [x.end for x in windows if x.phase == STARTED]
                 s.quiet_until = max([item.time, *ends])
@@ -920,7 +920,8 @@ class ServiceStage:
             w = window
             if w.phase == PENDING and w.announce_at <= time:
                 w = w._replace(phase=ANNOUNCED)
-                self._window_notices(svc, s, w, time, "announce", f"{w.id}/announce")
+                # Stamped when it was due: the same on every path (workflows/maintenance.py).
+                self._window_notices(svc, s, w, w.announce_at, "announce", f"{w.id}/announce")
             if w.phase == ANNOUNCED and w.start <= time:
                 if w.end <= time:
                     continue  # over before the service could take it

@@ -260,7 +260,8 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
 
     Ticks go to every partition of the three input topics; link events to link-status keyed
     by link; overrides to operator-overrides and records/reconciliations to service-feedback,
-    keyed by service; a line that is not JSON to link-status, keyed ``garbage``.
+    keyed by service; a maintenance window's action to every partition of operator-overrides,
+    keyed by the window id; a line that is not JSON to link-status, keyed ``garbage``.
     """
     n = settings.partitions
     try:
@@ -272,6 +273,8 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
         topics = (settings.topic_link_status, settings.topic_overrides, settings.topic_feedback)
         return [(t, TICK_KEY.encode(), p) for t in topics for p in range(n)]
     key = str(event.get("subject")).encode()
+    if type_ == "operator.maintenance.v1":  # a window: to every partition, by its id
+        return [(settings.topic_overrides, key, p) for p in range(n)]
     if type_ == "operator.override.v1":
         topic = settings.topic_overrides
     elif type_ in ("manual.record.v1", "reconcile.completed.v1"):
