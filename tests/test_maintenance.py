@@ -5,6 +5,7 @@ nothing; an unplanned failure of another link acting as it would without the win
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -494,3 +495,51 @@ def sign_again(event: dict[str, Any]) -> dict[str, Any]:
         return event
     signed = (KEY_ATTRIBUTE, SIGNATURE_ATTRIBUTE)
     return sign_as({k: v for k, v in event.items() if k not in signed})
+
+
+# ------------------------------------------------------------------------------- the CLI
+
+
+def test_the_cli_signs_what_the_engine_takes_and_refuses_what_cannot_be_a_window() -> None:
+    from streams.operator_cli import signed_maintenance
+
+    key = demo_key(HEAD)
+    now = datetime(2019, 2, 5, tzinfo=UTC)  # the event's stamp: the window lies ahead of it
+    event = signed_maintenance(
+        "announce", WINDOW, "uji", HEAD, "office-head", "demo", key,
+        links=[EXCHANGE], start=at(2 * H), end=at(4 * H), notice=("Maaf.", "Sorry."), now=now,
+    )  # fmt: skip
+    validator = jsonschema_rs.validator_for(load_schema("operator.maintenance.v1"))
+    assert validator.is_valid(event), list(validator.iter_errors(event))
+    engine = Engine(TOPOLOGY)
+    engine.feed(raw(event))
+    assert [a["verdict"] for a in audits(engine.drain())] == ["applied"]
+    extend = signed_maintenance("extend", WINDOW, "uji", HEAD, "office-head", "demo", key,
+                                end=at(5 * H))  # fmt: skip
+    assert validator.is_valid(extend)
+    for action, fields, problem in [
+        ("announce", {"start": at(0), "end": at(H), "notice": ("a", "b")}, "exactly one of"),
+        (
+            "announce",
+            {"site": "x", "provider": "y", "start": at(0), "end": at(H), "notice": ("a", "b")},
+            "exactly one of",
+        ),
+        ("announce", {"site": "x", "end": at(H)}, "needs --start"),
+        ("announce", {"site": "x", "start": "tomorrow", "end": at(H)}, "--start:"),
+        ("extend", {}, "extend needs --end"),
+        ("cancel", {"end": at(H)}, "cancel takes no --end"),
+        ("cancel", {"site": "x"}, "names the window only"),
+        ("reboot", {}, "unknown action 'reboot'"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            signed_maintenance(action, WINDOW, "uji", HEAD, "office-head", "demo", key,
+                               **fields)  # fmt: skip
+
+
+def test_failover_maintenance_without_a_key_says_so() -> None:
+    from tests.helpers import failover
+
+    done = failover("maintenance", "cancel", WINDOW, "--reason", "x", "--operator", HEAD,
+                    "--role", "office-head")  # fmt: skip
+    assert done.returncode == 2
+    assert b"no key" in done.stderr
