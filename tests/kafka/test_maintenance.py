@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import nacl.signing
 import orjson
 import pytest
 
@@ -25,11 +26,13 @@ from tests.kafka.workers import (
     cloud_event,
     engine_env,
     engine_topics,
+    group_done,
     publish,
     running_worker,
 )
 from workflows.engine import TICK_KEY
-from workflows.records import AUDIT, COMMANDS, Emitted
+from workflows.operators import sign_override
+from workflows.records import AUDIT, COMMANDS, DeadLetter, Emitted
 from workflows.replay import replay
 from workflows.timeutil import SECOND, format_time
 from workflows.topology import Topology
@@ -136,3 +139,55 @@ async def test_failover_maintenance_announce_is_applied_audited_once_and_replays
     assert sorted(want) == [b"akta-lahir", b"ektp", b"legalisasi"]
     templates = {orjson.loads(v)["data"]["template"] for vs in got.values() for v in vs}
     assert "maintenance-announce-hold-public" in templates
+
+
+async def test_a_forged_window_is_refused_once_as_replay_refuses_it(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The office head's key id, a stranger's key, sent to every partition: one audit record
+    and one dead letter (by the partition that owns the window id), byte for byte what replay
+    makes of the same input; nothing else comes of it."""
+    engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=3)
+    s = engine.settings
+    n = s.partitions
+    data = {
+        "action": "announce", "actor": HEAD, "role": "office-head", "reason": "x",
+        "links": ["telkom-sto-pattimura"], "start": _now(3600), "end": _now(7200),
+        "notice": {"id": "x", "en": "x"},
+    }  # fmt: skip
+    event = orjson.loads(
+        cloud_event("operator.maintenance.v1", "maintenance/forged", _now(-5), WINDOW, data)
+    )
+    forged = orjson.dumps(
+        sign_override(event, f"{HEAD}/demo", nacl.signing.SigningKey(b"\x05" * 32))
+    )
+    tick = cloud_event("clock.tick.v1", "tick/after", _now(), None, {})
+    messages = [
+        *((s.topic_overrides, WINDOW.encode(), forged, p) for p in range(n)),
+        *((t, TICK_KEY.encode(), tick, p) for t in engine.inputs for p in range(n)),
+    ]
+    topology = Topology.load(ROOT / "streams" / "demo" / "ambon.yaml")
+    expected = list(replay(topology, iter([(1, forged)]), "forged.jsonl"))
+    (want_audit,) = [r for r in expected if isinstance(r, Emitted) and r.topic == AUDIT]
+    (want_dead,) = [r for r in expected if isinstance(r, DeadLetter)]
+    async with engine_topics(engine):
+        await publish(kafka_bootstrap, messages)
+        outputs = Outputs(kafka_bootstrap, [s.topic_audit, s.topic_deadletter, s.topic_commands])
+        async with outputs, running_worker(engine) as worker:
+
+            async def both() -> bool:
+                assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+                await outputs.poll()
+                return bool(outputs.of(s.topic_audit)) and bool(outputs.of(s.topic_deadletter))
+
+            await wait_for(both, timeout=60, what="the audit record and the dead letter")
+            # Every partition has handled its copy and the tick once the group has no lag.
+            await wait_for(lambda: group_done(engine), timeout=60, what="the group's lag")
+            await outputs.poll()
+    (audit,) = outputs.of(s.topic_audit)
+    assert audit.value == orjson.dumps(want_audit.event)
+    (dead,) = outputs.of(s.topic_deadletter)
+    assert dead.value == forged
+    assert dead.headers["failover-reason"].decode() == want_dead.reason
+    assert want_dead.reason.startswith("unauthenticated: the signature does not verify")
+    assert not outputs.of(s.topic_commands)
