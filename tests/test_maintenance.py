@@ -31,7 +31,7 @@ from tests.helpers import (
     transitions,
 )
 from workflows.engine import Engine
-from workflows.maintenance import Windows, affected
+from workflows.maintenance import Accepted, Windows, affected
 from workflows.operators import KEY_ATTRIBUTE, SIGNATURE_ATTRIBUTE, sign_override
 from workflows.records import AUDIT, DeadLetter, Emitted
 from workflows.service import ServiceState
@@ -543,3 +543,29 @@ def test_failover_maintenance_without_a_key_says_so() -> None:
                     "--role", "office-head")  # fmt: skip
     assert done.returncode == 2
     assert b"no key" in done.stderr
+
+
+def test_the_registry_is_bounded() -> None:
+    from workflows import maintenance
+
+    registry = Windows(TOPOLOGY)
+    registry.seen = {f"old/{i}": parse_time(at(0)) for i in range(maintenance.MAX_ACTIONS)}
+    verdict = registry.judge(window("announce", 10), parse_time(at(10)), None)
+    assert not isinstance(verdict, Accepted)
+    assert (
+        verdict[0]
+        == f"not-applicable: {maintenance.MAX_ACTIONS} window actions are remembered already"
+    )
+    registry = Windows(TOPOLOGY)
+    for i in range(maintenance.MAX_WINDOWS):
+        assert isinstance(
+            registry.judge(
+                window("announce", 10, wid=f"w{i}", ident=f"a{i}"), parse_time(at(10)), None
+            ),
+            Accepted,
+        )
+    verdict = registry.judge(
+        window("announce", 10, wid="one-more", ident="x"), parse_time(at(10)), None
+    )
+    assert not isinstance(verdict, Accepted)
+    assert verdict[0] == f"not-applicable: {maintenance.MAX_WINDOWS} windows are kept already"

@@ -55,6 +55,7 @@ from workflows.topology import MAX_DURATION, Topology
 
 __all__ = [
     "MAINTENANCE_TYPE",
+    "MAX_ACTIONS",
     "MAX_WINDOWS",
     "SOURCE",
     "Accepted",
@@ -69,6 +70,9 @@ MAINTENANCE_TYPE: Final = "operator.maintenance.v1"
 #: The most windows the engine keeps at once (planned, running, or ended or cancelled within
 #: ``dedup_horizon``): past it, a new one is refused (``not-applicable``).
 MAX_WINDOWS: Final = 1000
+#: The most window action ids remembered within ``dedup_horizon`` (to refuse a replayed
+#: one): past it, a new action is refused (``not-applicable``), so the registry stays bounded.
+MAX_ACTIONS: Final = 10 * MAX_WINDOWS
 #: The ``site`` part of an audit record's source for a window: ``/failover/maintenance``.
 SOURCE: Final = "maintenance"
 
@@ -212,7 +216,8 @@ class Windows:
     """Every window the engine knows of, and the ids of the window actions it took: one per
     engine in replay, one per services partition on Kafka (each sees every action, so each
     holds the same). Bounded: a window is forgotten ``dedup_horizon`` after it ended, an
-    action id ``dedup_horizon`` after its time, and at most :data:`MAX_WINDOWS` are kept."""
+    action id ``dedup_horizon`` after its time, and at most :data:`MAX_WINDOWS` windows and
+    :data:`MAX_ACTIONS` action ids are kept (past either, a new one is refused)."""
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
@@ -324,6 +329,8 @@ class Windows:
         end: int,
         data: Mapping[str, Any],
     ) -> str | None:
+        if len(self.seen) >= MAX_ACTIONS:
+            return f"not-applicable: {MAX_ACTIONS} window actions are remembered already"
         if action == "announce":
             if window is not None:
                 return f"not-applicable: window {wid!r} exists already"
