@@ -100,8 +100,9 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
 
     Ticks go to every partition of the three input topics; link events to link-status keyed
     by link; overrides to operator-overrides and records/reconciliations to service-feedback,
-    keyed by service (the one table: :meth:`streams.config.Settings.input_topics`); a line
-    that is not JSON to link-status, keyed ``garbage``.
+    keyed by service (the one table: :meth:`streams.config.Settings.input_topics`); a
+    maintenance window's action to every partition of operator-overrides, keyed by the
+    window id; a line that is not JSON to link-status, keyed ``garbage``.
     """
     n = settings.partitions
     try:
@@ -113,6 +114,8 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
     if type_ == "clock.tick.v1":
         return [(t, TICK_KEY.encode(), p) for t in topics for p in range(n)]
     key = str(event.get("subject")).encode()
+    if type_ == "operator.maintenance.v1":  # a window: to every partition, by its id
+        return [(topic, key, p) for topic in topics for p in range(n)]
     return [(topic, key, partition_for(key, n)) for topic in topics]
 
 

@@ -719,11 +719,10 @@ def override_command(
     """Sign an override with your key, send it to the deployment the KAFKA_* and FAILOVER_*
     variables name, and print what the engine decided (its audit record). Exit 0 if it was
     applied, 1 if refused, 3 if no verdict came within --wait."""
-    import asyncio
     import os
 
     from streams.config import Settings, SettingsError
-    from streams.operator_cli import OperatorKeyError, read_key, send_override, signed_override
+    from streams.operator_cli import OperatorKeyError, read_key, signed_override
 
     try:
         settings = Settings.from_env()
@@ -732,6 +731,121 @@ def override_command(
     except (SettingsError, OperatorKeyError, ValueError) as exc:
         _error(str(exc))
         raise typer.Exit(2) from exc
+    _publish_and_judge(event, settings, wait)
+
+
+maintenance_app = typer.Typer(
+    help="Plan, extend or cancel a maintenance window (signed, like an override).",
+    no_args_is_help=True,
+)
+app.add_typer(maintenance_app, name="maintenance")
+
+_Operator = Annotated[str, typer.Option("--operator", help="Your operator id.")]
+_Role = Annotated[str, typer.Option("--role", help="Your role, as the topology says.")]
+_Reason = Annotated[str, typer.Option("--reason", help="Why, in your words (audited).")]
+_KeyName = Annotated[str, typer.Option(help="The name of your key in the topology.")]
+_KeyFile = Annotated[
+    Path | None, typer.Option(help="Your private key (else FAILOVER_OPERATOR_KEY_FILE or _KEY).")
+]
+_Wait = Annotated[
+    float, typer.Option(help="Seconds to wait for the engine's verdict (at the next tick).")
+]
+_Window = Annotated[str, typer.Argument(help="The window's id, e.g. sto-pattimura-2026-12.")]
+
+
+@maintenance_app.command("announce")
+def maintenance_announce(
+    window: _Window,
+    start: Annotated[str, typer.Option(help="When it starts, RFC 3339 with an offset.")],
+    end: Annotated[str, typer.Option(help="When it ends, RFC 3339 with an offset.")],
+    notice_id: Annotated[str, typer.Option(help="Your words to the public, in Indonesian.")],
+    notice_en: Annotated[str, typer.Option(help="Your words to the public, in English.")],
+    reason: _Reason,
+    operator: _Operator,
+    role: _Role,
+    links: Annotated[
+        str | None, typer.Option(help="The links it takes down, comma-separated.")
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="Or a whole site.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Or every link of a provider.")] = None,
+    key_name: _KeyName = "k1",
+    key_file: _KeyFile = None,
+    wait: _Wait = 30.0,
+) -> None:
+    """Announce a planned outage of links, a provider or a site: the public is told
+    announce_before ahead, its services go to manual (planned) at --start, nobody is
+    escalated to until --end. Prints the engine's verdict (exit 0 applied, 1 refused, 3
+    none within --wait)."""
+    _send_window(
+        "announce", window, reason, operator, role, key_name, key_file, wait,
+        links=[link.strip() for link in links.split(",") if link.strip()] if links else None,
+        site=site, provider=provider, start=start, end=end, notice=(notice_id, notice_en),
+    )  # fmt: skip
+
+
+@maintenance_app.command("extend")
+def maintenance_extend(
+    window: _Window,
+    end: Annotated[str, typer.Option(help="The new end, RFC 3339 with an offset.")],
+    reason: _Reason,
+    operator: _Operator,
+    role: _Role,
+    key_name: _KeyName = "k1",
+    key_file: _KeyFile = None,
+    wait: _Wait = 30.0,
+) -> None:
+    """Move a window's end later (the public is told). Exit codes as announce."""
+    _send_window("extend", window, reason, operator, role, key_name, key_file, wait, end=end)
+
+
+@maintenance_app.command("cancel")
+def maintenance_cancel(
+    window: _Window,
+    reason: _Reason,
+    operator: _Operator,
+    role: _Role,
+    key_name: _KeyName = "k1",
+    key_file: _KeyFile = None,
+    wait: _Wait = 30.0,
+) -> None:
+    """Call a window off (before it starts: the public is told; during it: it ends now, and
+    its services restore as usual once healthy). Exit codes as announce."""
+    _send_window("cancel", window, reason, operator, role, key_name, key_file, wait)
+
+
+def _send_window(
+    action: str,
+    window: str,
+    reason: str,
+    operator: str,
+    role: str,
+    key_name: str,
+    key_file: Path | None,
+    wait: float,
+    **fields: Any,
+) -> None:
+    import os
+
+    from streams.config import Settings, SettingsError
+    from streams.operator_cli import OperatorKeyError, read_key, signed_maintenance
+
+    try:
+        settings = Settings.from_env()
+        key = read_key(key_file, os.environ)
+        event = signed_maintenance(action, window, reason, operator, role, key_name, key,
+                                   **fields)  # fmt: skip
+    except (SettingsError, OperatorKeyError, ValueError) as exc:
+        _error(str(exc))
+        raise typer.Exit(2) from exc
+    _publish_and_judge(event, settings, wait)
+
+
+def _publish_and_judge(event: dict[str, Any], settings: Any, wait: float) -> None:
+    """Send a signed operator order, print the engine's verdict, exit with its code."""
+    import asyncio
+
+    from streams.operator_cli import send_override
+
     try:
         verdict = asyncio.run(
             send_override(
@@ -747,7 +861,7 @@ def override_command(
         _error(f"{type(exc).__name__}: {exc}")
         raise typer.Exit(2) from exc
     out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
-    out.print(f"sent {event['id']} as {printable(event['failoverkey'])}")
+    out.print(f"sent {printable(event['id'])} as {printable(event['failoverkey'])}")
     if verdict is None:
         out.print(f"no verdict within {wait:g} s (the engine applies it at the next tick)")
         raise typer.Exit(3)

@@ -498,6 +498,7 @@ _TOPIC_DEFAULTS: Final[Mapping[str, str]] = {
 INPUT_TOPIC_FIELDS: Final[Mapping[str, str]] = {
     "link.status.v1": "topic_link_status",
     "operator.override.v1": "topic_overrides",
+    "operator.maintenance.v1": "topic_overrides",
     "manual.record.v1": "topic_feedback",
     "reconcile.completed.v1": "topic_feedback",
 }

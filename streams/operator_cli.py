@@ -1,5 +1,6 @@
-"""``failover keygen`` and ``failover override``: an operator's key, and a signed override sent
-to a running deployment, with the engine's verdict read back from the audit topic.
+"""``failover keygen``, ``failover override`` and ``failover maintenance``: an operator's key,
+and a signed override or maintenance window action sent to a running deployment, with the
+engine's verdict read back from the audit topic.
 
 The private key is a file of one line, the key's 32-byte seed in standard base64, readable by
 its owner only (``keygen`` writes it so and never prints it); ``override`` reads it from
@@ -23,7 +24,9 @@ from typing import Any, Final
 import nacl.signing
 import orjson
 
+from workflows.maintenance import MAINTENANCE_TYPE
 from workflows.operators import ACTIONS, sign_override
+from workflows.timeutil import parse_event_time
 
 __all__ = [
     "KEY_ENV",
@@ -32,6 +35,7 @@ __all__ = [
     "new_key",
     "read_key",
     "send_override",
+    "signed_maintenance",
     "signed_override",
 ]
 
@@ -117,6 +121,75 @@ def signed_override(
     return sign_override(event, f"{operator}/{key_name}", key)
 
 
+#: What ``failover maintenance`` may ask.
+WINDOW_ACTIONS: Final = ("announce", "extend", "cancel")
+
+
+def signed_maintenance(
+    action: str,
+    window: str,
+    reason: str,
+    operator: str,
+    role: str,
+    key_name: str,
+    key: nacl.signing.SigningKey,
+    *,
+    links: list[str] | None = None,
+    site: str | None = None,
+    provider: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    notice: tuple[str, str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A maintenance window's action (``operator.maintenance.v1``), signed, stamped now.
+
+    Raises:
+        ValueError: what the action needs is missing or malformed (one of links, site or
+            provider, start, end and the notice in both languages to announce; the end to
+            extend; nothing else to cancel), or a time is not RFC 3339 with an offset.
+    """
+    if action not in WINDOW_ACTIONS:
+        raise ValueError(f"unknown action {action!r}: one of {', '.join(WINDOW_ACTIONS)}")
+    data: dict[str, Any] = {"action": action, "actor": operator, "role": role, "reason": reason}
+    for name, value in (("start", start), ("end", end)):
+        if value is not None:
+            try:
+                parse_event_time(value)
+            except ValueError as exc:
+                raise ValueError(f"--{name}: {exc}") from None
+    if action == "announce":
+        scopes = [name for name, value in (("links", links), ("site", site),
+                                           ("provider", provider)) if value]  # fmt: skip
+        if len(scopes) != 1:
+            raise ValueError("announce needs exactly one of --links, --site or --provider")
+        if start is None or end is None or notice is None:
+            raise ValueError("announce needs --start, --end, --notice-id and --notice-en")
+        data |= {"links": links} if links else {"site": site} if site else {"provider": provider}
+        data |= {"start": start, "end": end, "notice": {"id": notice[0], "en": notice[1]}}
+    elif links or site or provider or start is not None or notice is not None:
+        raise ValueError(f"{action} names the window only (and, to extend, --end)")
+    elif action == "extend":
+        if end is None:
+            raise ValueError("extend needs --end")
+        data["end"] = end
+    elif end is not None:
+        raise ValueError("cancel takes no --end")
+    moment = now or datetime.now(UTC)
+    stamp = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    event = {
+        "specversion": "1.0",
+        "id": f"maintenance/{window}/{action}/{uuid.uuid4()}",
+        "source": "/operators/failover-cli",
+        "type": MAINTENANCE_TYPE,
+        "time": stamp,
+        "subject": window,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return sign_override(event, f"{operator}/{key_name}", key)
+
+
 async def send_override(
     event: Mapping[str, Any],
     bootstrap: list[str],
@@ -125,9 +198,10 @@ async def send_override(
     client_options: Mapping[str, Any],
     wait: float,
 ) -> dict[str, Any] | None:
-    """Publish ``event`` (keyed by its service, the default partitioner) and return the data
-    of its audit record once the engine has committed it, or ``None`` after ``wait`` seconds
-    (the engine applies an override at the next tick past its time)."""
+    """Publish ``event`` (keyed by its subject: an override to its service's partition, the
+    default partitioner; a maintenance window's action to every partition, as the engine
+    needs it) and return the data of its audit record once the engine has committed it, or
+    ``None`` after ``wait`` seconds (the engine applies it at the next tick past its time)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 
     producer = AIOKafkaProducer(
@@ -153,8 +227,16 @@ async def send_override(
         await consumer.seek_to_end(*tps)
         for tp in tps:  # positions fixed before the override is sent
             await consumer.position(tp)
-        service = str(event["subject"]).encode("utf-8")
-        await producer.send_and_wait(overrides_topic, orjson.dumps(event), key=service)
+        subject = str(event["subject"]).encode("utf-8")
+        value = orjson.dumps(event)
+        if event["type"] == MAINTENANCE_TYPE:
+            targets = sorted(await producer.partitions_for(overrides_topic))
+            sent = [await producer.send(overrides_topic, value, key=subject, partition=p)
+                    for p in targets]  # fmt: skip
+            for future in sent:
+                await future
+        else:
+            await producer.send_and_wait(overrides_topic, value, key=subject)
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             batches = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))

@@ -20,6 +20,12 @@ path gives each service what replay gives it:
 - An override or feedback input is ordered with the last tick seen on *its own* topic
   partition, which is replay's global watermark at the same point of the log, because ticks
   are in every partition in file order. Health changes were ordered by stage 1 already.
+- A maintenance window's action (``operator.maintenance.v1``, keyed by the window id) is
+  published to every partition of the overrides topic, as ticks are: each stage-2 partition
+  judges its copy with its own registry of windows (kept in its state, the same in each, as
+  each sees every action in log order), and gives an accepted one to its own services; only
+  the partition the window id hashes to writes the audit record and the dead letter, so each
+  is written once (:mod:`workflows.maintenance`).
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ from streams.codec import (
 )
 from streams.config import Settings
 from streams.topics import partition_for
-from workflows.engine import Decoded, decode, read_input, service_input
+from workflows.engine import Decoded, decode, read_input, service_input, window_inputs
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
+from workflows.maintenance import MAINTENANCE_TYPE, Accepted, Windows
 from workflows.operators import override_judge
 from workflows.records import AUDIT, COMMANDS, STATE, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
@@ -482,7 +489,7 @@ class LinkPartition(_Partition):
                 self._failures(self.stage.failures, out, raw, origin)
         else:
             subject = event.get("subject")
-            if subject not in self.topology.services:
+            if subject not in self.topology.services and type_ != MAINTENANCE_TYPE:
                 reason = f"unknown-service: {subject!r} is not in the topology"
             else:
                 reason = (
@@ -524,6 +531,7 @@ class ServicePartition(_Partition):
         # The worker always writes the read model (replay only with --state).
         self.stage = ServiceStage(topology, self.services, state_records=True)
         self._judge = override_judge(topology)
+        self.windows = Windows(topology)
         self.expected = frozenset(
             [*(link_source(p) for p in range(routing.partitions)), OVERRIDES_SOURCE,
              FEEDBACK_SOURCE]
@@ -538,11 +546,16 @@ class ServicePartition(_Partition):
         if meta is not None:
             self.stage.watermark = meta["watermark"]
             self.sources = {name: (tick, ident) for name, (tick, ident) in meta["sources"].items()}
+            self.windows.load(meta.get("windows"))
 
     def _state(self, key: str) -> Any:
         if key == self._meta_key:
             sources = {k: list(v) for k, v in sorted(self.sources.items())}
-            return {"watermark": self.stage.watermark, "sources": sources}
+            meta = {"watermark": self.stage.watermark, "sources": sources}
+            windows = self.windows.to_json()
+            if windows is not None:
+                meta["windows"] = windows
+            return meta
         state = self.stage.states.get(key)
         return state.to_json() if state is not None else None
 
@@ -660,6 +673,13 @@ class ServicePartition(_Partition):
             reason = "wrong-topic: link.status.v1 is read from the link-status topic"
             self._dead(out, key, reason, raw, where)
             return
+        if type_ == MAINTENANCE_TYPE:
+            if source != OVERRIDES_SOURCE:
+                reason = "wrong-topic: operator.maintenance.v1 is read from operator-overrides"
+                self._dead(out, key, reason, raw, where)
+                return
+            self._window(event, time, raw, key, origin, out, where, record)
+            return
         service = event["subject"]
         if service not in self.topology.services:
             reason = f"unknown-service: {service!r} is not in the topology"
@@ -685,6 +705,43 @@ class ServicePartition(_Partition):
         item = service_input(event, time, watermark, raw, _queued_origin(origin, headers))
         self.stage.offer(service, item, time, watermark)
         self._dirty.add(service)
+        self._drain(out, raw, where)
+
+    def _window(
+        self,
+        event: dict[str, Any],
+        time: int,
+        raw: bytes,
+        key: bytes | None,
+        origin: Origin,
+        out: list[Record],
+        where: Origin | ConsumerRecord,
+        record: ConsumerRecord | None,
+    ) -> None:
+        """This partition's copy of a window action: judged as replay judges it; audited
+        and dead-lettered only by the partition that owns the window id."""
+        seen = self.sources.get(OVERRIDES_SOURCE)
+        watermark = seen[0] if seen is not None else None
+        owner = partition_for(event["subject"], self.routing.partitions) == self.partition
+        verdict = self.windows.judge(event, time, watermark)
+        self._dirty.add(self._meta_key)
+        if not isinstance(verdict, Accepted):
+            reason, audited = verdict
+            if owner:
+                if audited is not None:
+                    out.append(self.routing.emitted(audited))
+                self._dead(out, key, reason, raw, where)
+            else:  # the owner's dead letter is the record of it
+                self.counts[f"maintenance-copy-refused:{reason.split(':', 1)[0]}"] += 1
+            return
+        if owner:
+            out.append(self.routing.emitted(verdict.audit))
+        headers = record.headers if record is not None else ()
+        queued = _queued_origin(origin, headers)
+        for service, item in window_inputs(event, verdict, time, watermark, raw, queued,
+                                           self.services):  # fmt: skip
+            self.stage.offer(service, item, time, watermark)
+            self._dirty.add(service)
         self._drain(out, raw, where)
 
     def _source(self, source: str, tick: int, tick_id: str) -> None:

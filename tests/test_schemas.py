@@ -24,6 +24,7 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 INPUT_TYPES = (
     "link.status.v1",
     "operator.override.v1",
+    "operator.maintenance.v1",
     "manual.record.v1",
     "reconcile.completed.v1",
     "clock.tick.v1",
@@ -86,6 +87,21 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "ektp",
         {"action": "force_manual", "actor": "rina", "role": "on-call", "reason": "fire at STO"},
         "/console/ops",
+    ),
+    "operator.maintenance.v1": _envelope(
+        "operator.maintenance.v1",
+        "telkom-2024-05",
+        {
+            "action": "announce",
+            "actor": "rina",
+            "role": "on-call",
+            "reason": "fibre splice at STO Pattimura",
+            "links": ["telkom-sto-pattimura"],
+            "start": "2024-05-04T22:00:00+09:00",
+            "end": "2024-05-05T02:00:00+09:00",
+            "notice": {"id": "Mohon maaf.", "en": "We apologise."},
+        },
+        "/operators/failover-cli",
     ),
     "manual.record.v1": _envelope(
         "manual.record.v1",
@@ -500,6 +516,12 @@ BAD: list[tuple[str, str, Mutation]] = [
     ("link.status.v1", "unknown data field", _set("data.jitter_ms", 3)),
     # operator.override
     ("operator.override.v1", "unknown action", _set("data.action", "reboot")),
+    ("operator.maintenance.v1", "unknown action", _set("data.action", "reboot")),
+    ("operator.maintenance.v1", "announce without an end", _del("data.end")),
+    ("operator.maintenance.v1", "announce without a notice", _del("data.notice")),
+    ("operator.maintenance.v1", "two scopes", _set("data.site", "disdukcapil-ambon")),
+    ("operator.maintenance.v1", "cancel with a scope", _set("data.action", "cancel")),
+    ("operator.maintenance.v1", "bad start", _set("data.start", "tomorrow")),
     ("operator.override.v1", "empty actor", _set("data.actor", "")),
     ("operator.override.v1", "role too long", _set("data.role", "r" * 65)),
     ("operator.override.v1", "reason too long", _set("data.reason", "r" * 1001)),
@@ -828,7 +850,10 @@ def test_asyncapi_refs_resolve() -> None:
 
 TOPICS = {
     "link-status": ("receive", {"link.status.v1", "clock.tick.v1"}),
-    "operator-overrides": ("receive", {"operator.override.v1", "clock.tick.v1"}),
+    "operator-overrides": (
+        "receive",
+        {"operator.override.v1", "operator.maintenance.v1", "clock.tick.v1"},
+    ),
     "service-feedback": (
         "receive",
         {"manual.record.v1", "reconcile.completed.v1", "clock.tick.v1"},

@@ -59,14 +59,21 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
     if type_ == "clock.tick.v1":
         return [(t, TICK_KEY.encode(), p) for t in topics for p in range(n)]
     key = str(event.get("subject")).encode()
+    if type_ == "operator.maintenance.v1":  # to every partition, keyed by the window id
+        return [(topic, key, p) for topic in topics for p in range(n)]
     return [(topic, key, partition_for(key, n)) for topic in topics]
 
 
-def oracle() -> tuple[dict[str, list[bytes]], Counter[str]]:
+def oracle(
+    topology: Topology | None = None, lines: list[bytes] | None = None
+) -> tuple[dict[str, list[bytes]], Counter[str]]:
+    """What replay gives per key (the demo by default), and its dead letters' reasons."""
     per_service: dict[str, list[bytes]] = defaultdict(list)
     reasons: Counter[str] = Counter()
+    topology = topology or Topology.load(TOPOLOGY)
+    numbered = list(enumerate(lines, 1)) if lines is not None else read_lines(EVENTS)
     # With the read model: the worker always writes it, replay does with state=True.
-    for record in replay(Topology.load(TOPOLOGY), read_lines(EVENTS), EVENTS.name, state=True):
+    for record in replay(topology, numbered, EVENTS.name, state=True):
         if isinstance(record, Emitted):
             per_service[record.key].append(orjson.dumps(record.event))
         else:
@@ -81,6 +88,8 @@ def simulate(
     restart_every: int | None,
     batched: bool = False,
     binary: bool = False,
+    topology: Topology | None = None,
+    lines: list[bytes] | None = None,
 ) -> tuple[dict[str, list[bytes]], Counter[str]]:
     """Every input through the partitions in a random interleaving of the partitions' logs,
     as Kafka could deliver them. ``batched``: as the worker does, several records of one
@@ -89,11 +98,11 @@ def simulate(
     input the CloudEvents SDK takes is sent in binary mode (tests/binary.py)."""
     assert batched or not binary
     settings = Settings(partitions=partitions)
-    topology = Topology.load(TOPOLOGY)
+    topology = topology or Topology.load(TOPOLOGY)
     routing = Routing(settings)
     logs: dict[tuple[str, int], list[tuple[bytes, bytes, list[tuple[str, bytes]]]]]
     logs = defaultdict(list)
-    for _, raw in read_lines(EVENTS):
+    for _, raw in read_lines(EVENTS) if lines is None else enumerate(lines, 1):
         converted = to_binary(raw) if binary else None
         value, headers = converted if converted is not None else (raw, [])
         for topic, key, partition in route(settings, raw):

@@ -58,6 +58,7 @@ __all__ = [
 INPUT_TYPES: Final = (
     "link.status.v1",
     "operator.override.v1",
+    "operator.maintenance.v1",
     "manual.record.v1",
     "reconcile.completed.v1",
     "clock.tick.v1",

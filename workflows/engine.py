@@ -19,6 +19,7 @@ from workflows.clock import INPUT_TYPES, future_reason, tick_reason
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
+from workflows.maintenance import MAINTENANCE_TYPE, Accepted, Windows
 from workflows.operators import KEY_ATTRIBUTE, override_judge
 from workflows.readings import Reading, read_status
 from workflows.records import DeadLetter, Emitted, Truncated
@@ -36,6 +37,7 @@ __all__ = [
     "read_input",
     "reading_of",
     "service_input",
+    "window_inputs",
 ]
 
 #: Larger inputs are dead-lettered unread: no probe reading or operator word needs more.
@@ -171,6 +173,25 @@ def service_input(
     return Input(at, rank, event["id"], kind, fields, raw, origin)
 
 
+def window_inputs(
+    event: Mapping[str, Any],
+    accepted: Accepted,
+    time: int,
+    watermark: int | None,
+    raw: bytes,
+    origin: Any,
+    services: Any = None,
+) -> list[tuple[str, Input]]:
+    """The ``maintenance`` input each affected service (of ``services``, a collection; all
+    by default) gets for an accepted window action, ordered as an override is."""
+    at, rank = order_key(time, OVERRIDE, watermark)
+    return [
+        (service, Input(at, rank, event["id"], "maintenance", fields, raw, origin))
+        for service, fields in accepted.services
+        if services is None or service in services
+    ]
+
+
 class Engine:
     """Both stages over one topology, fed one message at a time, in order.
 
@@ -207,6 +228,7 @@ class Engine:
         self._link_states = self.links.states
         self._link_snapshot = slot_getter(LinkState)
         self._judge = override_judge(topology)
+        self.windows = Windows(topology)
 
     @property
     def counts(self) -> Counter[str]:
@@ -272,6 +294,9 @@ class Engine:
                 self._inputs[type_] += 1
                 self.tick(time, event["id"])
                 self._failed(raw, origin)
+            elif type_ == MAINTENANCE_TYPE:
+                self._inputs[type_] += 1
+                self._window(event, time, raw, origin)
             else:
                 self._inputs[type_] += 1
                 service = event["subject"]
@@ -292,6 +317,21 @@ class Engine:
             if fatal(exc):
                 raise
             self._dead(key, internal_error(exc), raw, origin)
+
+    def _window(self, event: dict[str, Any], time: int, raw: bytes, origin: Any) -> None:
+        """A maintenance window's action: judged once, audited once, then given to every
+        service it affects (workflows/maintenance.py)."""
+        watermark = self.services.watermark
+        verdict = self.windows.judge(event, time, watermark)
+        if not isinstance(verdict, Accepted):
+            reason, record = verdict
+            if record is not None:
+                self.out.append(record)
+            self._dead(event["subject"], reason, raw, origin)
+            return
+        self.out.append(verdict.audit)
+        for service, item in window_inputs(event, verdict, time, watermark, raw, origin):
+            self.services.offer(service, item, time, watermark)
 
     def tick(self, time: int, tick_id: str) -> None:
         """Advance event time for every link and service."""

@@ -177,6 +177,118 @@ TEMPLATES: Final = MappingProxyType(
             id="{service}: transisi otomatis dibekukan oleh {actor} ({role}): {reason}.",
             en="{service}: automatic transitions frozen by {actor} ({role}): {reason}.",
         ),
+        # Planned maintenance (workflows/maintenance.py): {notice_id} and {notice_en} are the
+        # operator's own words to the public, in each language.
+        "maintenance-announce-manual-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Pemeliharaan jaringan terencana dari {start_id} sampai {end_id}. "
+                "Selama itu layanan {name_id} di {site} dilayani secara manual; berkas Anda "
+                "tetap diterima. {notice_id}"
+            ),
+            en=(
+                "NOTICE: Planned network maintenance from {start_en} until {end_en}. "
+                "Meanwhile {name_en} at {site} is handled by hand; your application is still "
+                "accepted. {notice_en}"
+            ),
+        ),
+        "maintenance-announce-hold-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Pemeliharaan jaringan terencana dari {start_id} sampai {end_id}. "
+                "Selama itu layanan {name_id} di {site} dihentikan sementara; antrean Anda "
+                "tetap tersimpan. {notice_id}"
+            ),
+            en=(
+                "NOTICE: Planned network maintenance from {start_en} until {end_en}. "
+                "Meanwhile {name_en} at {site} is suspended; your place in the queue is kept. "
+                "{notice_en}"
+            ),
+        ),
+        "maintenance-announce-staff": NoticeText(
+            id=(
+                "Pemeliharaan terencana {window} dari {start_id} sampai {end_id}: layanan "
+                "{name_id} akan beralih ke prosedur manual pada awalnya. Siapkan formulir dan "
+                "register manual."
+            ),
+            en=(
+                "Planned maintenance {window} from {start_en} until {end_en}: {name_en} will "
+                "switch to the manual procedure when it starts. Get the forms and the manual "
+                "ledger ready."
+            ),
+        ),
+        "maintenance-manual-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Mulai {time_id} sampai {end_id}, layanan {name_id} di {site} "
+                "dilayani secara manual karena pemeliharaan jaringan terencana. Berkas Anda "
+                "tetap diterima dan akan diinput ke sistem setelahnya. {notice_id}"
+            ),
+            en=(
+                "NOTICE: From {time_en} until {end_en}, {name_en} at {site} is handled by hand "
+                "because of planned network maintenance. Your application is still accepted "
+                "and will be entered online afterwards. {notice_en}"
+            ),
+        ),
+        "maintenance-hold-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Mulai {time_id} sampai {end_id}, layanan {name_id} di {site} "
+                "dihentikan sementara karena pemeliharaan jaringan terencana. Antrean Anda "
+                "tetap tersimpan. {notice_id}"
+            ),
+            en=(
+                "NOTICE: From {time_en} until {end_en}, {name_en} at {site} is suspended "
+                "because of planned network maintenance. Your place in the queue is kept. "
+                "{notice_en}"
+            ),
+        ),
+        "maintenance-manual-staff": NoticeText(
+            id=(
+                "Pemeliharaan terencana {window}: layanan {name_id} beralih ke prosedur manual "
+                "sejak {time_id} sampai {end_id}. Catat setiap berkas di register manual "
+                "(insiden {incident})."
+            ),
+            en=(
+                "Planned maintenance {window}: {name_en} is on the manual procedure from "
+                "{time_en} until {end_en}. Log every record in the manual ledger (incident "
+                "{incident})."
+            ),
+        ),
+        "maintenance-hold-staff": NoticeText(
+            id=(
+                "Pemeliharaan terencana {window}: antrean {queue} untuk layanan {name_id} "
+                "ditahan sejak {time_id} sampai {end_id} (insiden {incident})."
+            ),
+            en=(
+                "Planned maintenance {window}: queue {queue} for {name_en} is held from "
+                "{time_en} until {end_en} (incident {incident})."
+            ),
+        ),
+        "maintenance-extend-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Pemeliharaan jaringan terencana untuk layanan {name_id} di {site} "
+                "diperpanjang sampai {end_id}. {notice_id}"
+            ),
+            en=(
+                "NOTICE: The planned network maintenance for {name_en} at {site} is extended "
+                "until {end_en}. {notice_en}"
+            ),
+        ),
+        "maintenance-extend-staff": NoticeText(
+            id="Pemeliharaan terencana {window} untuk {name_id} diperpanjang sampai {end_id}.",
+            en="Planned maintenance {window} for {name_en} is extended until {end_en}.",
+        ),
+        "maintenance-cancel-public": NoticeText(
+            id=(
+                "PENGUMUMAN: Pemeliharaan jaringan terencana dari {start_id} untuk layanan "
+                "{name_id} di {site} dibatalkan; layanan berjalan seperti biasa."
+            ),
+            en=(
+                "NOTICE: The planned network maintenance from {start_en} for {name_en} at "
+                "{site} is cancelled; the service runs as usual."
+            ),
+        ),
+        "maintenance-cancel-staff": NoticeText(
+            id="Pemeliharaan terencana {window} untuk {name_id} dibatalkan.",
+            en="Planned maintenance {window} for {name_en} is cancelled.",
+        ),
         "unpinned-oncall": NoticeText(
             id="{service}: transisi otomatis aktif kembali, oleh {actor} ({role}): {reason}.",
             en="{service}: automatic transitions resumed by {actor} ({role}): {reason}.",
@@ -190,7 +302,8 @@ def render(
 ) -> dict[str, str]:
     """Fill a template for one service at one instant; ``extra`` adds fields to both texts.
 
-    ``since`` (an instant in microseconds), when given, is rendered in local time too.
+    ``since``, ``start`` and ``end`` (instants in microseconds), when given, are rendered in
+    local time too (``since_id``, ``since_en``, ...).
     """
     text = TEMPLATES[template]
     fields: dict[str, object] = {
@@ -204,10 +317,11 @@ def render(
         "time_id": format_local(time, site.timezone, "id"),
         "time_en": format_local(time, site.timezone, "en"),
     }
-    since = extra.pop("since", None)
-    if isinstance(since, int):
-        fields["since_id"] = format_local(since, site.timezone, "id")
-        fields["since_en"] = format_local(since, site.timezone, "en")
+    for name in ("since", "start", "end"):
+        moment = extra.pop(name, None)
+        if isinstance(moment, int):
+            fields[f"{name}_id"] = format_local(moment, site.timezone, "id")
+            fields[f"{name}_en"] = format_local(moment, site.timezone, "en")
     fields.update(extra)
     safe = {name: plain(value) for name, value in fields.items()}
     return {"id": text.id.format_map(safe), "en": text.en.format_map(safe)}

@@ -44,23 +44,32 @@ if TYPE_CHECKING:  # topology.py imports this module
 __all__ = [
     "ACTIONS",
     "AUDIT_TYPE",
+    "GRANT_ACTIONS",
     "KEY_ATTRIBUTE",
+    "MAINTENANCE",
     "SIGNATURE_ATTRIBUTE",
     "Grant",
     "Judge",
     "Operator",
     "audit",
+    "authenticate",
     "canonical",
     "decode_public_key",
     "grants_of",
     "judge_override",
     "override_judge",
     "sign_override",
+    "stale_reason",
     "verify_override",
 ]
 
-#: The actions an override may ask for, and so a grant may name.
+#: The actions an override may ask for.
 ACTIONS: Final = ("force_manual", "release", "pin", "unpin")
+#: The action a grant names to let an operator plan maintenance windows
+#: (``operator.maintenance.v1``, :mod:`workflows.maintenance`).
+MAINTENANCE: Final = "maintenance"
+#: Every action a grant may name.
+GRANT_ACTIONS: Final = (*ACTIONS, MAINTENANCE)
 #: The extension attribute that names the signing key, ``OPERATOR/KEY``.
 KEY_ATTRIBUTE: Final = "failoverkey"
 #: The extension attribute that holds the signature, ``ed25519=<base64>``.
@@ -69,15 +78,21 @@ SIGNATURE_ATTRIBUTE: Final = "failoversig"
 AUDIT_TYPE: Final = "failover.audit.v1"
 _SCHEME: Final = "ed25519="
 _DOMAIN: Final = b"failover-override-v1\n"
+#: What a signature covers starts with a domain per type, so that no signature of one kind
+#: of order can be taken for another kind.
+_DOMAINS: Final = {"operator.maintenance.v1": b"failover-maintenance-v1\n"}
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """Actions an operator may take, on every service of ``sites`` and on ``services``."""
+    """Actions an operator may take, on every service of ``sites`` and on ``services``
+    (and, for ``maintenance``, on ``links`` and every link of ``providers``)."""
 
     actions: frozenset[str]
     sites: frozenset[str]
     services: frozenset[str]
+    links: frozenset[str] = frozenset()
+    providers: frozenset[str] = frozenset()
 
     def allows(self, action: str, service: str, site: str) -> bool:
         return action in self.actions and (site in self.sites or service in self.services)
@@ -114,8 +129,16 @@ def decode_public_key(text: str) -> nacl.signing.VerifyKey:
 
 
 def canonical(event: Mapping[str, Any], key_id: str) -> bytes:
-    """What an override's signature covers (module doc)."""
-    fields = [event["type"], event["id"], event["subject"], event["time"], event["data"], key_id]
+    """What an operator's signature covers (module doc). A maintenance window's signature
+    covers more: ``failover-maintenance-v1``, a newline, and the JSON array of the whole
+    event (every attribute but ``failoversig`` and ``failoverkey``, keys sorted at every
+    level) and the key id, so that no byte of it can change unseen."""
+    type_ = event["type"]
+    domain = _DOMAINS.get(type_) if isinstance(type_, str) else None
+    if domain is not None:
+        rest = {k: v for k, v in event.items() if k not in (KEY_ATTRIBUTE, SIGNATURE_ATTRIBUTE)}
+        return domain + orjson.dumps([rest, key_id], option=orjson.OPT_SORT_KEYS)
+    fields = [type_, event["id"], event["subject"], event["time"], event["data"], key_id]
     return _DOMAIN + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
@@ -136,25 +159,23 @@ def sign_override(
     }
 
 
-def verify_override(
-    event: Mapping[str, Any],
-    operators: Mapping[str, Operator],
-    site: str,
-    accept_unsigned: bool = False,
-) -> str | None:
-    """``None`` if ``event`` (a valid ``operator.override.v1`` for a service of ``site``) is
-    signed by an operator who may do what it asks; else the dead-letter reason.
-
-    ``accept_unsigned`` (the topology's ``unsigned_overrides: accept``, for development):
-    an override with no signature at all is taken as it is; a signed one is still verified.
-    """
+def authenticate(
+    event: Mapping[str, Any], operators: Mapping[str, Operator], accept_unsigned: bool = False
+) -> Operator | str | None:
+    """Who signed ``event`` (a schema-valid operator order: an override or a maintenance
+    window): the :class:`Operator` whose listed key it verifies with and who signs as
+    themselves (``data.actor`` and ``data.role`` theirs); ``None`` for an unsigned order
+    taken as it is (``accept_unsigned``); else the dead-letter reason (``unauthenticated``,
+    ``forbidden``). Grants are the caller's to check."""
     key_id = event.get(KEY_ATTRIBUTE)
     signature = event.get(SIGNATURE_ATTRIBUTE)
     if key_id is None and signature is None and accept_unsigned:
         return None
     if not isinstance(key_id, str) or not isinstance(signature, str):
+        maintenance = event["type"] == "operator.maintenance.v1"
+        kind = "a maintenance window" if maintenance else "an override"
         return (
-            f"unauthenticated: not signed (an override needs {KEY_ATTRIBUTE} and "
+            f"unauthenticated: not signed ({kind} needs {KEY_ATTRIBUTE} and "
             f"{SIGNATURE_ATTRIBUTE}, see the README on operators)"
         )
     operator_id, _, name = key_id.partition("/")
@@ -179,7 +200,40 @@ def verify_override(
             f"forbidden: role {data['role'][:64]!r} is not operator {operator.id!r}'s role "
             f"{operator.role!r}"
         )
-    action, service = data["action"], event["subject"]
+    return operator
+
+
+def stale_reason(
+    event: Mapping[str, Any], time: int, watermark: int | None, max_age: int
+) -> str | None:
+    """``stale-signature`` and why, for a signed order stamped more than ``max_age``
+    (``signature_max_age``) behind the engine's clock, ``watermark``; else ``None``."""
+    signed = KEY_ATTRIBUTE in event or SIGNATURE_ATTRIBUTE in event
+    if not signed or watermark is None or time >= watermark - max_age:
+        return None
+    return (
+        f"stale-signature: stamped {format_time(time)}, more than "
+        f"{format_duration(max_age)} (signature_max_age) behind the engine's clock, "
+        f"{format_time(watermark)}"
+    )
+
+
+def verify_override(
+    event: Mapping[str, Any],
+    operators: Mapping[str, Operator],
+    site: str,
+    accept_unsigned: bool = False,
+) -> str | None:
+    """``None`` if ``event`` (a valid ``operator.override.v1`` for a service of ``site``) is
+    signed by an operator who may do what it asks; else the dead-letter reason.
+
+    ``accept_unsigned`` (the topology's ``unsigned_overrides: accept``, for development):
+    an override with no signature at all is taken as it is; a signed one is still verified.
+    """
+    operator = authenticate(event, operators, accept_unsigned)
+    if operator is None or isinstance(operator, str):
+        return operator
+    action, service = event["data"]["action"], event["subject"]
     if not operator.may(action, service, site):
         return (
             f"forbidden: operator {operator.id!r} has no grant to {action} service "
@@ -195,6 +249,8 @@ def grants_of(entries: Iterable[Mapping[str, Any]]) -> tuple[Grant, ...]:
             frozenset(entry["actions"]),
             frozenset(entry.get("sites", ())),
             frozenset(entry.get("services", ())),
+            frozenset(entry.get("links", ())),
+            frozenset(entry.get("providers", ())),
         )
         for entry in entries
     )
@@ -213,13 +269,8 @@ def judge_override(
     else the dead-letter reason (:func:`verify_override`, then its age: an override stamped
     more than ``max_age`` behind the engine's clock, ``watermark``, is ``stale-signature``)."""
     reason = verify_override(event, operators, site, accept_unsigned)
-    signed = KEY_ATTRIBUTE in event or SIGNATURE_ATTRIBUTE in event
-    if reason is None and signed and watermark is not None and time < watermark - max_age:
-        reason = (
-            f"stale-signature: stamped {format_time(time)}, more than "
-            f"{format_duration(max_age)} (signature_max_age) behind the engine's clock, "
-            f"{format_time(watermark)}"
-        )
+    if reason is None:
+        reason = stale_reason(event, time, watermark, max_age)
     return reason
 
 
@@ -231,10 +282,24 @@ def audit(
     data: Mapping[str, Any],
     key_id: str | None,
     reason: str | None,
+    window: str | None = None,
 ) -> Emitted:
     """The audit record of an operator's action: ``applied`` when ``reason`` is ``None``,
-    else ``refused`` with the reason (the dead letter's)."""
+    else ``refused`` with the reason (the dead letter's). ``service`` is its subject and
+    key; for a maintenance window's action, the ``window`` id (in ``data.window`` too)."""
     verdict = "refused" if reason is not None else "applied"
+    fields = {
+        "override": override_id,
+        "action": data["action"],
+        "actor": data["actor"],
+        "role": data["role"],
+        "key": key_id,
+        "verdict": verdict,
+        "reason": reason,
+        "operator_reason": data["reason"],
+    }
+    if window is not None:
+        fields["window"] = window
     return Emitted(
         AUDIT,
         service,
@@ -244,16 +309,7 @@ def audit(
             site,
             time,
             service,
-            {
-                "override": override_id,
-                "action": data["action"],
-                "actor": data["actor"],
-                "role": data["role"],
-                "key": key_id,
-                "verdict": verdict,
-                "reason": reason,
-                "operator_reason": data["reason"],
-            },
+            fields,
         ),
     )
 

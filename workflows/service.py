@@ -45,6 +45,7 @@ from workflows.health import (
     service_health,
 )
 from workflows.isolation import fatal, internal_error, restore, snapshot
+from workflows.maintenance import ANNOUNCED, PENDING, STARTED, PlannedWindow
 from workflows.notices import render
 from workflows.operators import audit
 from workflows.records import (
@@ -101,7 +102,8 @@ class Input(NamedTuple):
     """One stage-2 input, ordered by ``(time, rank, id)``.
 
     ``kind`` is ``"health"`` (data: link, health, cause), ``"override"`` (action, actor, role,
-    reason), ``"record"`` (record_id,) or ``"reconcile"`` (record_ids, incident or None).
+    reason), ``"record"`` (record_id,), ``"reconcile"`` (record_ids, incident or None) or
+    ``"maintenance"`` (a window action: :meth:`workflows.maintenance.Windows.judge`).
     ``raw`` and ``origin`` are kept to dead-letter the input if it cannot be applied.
     """
 
@@ -136,10 +138,12 @@ class ServiceState:
         "pin",
         "previous",
         "queued",
+        "quiet_until",
         "seen",
         "state",
         "step",
         "unreconciled",
+        "windows",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -170,6 +174,10 @@ class ServiceState:
         self.floor: int | None = None
         self.inbox: list[Input] | None = None
         self.queued: set[str] | None = None  # the ids in ``inbox`` (derived, not saved)
+        # Maintenance windows that affect this service and are not over, by start; and the
+        # end of the last one that started: escalations count from it (workflows/maintenance).
+        self.windows: tuple[PlannedWindow, ...] | None = None
+        self.quiet_until: int | None = None
 
     def to_json(self) -> list[Any]:
         """A JSON-able snapshot (for changelog tables); :meth:`from_json` reverses it.
@@ -186,13 +194,15 @@ class ServiceState:
             self.floor,
             list(self.entered) if self.entered else None,
             list(self.operator) if self.operator else None,
+            [w.to_json() for w in self.windows] if self.windows else None,
+            self.quiet_until,
         ]  # fmt: skip
 
     @classmethod
     def from_json(cls, value: list[Any]) -> ServiceState:
         """Reverses :meth:`to_json`; also reads the snapshots of earlier versions (without a
         floor, inbox bytes as text; without the read model's last transition and operator
-        action, which are then unknown until the next one)."""
+        action, which are then unknown until the next one; without maintenance windows)."""
         state = cls()
         (state.state, state.health, state.link_health, state.healthy_since, state.bad_since,
          state.down_since, state.baseline, state.manual_since, state.incident, state.previous,
@@ -204,6 +214,9 @@ class ServiceState:
         if len(value) > 18 and value[18]:
             action, actor, role, reason, at = value[18]
             state.operator = (action, actor, role, reason, at)
+        if len(value) > 19 and value[19]:
+            state.windows = tuple(PlannedWindow.from_json(w) for w in value[19])
+        state.quiet_until = value[20] if len(value) > 20 else None
         state.pin = (pin[0], pin[1], pin[2]) if pin else None
         state.escalated = tuple(escalated)
         if seen:
@@ -320,7 +333,7 @@ def conditions(s: ServiceState, p: Policy) -> Iterator[Condition]:
                             f"healthy for {format_duration(p.recover_after)} since "
                             f"{format_time(since)}")  # fmt: skip
     elif state == "manual":
-        if s.healthy_since is not None:
+        if s.healthy_since is not None and not _running(s):
             since = max(s.healthy_since, s.baseline)
             yield Condition(since + p.restore_after, "restore", "stable",
                             f"healthy for {format_duration(p.restore_after)} since "
@@ -336,20 +349,50 @@ def conditions(s: ServiceState, p: Policy) -> Iterator[Condition]:
                             f"{format_time(since)} after restoration")  # fmt: skip
 
 
+def _running(s: ServiceState) -> bool:
+    """Whether a maintenance window that started is not over for the service."""
+    return s.windows is not None and any(w.phase == STARTED for w in s.windows)
+
+
+def _unplanned(s: ServiceState) -> bool:
+    """Whether a link of the service fails that no running maintenance window plans for."""
+    if not s.link_health or s.windows is None:
+        return False
+    planned: set[str] = set()
+    for window in s.windows:
+        if window.phase == STARTED:
+            if window.links is None:
+                return False  # a site's window: every link of it is planned
+            planned.update(window.links)
+    return bool(planned) and any(link not in planned for link in s.link_health)
+
+
 def _escalations(s: ServiceState, p: Policy) -> Iterator[tuple[int, str]]:
     if s.state != "manual" or s.manual_since is None:
         return
+    since = s.manual_since
+    if s.quiet_until is not None and not _unplanned(s):
+        since = max(since, s.quiet_until)  # nobody is called out for a planned outage
     if "office-head" not in s.escalated:
-        yield s.manual_since + p.escalate_after, "office-head"
+        yield since + p.escalate_after, "office-head"
     if "provider" not in s.escalated and s.link_health:
         # Only while a link is failing: a provider is told about a fault that exists.
-        yield s.manual_since + 2 * p.escalate_after, "provider"
+        yield since + 2 * p.escalate_after, "provider"
+
+
+def _window_deadline(w: PlannedWindow) -> int:
+    """When a window next needs its service: its announcement, its start, its end."""
+    if w.phase == PENDING:
+        return w.announce_at
+    return w.start if w.phase == ANNOUNCED else w.end
 
 
 def next_deadline(s: ServiceState, p: Policy) -> int | None:
     """When the service must next be evaluated if nothing else happens to it."""
     deadlines = [c.deadline for c in conditions(s, p)]
     deadlines.extend(d for d, _ in _escalations(s, p))
+    if s.windows:
+        deadlines.extend(_window_deadline(w) for w in s.windows)
     return min(deadlines) if deadlines else None
 
 
@@ -424,6 +467,8 @@ class ServiceStage:
         self._changed: dict[str, tuple[int, str]] | None = {} if state_records else None
         #: The queued input being applied (:meth:`_step` blames it if its application raises).
         self._applying: Input | None = None
+        #: The maintenance window whose start is being fired (its notices name it).
+        self._window: PlannedWindow | None = None
         #: ``(service, reason)`` for each service whose timers raised since the caller last
         #: emptied this list: the service was left as it was before the tick.
         self.failures: list[tuple[str, str]] = []
@@ -531,7 +576,7 @@ class ServiceStage:
         """An input whose id was taken already: dropped, but an override's copy is refused
         (a signed order is used once). Dead-lettered, not audited: the audit trail has the
         override's verdict once; every copy of it is on the dead-letter topic."""
-        if item.kind == "override":
+        if item.kind == "override":  # (a window's copy is refused where it is judged)
             self.out.append(DeadLetter(service, f"replayed: override {item.id!r} was taken "
                                        "already (within dedup_horizon)", item.raw,
                                        item.origin))  # fmt: skip
@@ -716,8 +761,40 @@ class ServiceStage:
             self._override(svc, s, item)
         elif item.kind == "record":
             self._record(svc, s, item)
+        elif item.kind == "maintenance":
+            self._maintenance(svc, s, item)
         else:
             self._reconciled(svc, s, item)
+
+    def _maintenance(self, svc: Service, s: ServiceState, item: Input) -> None:
+        """A window action, judged already for every service it affects
+        (:meth:`workflows.maintenance.Windows.judge`): planned, extended or cancelled here."""
+        action, wid, start, end, links, notice_id, notice_en, actor, role, reason, at = item.data
+        windows = list(s.windows or ())
+        index = next((i for i, w in enumerate(windows) if w.id == wid), None)
+        if action == "announce":
+            if index is None:
+                announce_at = max(start - svc.policy.announce_before, at)
+                planned = tuple(links) if links is not None else None
+                new = PlannedWindow(wid, announce_at, start, end, PENDING, planned, notice_id,
+                                    notice_en, actor, role, reason)  # fmt: skip
+                windows.append(new)
+                windows.sort(key=lambda w: (w.start, w.id))
+        elif index is not None and action == "extend":
+            w = windows[index] = windows[index]._replace(end=end)
+            if w.phase == STARTED:
+                s.quiet_until = end if s.quiet_until is None else max(s.quiet_until, end)
+            if w.phase != PENDING:
+                self._window_notices(svc, s, w, at, "extend", item.id)
+        elif index is not None:
+            w = windows.pop(index)
+            if w.phase == ANNOUNCED:
+                self._window_notices(svc, s, w, at, "cancel", item.id)
+            elif w.phase == STARTED and s.quiet_until is not None and s.quiet_until > item.time:
+                ends = [x.end for x in windows if x.phase == STARTED]
+                s.quiet_until = max([item.time, *ends])
+        s.windows = tuple(windows) or None
+        self._evaluate(svc.id, s, item.time, item.id)
 
     def _reject(self, service: str, item: Input, reason: str) -> None:
         if item.kind == "override":
@@ -820,6 +897,8 @@ class ServiceStage:
     def _evaluate(self, service: str, s: ServiceState, time: int, cause: str) -> None:
         svc = self._services[service]
         policy = svc.policy
+        if s.windows:
+            self._windows_due(svc, s, time, cause)
         for _ in range(len(TRANSITIONS) + 1):  # each pass fires one edge; no cycle is longer
             for condition in conditions(s, policy):
                 if condition.deadline <= time:
@@ -831,6 +910,57 @@ class ServiceStage:
         for deadline, role in list(_escalations(s, policy)):
             if deadline <= time:
                 self._escalate(svc, s, time, role)
+
+    def _windows_due(self, svc: Service, s: ServiceState, time: int, cause: str) -> None:
+        """What the service's maintenance windows hold for ``time``, in order of their start:
+        the announcement, the start (to manual, planned), the end (no longer in the way of
+        restoration)."""
+        kept: list[PlannedWindow] = []
+        for window in s.windows or ():
+            w = window
+            if w.phase == PENDING and w.announce_at <= time:
+                w = w._replace(phase=ANNOUNCED)
+                # Stamped when it was due: the same on every path (workflows/maintenance.py).
+                self._window_notices(svc, s, w, w.announce_at, "announce", f"{w.id}/announce")
+            if w.phase == ANNOUNCED and w.start <= time:
+                if w.end <= time:
+                    continue  # over before the service could take it
+                w = w._replace(phase=STARTED)
+                s.quiet_until = w.end if s.quiet_until is None else max(s.quiet_until, w.end)
+                trigger = {"online": "suspend", "degraded": "suspend", "restored": "relapse"}
+                if s.pin is None and s.state in trigger:
+                    operator = {"action": "maintenance", "actor": w.actor, "role": w.role,
+                                "reason": w.reason}  # fmt: skip
+                    detail = (
+                        f"planned maintenance {w.id} from {format_time(w.start)} until "
+                        f"{format_time(w.end)}, by {w.actor} ({w.role}): {w.reason}"
+                    )
+                    self._window = w
+                    try:
+                        self._fire(svc, s, trigger[s.state], time, cause, "maintenance", detail,
+                                   operator)  # fmt: skip
+                    finally:
+                        self._window = None
+            if w.phase == STARTED and w.end <= time:
+                continue  # over: the service restores as usual once healthy
+            kept.append(w)
+        s.windows = tuple(kept) or None
+
+    def _window_notices(
+        self, svc: Service, s: ServiceState, w: PlannedWindow, time: int, what: str, qualifier: str
+    ) -> None:
+        """The public and staff notices of a window's announcement, extension or
+        cancellation (``what``)."""
+        fields: dict[str, object] = {
+            "window": w.id, "start": w.start, "end": w.end, "notice_id": w.notice_id,
+            "notice_en": w.notice_en,
+        }  # fmt: skip
+        kind = "manual" if svc.offline else "hold"
+        public = f"maintenance-{what}-{kind}-public" if what == "announce" else \
+            f"maintenance-{what}-public"  # fmt: skip
+        self._notice(svc, s, time, "public", public, f"maintenance/{qualifier}", **fields)
+        self._notice(svc, s, time, "staff", f"maintenance-{what}-staff",
+                     f"maintenance/{qualifier}", **fields)  # fmt: skip
 
     def _fire(self, svc: Service, s: ServiceState, trigger: str, time: int, cause: str,
               reason: str, detail: str, operator: dict[str, str] | None) -> None:  # fmt: skip
@@ -891,6 +1021,7 @@ class ServiceStage:
         s.unreconciled = 0
         s.escalated = ()
         s.manual_since = None
+        s.quiet_until = None
 
     def _enter_degraded(self, event: Any) -> None:
         f = self._firing
@@ -905,7 +1036,19 @@ class ServiceStage:
         assert f is not None
         s, svc = f.state, f.service
         s.manual_since = f.time
-        if svc.offline:
+        w = self._window
+        if w is not None and f.reason == "maintenance":
+            fields: dict[str, object] = {"window": w.id, "end": w.end, "notice_id": w.notice_id,
+                                         "notice_en": w.notice_en}  # fmt: skip
+            kind = "manual" if svc.offline else "hold"
+            self._notice(svc, s, f.time, "public", f"maintenance-{kind}-public", "manual",
+                         **fields)  # fmt: skip
+            if not svc.offline:
+                self._command(svc, s, f.time, "failover.queue.hold.v1", "hold",
+                              {"queue": svc.queue})  # fmt: skip
+            self._notice(svc, s, f.time, "staff", f"maintenance-{kind}-staff", "manual",
+                         incident=s.incident, **fields)  # fmt: skip
+        elif svc.offline:
             self._notice(svc, s, f.time, "public", "manual-public", "manual")
             self._notice(svc, s, f.time, "staff", "manual-staff", "manual", incident=s.incident)
         else:

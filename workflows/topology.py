@@ -171,6 +171,9 @@ class Policy:
     # Engine-wide. An override stamped more than this behind the engine's clock is refused
     # (``stale-signature``): a signed order is not kept to be used later.
     signature_max_age: int = 900 * _SECOND
+    # How long before a planned maintenance window starts the public is told about it
+    # (workflows/maintenance.py).
+    announce_before: int = 86400 * _SECOND
     link: LinkPolicy = field(default_factory=LinkPolicy)
 
 
@@ -938,7 +941,9 @@ def _build(
     with check:
         # Collecting, a grant may name a service in error (it is in the file all the same).
         named = services if errors is None else document["services"]
-        operators = _operators(document.get("operators") or {}, sites, named, file, check)
+        operators = _operators(
+            document.get("operators") or {}, sites, named, file, check, links=links
+        )
     return Topology(
         sites=sites,
         links=links,
@@ -1015,11 +1020,14 @@ def _operators(
     services: Mapping[str, Any],
     file: str,
     check: _Collect | None = None,
+    links: Mapping[str, Link] | None = None,
 ) -> dict[str, Operator]:
     """The operators section (its shape checked by the schema): keys decoded, and every
     site and service a grant names known. With ``check`` collecting, every error is kept
     (``services`` then names every service of the file, those in error too)."""
     check = check or _Collect(None)
+    links = links or {}
+    providers = {link.provider: link for link in links.values()}
     operators: dict[str, Operator] = {}
     for operator_id, entry in raw.items():
         with check:
@@ -1036,7 +1044,11 @@ def _operators(
                             file, where, f"not an Ed25519 public key: {exc}"
                         ) from None
             for index, grant in enumerate(entry["grants"]):
-                for kind, known in (("sites", sites), ("services", services)):
+                named: tuple[tuple[str, Mapping[str, Any]], ...] = (
+                    ("sites", sites), ("services", services), ("links", links),
+                    ("providers", providers),
+                )  # fmt: skip
+                for kind, known in named:
                     for member, name in enumerate(grant.get(kind, ())):
                         if name not in known:
                             failed = True
@@ -1046,7 +1058,9 @@ def _operators(
                                     _pointer(
                                         ["operators", operator_id, "grants", index, kind, member]
                                     ),
-                                    f"no {kind[:-1]} {_show(name)} in $.{kind}",
+                                    f"no {kind[:-1]} {_show(name)} in $.{kind}"
+                                    if kind != "providers"
+                                    else f"no link of provider {_show(name)} in $.links",
                                 )
             if not failed:
                 operators[operator_id] = Operator(
