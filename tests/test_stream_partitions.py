@@ -68,11 +68,17 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
     return [(topic, key, partition_for(key, n))]
 
 
-def oracle() -> tuple[dict[str, list[bytes]], Counter[str]]:
+def oracle(
+    topology: Topology | None = None, lines: list[bytes] | None = None
+) -> tuple[dict[str, list[bytes]], Counter[str]]:
+    """Replay's outputs per service and dead letters by reason: of the demo, or of
+    ``topology`` and ``lines``."""
     per_service: dict[str, list[bytes]] = defaultdict(list)
     reasons: Counter[str] = Counter()
+    topology = topology or Topology.load(TOPOLOGY)
+    numbered = read_lines(EVENTS) if lines is None else enumerate(lines, 1)
     # With the read model: the worker always writes it, replay does with state=True.
-    for record in replay(Topology.load(TOPOLOGY), read_lines(EVENTS), EVENTS.name, state=True):
+    for record in replay(topology, numbered, EVENTS.name, state=True):
         if isinstance(record, Emitted):
             per_service[record.key].append(orjson.dumps(record.event))
         else:
@@ -87,19 +93,22 @@ def simulate(
     restart_every: int | None,
     batched: bool = False,
     binary: bool = False,
+    topology: Topology | None = None,
+    lines: list[bytes] | None = None,
 ) -> tuple[dict[str, list[bytes]], Counter[str]]:
     """Every input through the partitions in a random interleaving of the partitions' logs,
     as Kafka could deliver them. ``batched``: as the worker does, several records of one
     partition at once through ``handle_batch``, state written only at "commits" (a flush of
     every partition), restarts only right after a commit. ``binary`` (batched only): every
-    input the CloudEvents SDK takes is sent in binary mode (tests/binary.py)."""
+    input the CloudEvents SDK takes is sent in binary mode (tests/binary.py). ``topology``
+    and ``lines``: another case than the demo."""
     assert batched or not binary
     settings = Settings(partitions=partitions)
-    topology = Topology.load(TOPOLOGY)
+    topology = topology or Topology.load(TOPOLOGY)
     routing = Routing(settings)
     logs: dict[tuple[str, int], list[tuple[bytes, bytes, list[tuple[str, bytes]]]]]
     logs = defaultdict(list)
-    for _, raw in read_lines(EVENTS):
+    for raw in [raw for _, raw in read_lines(EVENTS)] if lines is None else lines:
         converted = to_binary(raw) if binary else None
         value, headers = converted if converted is not None else (raw, [])
         for topic, key, partition in route(settings, raw):

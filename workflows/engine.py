@@ -154,7 +154,7 @@ def service_input(
     if type_ == "operator.override.v1":
         kind, rank = "override", OVERRIDE
         fields = (data["action"], data["actor"], data["role"], data["reason"],
-                  event.get(KEY_ATTRIBUTE))  # fmt: skip
+                  event.get(KEY_ATTRIBUTE), data.get("until"))  # fmt: skip
     elif type_ == "manual.record.v1":
         kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
     else:

@@ -181,6 +181,36 @@ TEMPLATES: Final = MappingProxyType(
             id="{service}: transisi otomatis aktif kembali, oleh {actor} ({role}): {reason}.",
             en="{service}: automatic transitions resumed by {actor} ({role}): {reason}.",
         ),
+        "pin-expired-oncall": NoticeText(
+            id="{service}: pembekuan oleh {actor} ({role}) berakhir pada {time_id}; transisi "
+            "otomatis aktif kembali.",
+            en="{service}: the pin by {actor} ({role}) expired at {time_en}; automatic "
+            "transitions resumed.",
+        ),
+        "release-pending-staff": NoticeText(
+            id=(
+                "{actor} ({role}) meminta antrean {name_id} di {site} dibuka kembali, tetapi "
+                "jaringan belum sehat. Antrean tetap ditahan sampai operator kedua yang "
+                "berbeda menyetujui sebelum {until_id}: {reason}."
+            ),
+            en=(
+                "{actor} ({role}) asked to release the queue of {name_en} at {site}, but the "
+                "network is not healthy yet. The queue stays held until a second, different "
+                "operator approves before {until_en}: {reason}."
+            ),
+        ),
+        "release-lapsed-staff": NoticeText(
+            id=(
+                "Permintaan {actor} ({role}) untuk membuka antrean {name_id} di {site} "
+                "berakhir pada {time_id} tanpa persetujuan operator kedua; antrean tetap "
+                "ditahan."
+            ),
+            en=(
+                "The request by {actor} ({role}) to release the queue of {name_en} at {site} "
+                "lapsed at {time_en} without a second operator's approval; the queue stays "
+                "held."
+            ),
+        ),
     }
 )
 
@@ -190,7 +220,8 @@ def render(
 ) -> dict[str, str]:
     """Fill a template for one service at one instant; ``extra`` adds fields to both texts.
 
-    ``since`` (an instant in microseconds), when given, is rendered in local time too.
+    ``since`` and ``until`` (instants in microseconds), when given, are rendered in local time
+    too.
     """
     text = TEMPLATES[template]
     fields: dict[str, object] = {
@@ -204,10 +235,11 @@ def render(
         "time_id": format_local(time, site.timezone, "id"),
         "time_en": format_local(time, site.timezone, "en"),
     }
-    since = extra.pop("since", None)
-    if isinstance(since, int):
-        fields["since_id"] = format_local(since, site.timezone, "id")
-        fields["since_en"] = format_local(since, site.timezone, "en")
+    for name in ("since", "until"):
+        moment = extra.pop(name, None)
+        if isinstance(moment, int):
+            fields[f"{name}_id"] = format_local(moment, site.timezone, "id")
+            fields[f"{name}_en"] = format_local(moment, site.timezone, "en")
     fields.update(extra)
     safe = {name: plain(value) for name, value in fields.items()}
     return {"id": text.id.format_map(safe), "en": text.en.format_map(safe)}

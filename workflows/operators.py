@@ -231,31 +231,31 @@ def audit(
     data: Mapping[str, Any],
     key_id: str | None,
     reason: str | None,
+    verdict: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Emitted:
     """The audit record of an operator's action: ``applied`` when ``reason`` is ``None``,
-    else ``refused`` with the reason (the dead letter's)."""
-    verdict = "refused" if reason is not None else "applied"
-    return Emitted(
-        AUDIT,
-        service,
-        cloudevent(
-            AUDIT_TYPE,
-            output_id(override_id, "audit", verdict if reason is None else reason.split(":")[0]),
-            site,
-            time,
-            service,
-            {
-                "override": override_id,
-                "action": data["action"],
-                "actor": data["actor"],
-                "role": data["role"],
-                "key": key_id,
-                "verdict": verdict,
-                "reason": reason,
-                "operator_reason": data["reason"],
-            },
-        ),
-    )
+    else ``refused`` with the reason (the dead letter's); or the ``verdict`` given
+    (``pending``, ``lapsed``: a release waiting for a second operator, and one that waited
+    in vain). ``extra`` adds fields (``until``, ``expires``, ``approves``, ``approved_by``)
+    that are left out when absent, so older records read the same."""
+    if verdict is None:
+        verdict = "refused" if reason is not None else "applied"
+    qualifier = reason.split(":")[0] if verdict == "refused" and reason else verdict
+    fields: dict[str, Any] = {
+        "override": override_id,
+        "action": data["action"],
+        "actor": data["actor"],
+        "role": data["role"],
+        "key": key_id,
+        "verdict": verdict,
+        "reason": reason,
+        "operator_reason": data["reason"],
+    }
+    if extra:
+        fields.update(extra)
+    ident = output_id(override_id, "audit", qualifier)
+    return Emitted(AUDIT, service, cloudevent(AUDIT_TYPE, ident, site, time, service, fields))
 
 
 #: ``judge(event, time, watermark)``: ``None``, or a refused override's reason and audit record.

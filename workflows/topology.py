@@ -171,6 +171,9 @@ class Policy:
     # Engine-wide. An override stamped more than this behind the engine's clock is refused
     # (``stale-signature``): a signed order is not kept to be used later.
     signature_max_age: int = 900 * _SECOND
+    # Releasing the hold of an online-only service while its links are not healthy waits for
+    # a second, different operator's release within this long (the two-person rule).
+    release_approval_window: int = 900 * _SECOND
     link: LinkPolicy = field(default_factory=LinkPolicy)
 
 
