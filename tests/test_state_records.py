@@ -224,7 +224,7 @@ def test_a_snapshot_of_an_earlier_version_still_loads() -> None:
     stage, _ = _manual_stage()
     state = stage.states["counter"]
     saved = orjson.loads(orjson.dumps(state.to_json()))
-    assert len(saved) == 24  # 19, 20: maintenance windows; 21-23: releases, until
+    assert len(saved) == 25  # 19, 20: maintenance windows; 21-24: operators
     for old in (saved[:17], saved[:16]):
         again = ServiceState.from_json(old)
         assert again.state == state.state == "manual"

@@ -127,6 +127,7 @@ class ServiceState:
     __slots__ = (
         "bad_since",
         "baseline",
+        "budget",
         "down_since",
         "entered",
         "escalated",
@@ -186,6 +187,8 @@ class ServiceState:
         # A release that waits for a second operator's approval (the two-person rule):
         # (override id, actor, role, reason, time, key id).
         self.release: tuple[str, str, str, str, int, str | None] | None = None
+        # Overrides verified per signing key in the current minute (operators.rate_limited).
+        self.budget: dict[str, tuple[int, int, int]] | None = None
 
     def to_json(self) -> list[Any]:
         """A JSON-able snapshot (for changelog tables); :meth:`from_json` reverses it.
@@ -206,6 +209,7 @@ class ServiceState:
             list(self.release) if self.release else None,
             self.forced_until,
             self.pin_until,
+            {key: list(entry) for key, entry in self.budget.items()} if self.budget else None,
         ]  # fmt: skip
 
     @classmethod
@@ -231,6 +235,8 @@ class ServiceState:
             state.release = (ident, actor, role, reason, at, key_id)
         state.forced_until = value[22] if len(value) > 22 else None
         state.pin_until = value[23] if len(value) > 23 else None
+        if len(value) > 24 and value[24]:
+            state.budget = {key: (e[0], e[1], e[2]) for key, e in value[24].items()}
         state.pin = (pin[0], pin[1], pin[2]) if pin else None
         state.escalated = tuple(escalated)
         if seen:

@@ -174,6 +174,10 @@ class Policy:
     # Releasing the hold of an online-only service while its links are not healthy waits for
     # a second, different operator's release within this long (the two-person rule).
     release_approval_window: int = 900 * _SECOND
+    # At most this many overrides signed with one key are verified per service and minute of
+    # event time; the rest are refused before their signature is checked (a flood of forged
+    # ones costs little: workflows/operators.py).
+    max_overrides_per_minute: int = 60
     link: LinkPolicy = field(default_factory=LinkPolicy)
 
 
