@@ -152,7 +152,7 @@ def flood_reason(
     the usual way, where the same count refuses it just as well. This only spares such a copy
     the full decode and the schema (a few microseconds instead of tens): its bytes are
     dead-lettered all the same. An override written with its type escaped is not seen here;
-    the usual way counts it."""
+    the usual way counts it. A flood's copy is judged by the minute of its ``time`` alone."""
     if _OVERRIDE_TYPE not in raw or len(raw) > max_bytes:
         return None
     try:
@@ -170,7 +170,11 @@ def flood_reason(
     if state is None or not state.budget:
         return None
     try:
-        time = parse_event_time(stamp)
+        if not_after is None and stamp[-1:] == "Z" and stamp[16:17] == ":":
+            # Only its minute counts: one parse per minute of a flood (cached), not per copy.
+            time = parse_event_time(stamp[:16] + ":00Z")
+        else:
+            time = parse_event_time(stamp)
     except ValueError:
         return None
     if not_after is not None and time > not_after:
