@@ -38,13 +38,16 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
+from streams.demokeys import sign_as
 from workflows import timeutil
 from workflows.engine import _VALIDATORS, MAX_EVENT_BYTES, Engine
+from workflows.operators import judge_override
 from workflows.readings import read_status
 from workflows.records import COMMANDS, DEADLETTER, STATE, TRANSITIONS, DeadLetter, Emitted
 from workflows.replay import encode
@@ -446,6 +449,35 @@ def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:>12,.0f}"
 
 
+def verification_cost(repeat: int, count: int = 1000) -> float:
+    """Microseconds to judge one signed override of the demo (signature, actor, role, grant):
+    the best of ``repeat`` runs of ``count``. bench/operators.py has the other cases and the
+    flood."""
+    root = Path(__file__).resolve().parent.parent
+    topology = Topology.load(root / "streams" / "demo" / "ambon.yaml")
+    event = sign_as(
+        {
+            "specversion": "1.0",
+            "id": "override/bench",
+            "source": "/operators/bench",
+            "type": "operator.override.v1",
+            "time": "2019-02-04T23:15:30Z",
+            "subject": "ektp",
+            "data": {"action": "pin", "actor": "Plt. Kepala Dinas", "role": "acting-head",
+                     "reason": "bench"},
+        }
+    )  # fmt: skip
+    site, operators = topology.services["ektp"].site, topology.operators
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(count):
+            verdict = judge_override(event, 0, None, operators, site, False, 1)
+        best = min(best, time.perf_counter() - started)
+    assert verdict is None, verdict
+    return best / count * 1e6
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="link.status.v1 events")
@@ -515,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     memory = measure_memory(topology, text, chunks)
+    verify = verification_cost(args.repeat)
     services = len(topology.services)
     per_service = memory.total / services
 
@@ -538,6 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out(
         f"{'  with state records (as the worker runs)':<44}{rate(n, best_state)}"
         f"{best_state / n * 1e6:>12.2f}"
+    )
+    out(
+        f"{'override verification (Ed25519, grants)':<44}{rate(1, verify / 1e6)}"
+        f"{verify:>12.2f}   per override; bench/operators.py: a flood"
     )
     out(
         f"{'core / ceiling':<44}{ratio:>12.1%}   target >= 50%: "

@@ -715,10 +715,17 @@ def override_command(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the engine's verdict (at the next tick).")
     ] = 30.0,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="force_manual and pin: when it expires (RFC 3339 with a zone), on event time."
+        ),
+    ] = None,
 ) -> None:
     """Sign an override with your key, send it to the deployment the KAFKA_* and FAILOVER_*
     variables name, and print what the engine decided (its audit record). Exit 0 if it was
-    applied, 1 if refused, 3 if no verdict came within --wait."""
+    applied, 1 if refused, 2 if it could not be sent, 3 if no verdict came within --wait, 4 if
+    it is pending (a release that waits for a second operator's release)."""
     import os
 
     from streams.config import Settings, SettingsError
@@ -727,7 +734,7 @@ def override_command(
     try:
         settings = Settings.from_env()
         key = read_key(key_file, os.environ)
-        event = signed_override(action, service, reason, operator, role, key_name, key)
+        event = signed_override(action, service, reason, operator, role, key_name, key, until=until)
     except (SettingsError, OperatorKeyError, ValueError) as exc:
         _error(str(exc))
         raise typer.Exit(2) from exc
@@ -867,7 +874,11 @@ def _publish_and_judge(event: dict[str, Any], settings: Any, wait: float) -> Non
         raise typer.Exit(3)
     out.print(f"{verdict['verdict']}", end="")
     out.print(f": {printable(verdict['reason'])}" if verdict["reason"] else "")
-    raise typer.Exit(0 if verdict["verdict"] == "applied" else 1)
+    raise typer.Exit(_VERDICT_EXIT.get(verdict["verdict"], 1))
+
+
+#: ``failover override``'s exit code for each verdict of the audit record (refused: 1).
+_VERDICT_EXIT: Final = {"applied": 0, "pending": 4}
 
 
 def _instant(value: str | None, option: str) -> int | None:

@@ -26,7 +26,7 @@ import orjson
 
 from workflows.maintenance import MAINTENANCE_TYPE
 from workflows.operators import ACTIONS, sign_override
-from workflows.timeutil import parse_event_time
+from workflows.timeutil import format_time, parse_event_time
 
 __all__ = [
     "KEY_ENV",
@@ -102,12 +102,35 @@ def signed_override(
     key_name: str,
     key: nacl.signing.SigningKey,
     now: datetime | None = None,
+    until: str | None = None,
 ) -> dict[str, Any]:
-    """The override as the engine expects it, signed, stamped now (UTC, milliseconds)."""
+    """The override as the engine expects it, signed, stamped now (UTC, milliseconds).
+    ``until`` (RFC 3339 with a zone; force_manual and pin only): when it expires, on event
+    time; sent in UTC.
+
+    Raises:
+        ValueError: an unknown action; ``until`` on release or unpin, not a time with a
+            zone, or not after now.
+    """
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
     moment = now or datetime.now(UTC)
     stamp = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    data = {"action": action, "actor": operator, "role": role, "reason": reason}
+    if until is not None:
+        if action not in ("force_manual", "pin"):
+            raise ValueError(
+                f"--until is not applicable to {action}: only force_manual and pin last "
+                "(and expire); release and unpin take effect once"
+            )
+        try:
+            expires = parse_event_time(until)
+        except ValueError as exc:
+            raise ValueError(f"--until: {exc} (RFC 3339 with a zone, e.g. "
+                             "2026-05-01T08:30:00Z)") from None  # fmt: skip
+        if expires <= parse_event_time(stamp):
+            raise ValueError(f"--until {until} is not after now, {stamp}")
+        data["until"] = format_time(expires)
     event = {
         "specversion": "1.0",
         "id": f"override/{service}/{action}/{uuid.uuid4()}",
@@ -116,7 +139,7 @@ def signed_override(
         "time": stamp,
         "subject": service,
         "datacontenttype": "application/json",
-        "data": {"action": action, "actor": operator, "role": role, "reason": reason},
+        "data": data,
     }
     return sign_override(event, f"{operator}/{key_name}", key)
 

@@ -51,7 +51,14 @@ from streams.codec import (
 )
 from streams.config import Settings
 from streams.topics import partition_for
-from workflows.engine import Decoded, decode, read_input, service_input, window_inputs
+from workflows.engine import (
+    Decoded,
+    decode,
+    flood_reason,
+    read_input,
+    service_input,
+    window_inputs,
+)
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.maintenance import MAINTENANCE_TYPE, Accepted, Windows
@@ -659,6 +666,11 @@ class ServicePartition(_Partition):
                 self._dead(out, key, made, raw, where)
                 return
             doc, limit = made, max(limit, len(made))  # its size was checked with its headers
+        states = self.stage.states
+        flood = flood_reason(doc, _text(key), limit, states, self.topology, r.not_after)
+        if flood is not None:  # a flood's copy: dead-lettered, nothing else done
+            self._dead(out, key, flood[1], raw, where)
+            return
         answer = decode(doc, _text(key), limit, r.not_after, r.tick_key)
         decoded = self._judged(answer, key, raw, where, out)
         if decoded is None:
@@ -696,9 +708,15 @@ class ServicePartition(_Partition):
         seen = self.sources.get(source)
         watermark = seen[0] if seen is not None else None
         if type_ == "operator.override.v1":
-            refused = self._judge(event, time, watermark)
+            state = self.stage.state_of(service)
+            budget = state.budget if state.budget is not None else {}
+            refused = self._judge(event, time, watermark, budget)
+            if budget:
+                state.budget = budget
+                self._dirty.add(service)
             if refused is not None:  # audited, dead-lettered, nothing else done
-                out.append(self.routing.emitted(refused[1]))
+                if refused[1] is not None:
+                    out.append(self.routing.emitted(refused[1]))
                 self._dead(out, key, refused[0], raw, where)
                 return
         headers = record.headers if record is not None else ()

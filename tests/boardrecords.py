@@ -102,3 +102,24 @@ def ektp_restored() -> list[Record]:
 
 def encode(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event)
+
+
+def release_waiting(service: str = "ektp") -> Record:
+    """The engine's own state record of ``service`` (held, its exchange down) once the acting
+    head's release waits for a second operator: the demo replayed with that release added (and
+    the acting head granted release)."""
+    from tests.test_twoperson import _demo_override, _insert
+
+    text = (ROOT / "streams" / "demo" / "ambon.yaml").read_text()
+    topology = Topology.parse(text.replace("[force_manual, pin]", "[force_manual, release, pin]"))
+    lines = [raw for _, raw in read_lines(ROOT / "streams" / "demo" / "ambon-events.jsonl")]
+    release = _demo_override(service, "2019-02-05T05:00:30Z", "release", "Plt. Kepala Dinas")
+    waiting = [
+        r.event
+        for r in replay(topology, enumerate(_insert(lines, release), 1), "demo", state=True)
+        if isinstance(r, Emitted)
+        and r.topic == "service-state"
+        and r.key == service
+        and "pending_release" in r.event["data"]
+    ]
+    return ("state", service, waiting[0])

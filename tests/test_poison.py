@@ -220,6 +220,7 @@ def test_decode_raising_is_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> Non
         raise Injected("decode")
 
     monkeypatch.setattr(engine_module, "read_input", broken)
+    monkeypatch.setattr(engine_module, "read_status", broken)  # the engine tries it first
     engine = Engine(TOPOLOGY)
     engine.feed(LINES[0][1], None, "x")
     (letter,) = engine.drain()

@@ -95,7 +95,8 @@ def simulate(
     as Kafka could deliver them. ``batched``: as the worker does, several records of one
     partition at once through ``handle_batch``, state written only at "commits" (a flush of
     every partition), restarts only right after a commit. ``binary`` (batched only): every
-    input the CloudEvents SDK takes is sent in binary mode (tests/binary.py)."""
+    input the CloudEvents SDK takes is sent in binary mode (tests/binary.py). ``topology``
+    and ``lines``: another case than the demo."""
     assert batched or not binary
     settings = Settings(partitions=partitions)
     topology = topology or Topology.load(TOPOLOGY)

@@ -20,10 +20,10 @@ from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.maintenance import MAINTENANCE_TYPE, Accepted, Windows
-from workflows.operators import KEY_ATTRIBUTE, override_judge
+from workflows.operators import KEY_ATTRIBUTE, flooded, override_judge
 from workflows.readings import Reading, read_status
 from workflows.records import DeadLetter, Emitted, Truncated
-from workflows.service import Input, ServiceStage
+from workflows.service import Input, ServiceStage, ServiceState
 from workflows.timeutil import parse_event_time
 from workflows.topology import Topology
 
@@ -118,14 +118,17 @@ def read_input(
     max_bytes: int,
     not_after: int | None = None,
     tick_key: bytes | None = None,
+    *,
+    fast: bool = True,
 ) -> tuple[Reading | None, Decoded | str]:
     """:func:`decode` with the readings fast path in front: ``(reading, answer)`` for a valid
     ``link.status.v1``, whichever path read it (``answer`` is ``""`` when the fast path did,
     decode's answer otherwise); ``(None, decode's answer)`` for anything else. ``not_after``
-    and ``tick_key`` as for :func:`decode`."""
-    reading = read_status(raw, key, max_bytes, not_after)
-    if reading is not None:
-        return reading, ""
+    and ``tick_key`` as for :func:`decode`; ``fast=False``: the caller tried the fast path."""
+    if fast:
+        reading = read_status(raw, key, max_bytes, not_after)
+        if reading is not None:
+            return reading, ""
     decoded = decode(raw, key, max_bytes, not_after, tick_key)
     return reading_of(decoded), decoded
 
@@ -139,6 +142,55 @@ def reading_of(decoded: Decoded | str) -> Reading | None:
     data = event["data"]
     return (event["subject"], event["id"], time, data["status"], data.get("latency_ms"),
             data.get("loss_pct"))  # fmt: skip
+
+
+_OVERRIDE_TYPE: Final = b'"operator.override.v1"'
+
+
+def flood_reason(
+    raw: bytes,
+    key: str | None,
+    max_bytes: int,
+    states: Mapping[str, ServiceState],
+    topology: Topology,
+    not_after: int | None = None,
+) -> tuple[str, str] | None:
+    """``(service, reason)`` if ``raw`` is a copy of a flood of overrides: signed with a key
+    that has used up its ``max_overrides_per_minute`` for the service, and whose refusal was
+    audited already (:func:`workflows.operators.flooded`); else ``None``, and the input goes
+    the usual way, where the same count refuses it just as well. This only spares such a copy
+    the full decode and the schema (a few microseconds instead of tens): its bytes are
+    dead-lettered all the same. An override written with its type escaped is not seen here;
+    the usual way counts it. A flood's copy is judged by the minute of its ``time`` alone."""
+    if _OVERRIDE_TYPE not in raw or len(raw) > max_bytes:
+        return None
+    try:
+        event = orjson.loads(raw)
+    except (orjson.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(event, dict) or event.get("type") != "operator.override.v1":
+        return None
+    service, key_id, stamp = event.get("subject"), event.get(KEY_ATTRIBUTE), event.get("time")
+    if not isinstance(service, str) or not isinstance(key_id, str) or not isinstance(stamp, str):
+        return None
+    if key is not None and key != service:
+        return None
+    state = states.get(service)
+    if state is None or not state.budget:
+        return None
+    try:
+        if not_after is None and stamp[-1:] == "Z" and stamp[16:17] == ":":
+            # Only its minute counts: one parse per minute of a flood (cached), not per copy.
+            time = parse_event_time(stamp[:16] + ":00Z")
+        else:
+            time = parse_event_time(stamp)
+    except ValueError:
+        return None
+    if not_after is not None and time > not_after:
+        return None
+    limit = topology.services[service].policy.max_overrides_per_minute
+    reason = flooded(state.budget, key_id, time, limit)
+    return None if reason is None else (service, reason)
 
 
 def _unknown_type(event: Any) -> str:
@@ -163,7 +215,7 @@ def service_input(
     if type_ == "operator.override.v1":
         kind, rank = "override", OVERRIDE
         fields = (data["action"], data["actor"], data["role"], data["reason"],
-                  event.get(KEY_ATTRIBUTE))  # fmt: skip
+                  event.get(KEY_ATTRIBUTE), data.get("until"))  # fmt: skip
     elif type_ == "manual.record.v1":
         kind, rank, fields = "record", FEEDBACK, (data["record_id"],)
     else:
@@ -255,10 +307,19 @@ class Engine:
         back as before it: :mod:`workflows.isolation`), and the next input is taken.
         """
         try:
+            reading = read_status(raw, key, self.max_event_bytes) if decoded is None else \
+                reading_of(decoded)  # fmt: skip
+            if reading is None and not isinstance(raw, Truncated):
+                states = self.services.states
+                flood = flood_reason(raw, key, self.max_event_bytes, states, self.topology)
+                if flood is not None:  # a flood's copy: dead-lettered, nothing else done
+                    self._inputs["operator.override.v1"] += 1
+                    self._dead(flood[0], flood[1], raw, origin)
+                    return
             if decoded is None:
-                reading, decoded = read_input(raw, key, self.max_event_bytes)
-            else:
-                reading = reading_of(decoded)
+                decoded = ""  # the fast path read it
+                if reading is None:
+                    reading, decoded = read_input(raw, key, self.max_event_bytes, fast=False)
             if reading is None:
                 if isinstance(decoded, str):
                     if isinstance(raw, Truncated):  # a replay line too long to read whole
@@ -306,9 +367,14 @@ class Engine:
                     return
                 watermark = self.services.watermark
                 if type_ == "operator.override.v1":
-                    refused = self._judge(event, time, watermark)
+                    kept = self.services.state_of(service)
+                    budget = kept.budget if kept.budget is not None else {}
+                    refused = self._judge(event, time, watermark, budget)
+                    if budget:
+                        kept.budget = budget
                     if refused is not None:  # audited, dead-lettered, nothing else done
-                        self.out.append(refused[1])
+                        if refused[1] is not None:
+                            self.out.append(refused[1])
                         self._dead(service, refused[0], raw, origin)
                         return
                 item = service_input(event, time, watermark, raw, origin)

@@ -293,6 +293,36 @@ TEMPLATES: Final = MappingProxyType(
             id="{service}: transisi otomatis aktif kembali, oleh {actor} ({role}): {reason}.",
             en="{service}: automatic transitions resumed by {actor} ({role}): {reason}.",
         ),
+        "pin-expired-oncall": NoticeText(
+            id="{service}: pembekuan oleh {actor} ({role}) berakhir pada {time_id}; transisi "
+            "otomatis aktif kembali.",
+            en="{service}: the pin by {actor} ({role}) expired at {time_en}; automatic "
+            "transitions resumed.",
+        ),
+        "release-pending-staff": NoticeText(
+            id=(
+                "{actor} ({role}) meminta antrean {name_id} di {site} dibuka kembali, tetapi "
+                "jaringan belum sehat. Antrean tetap ditahan sampai operator kedua yang "
+                "berbeda menyetujui sebelum {until_id}: {reason}."
+            ),
+            en=(
+                "{actor} ({role}) asked to release the queue of {name_en} at {site}, but the "
+                "network is not healthy yet. The queue stays held until a second, different "
+                "operator approves before {until_en}: {reason}."
+            ),
+        ),
+        "release-lapsed-staff": NoticeText(
+            id=(
+                "Permintaan {actor} ({role}) untuk membuka antrean {name_id} di {site} "
+                "berakhir pada {time_id} tanpa persetujuan operator kedua; antrean tetap "
+                "ditahan."
+            ),
+            en=(
+                "The request by {actor} ({role}) to release the queue of {name_en} at {site} "
+                "lapsed at {time_en} without a second operator's approval; the queue stays "
+                "held."
+            ),
+        ),
     }
 )
 
@@ -302,8 +332,8 @@ def render(
 ) -> dict[str, str]:
     """Fill a template for one service at one instant; ``extra`` adds fields to both texts.
 
-    ``since``, ``start`` and ``end`` (instants in microseconds), when given, are rendered in
-    local time too (``since_id``, ``since_en``, ...).
+    ``since``, ``start``, ``end`` and ``until`` (instants in microseconds), when given, are
+    rendered in local time too (``since_id``, ``since_en``, ...).
     """
     text = TEMPLATES[template]
     fields: dict[str, object] = {
@@ -317,7 +347,7 @@ def render(
         "time_id": format_local(time, site.timezone, "id"),
         "time_en": format_local(time, site.timezone, "en"),
     }
-    for name in ("since", "start", "end"):
+    for name in ("since", "start", "end", "until"):
         moment = extra.pop(name, None)
         if isinstance(moment, int):
             fields[f"{name}_id"] = format_local(moment, site.timezone, "id")

@@ -47,7 +47,9 @@ __all__ = [
     "GRANT_ACTIONS",
     "KEY_ATTRIBUTE",
     "MAINTENANCE",
+    "RATE_WINDOW",
     "SIGNATURE_ATTRIBUTE",
+    "Budget",
     "Grant",
     "Judge",
     "Operator",
@@ -55,9 +57,11 @@ __all__ = [
     "authenticate",
     "canonical",
     "decode_public_key",
+    "flooded",
     "grants_of",
     "judge_override",
     "override_judge",
+    "rate_limited",
     "sign_override",
     "stale_reason",
     "verify_override",
@@ -76,6 +80,9 @@ KEY_ATTRIBUTE: Final = "failoverkey"
 SIGNATURE_ATTRIBUTE: Final = "failoversig"
 #: The CloudEvents type of an audit record (topic ``operator-audit``).
 AUDIT_TYPE: Final = "failover.audit.v1"
+#: The fixed windows of event time (one minute, aligned) in which the overrides signed with one
+#: key for one service are counted (policy ``max_overrides_per_minute``).
+RATE_WINDOW: Final = 60_000_000
 _SCHEME: Final = "ed25519="
 _DOMAIN: Final = b"failover-override-v1\n"
 #: What a signature covers starts with a domain per type, so that no signature of one kind
@@ -282,13 +289,22 @@ def audit(
     data: Mapping[str, Any],
     key_id: str | None,
     reason: str | None,
+    verdict: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    *,
     window: str | None = None,
 ) -> Emitted:
     """The audit record of an operator's action: ``applied`` when ``reason`` is ``None``,
-    else ``refused`` with the reason (the dead letter's). ``service`` is its subject and
-    key; for a maintenance window's action, the ``window`` id (in ``data.window`` too)."""
-    verdict = "refused" if reason is not None else "applied"
-    fields = {
+    else ``refused`` with the reason (the dead letter's); or the ``verdict`` given
+    (``pending``, ``lapsed``: a release waiting for a second operator, and one that waited
+    in vain). ``service`` is its subject and key; for a maintenance window's action, the
+    ``window`` id (in ``data.window`` too). ``extra`` adds fields (``until``, ``expires``,
+    ``approves``, ``approved_by``) that are left out when absent, so older records read the
+    same."""
+    if verdict is None:
+        verdict = "refused" if reason is not None else "applied"
+    qualifier = reason.split(":")[0] if verdict == "refused" and reason else verdict
+    fields: dict[str, Any] = {
         "override": override_id,
         "action": data["action"],
         "actor": data["actor"],
@@ -300,22 +316,62 @@ def audit(
     }
     if window is not None:
         fields["window"] = window
-    return Emitted(
-        AUDIT,
-        service,
-        cloudevent(
-            AUDIT_TYPE,
-            output_id(override_id, "audit", verdict if reason is None else reason.split(":")[0]),
-            site,
-            time,
-            service,
-            fields,
-        ),
+    if extra:
+        fields.update(extra)
+    ident = output_id(override_id, "audit", qualifier)
+    return Emitted(AUDIT, service, cloudevent(AUDIT_TYPE, ident, site, time, service, fields))
+
+
+#: One service's count of overrides per signing key: key id -> (window start, overrides
+#: verified in it, 1 once one was refused in it else 0). Tuples, replaced, never changed in
+#: place (workflows/isolation.py snapshots the dict one level deep).
+Budget = dict[str, tuple[int, int, int]]
+
+
+def rate_limited(budget: Budget, key_id: str, time: int, limit: int) -> tuple[str, bool] | None:
+    """Count an override signed with ``key_id`` (a key the topology lists) at ``time`` in
+    ``budget``: ``None`` if it may be verified (at most ``limit`` a minute), else the reason
+    to refuse it *before* its signature is checked, and whether to audit the refusal (the
+    first in the window: a flood is audited once, every copy dead-lettered). Deterministic:
+    event time and input order only."""
+    window = time - time % RATE_WINDOW
+    start, used, refused = budget.get(key_id, (-1, 0, 0))
+    if window > start:
+        budget[key_id] = (window, 1, 0)
+        return None
+    if used < limit:
+        budget[key_id] = (start, used + 1, refused)
+        return None
+    budget[key_id] = (start, used, 1)
+    return _limited(key_id, start, limit), refused == 0
+
+
+def flooded(budget: Budget | None, key_id: str, time: int, limit: int) -> str | None:
+    """:func:`rate_limited`'s reason when it would refuse the override and not audit it (so
+    nothing in ``budget`` would change): the cheap check a caller makes before decoding a
+    flood's copies in full. ``None`` when in doubt."""
+    entry = budget.get(key_id) if budget else None
+    if entry is None:
+        return None
+    start, used, refused = entry
+    if time - time % RATE_WINDOW > start or used < limit or not refused:
+        return None
+    return _limited(key_id, start, limit)
+
+
+def _limited(key_id: str, start: int, limit: int) -> str:
+    return (
+        f"rate-limited: more than {limit} overrides signed with key {key_id[:200]!r} for this "
+        f"service in the minute from {format_time(start)} (max_overrides_per_minute); refused "
+        "before the signature is checked, the first audited, each dead-lettered"
     )
 
 
-#: ``judge(event, time, watermark)``: ``None``, or a refused override's reason and audit record.
-Judge = Callable[[Mapping[str, Any], int, "int | None"], "tuple[str, Emitted] | None"]
+#: ``judge(event, time, watermark, budget)``: ``None``, or a refused override's reason and
+#: audit record (``None`` for the rate-limited copies of a flood after the first).
+Judge = Callable[
+    [Mapping[str, Any], int, "int | None", "Budget | None"], "tuple[str, Emitted | None] | None"
+]
 
 
 def override_judge(topology: Topology) -> Judge:
@@ -329,15 +385,29 @@ def override_judge(topology: Topology) -> Judge:
     max_age = topology.policy.signature_max_age
 
     def judge(
-        event: Mapping[str, Any], time: int, watermark: int | None
-    ) -> tuple[str, Emitted] | None:
+        event: Mapping[str, Any], time: int, watermark: int | None, budget: Budget | None = None
+    ) -> tuple[str, Emitted | None] | None:
         service = event["subject"]
-        site = services[service].site
+        svc = services[service]
+        key_id = event.get(KEY_ATTRIBUTE)
+        key_id = key_id if isinstance(key_id, str) else None
+        if budget is not None and key_id is not None and _listed(operators, key_id):
+            limited = rate_limited(budget, key_id, time, svc.policy.max_overrides_per_minute)
+            if limited is not None:
+                why, audited = limited
+                record = audit(event["id"], service, svc.site, time, event["data"], key_id, why)
+                return why, record if audited else None
+        site = svc.site
         reason = judge_override(event, time, watermark, operators, site, accept, max_age)
         if reason is None:
             return None
-        key_id = event.get(KEY_ATTRIBUTE)
-        key_id = key_id if isinstance(key_id, str) else None
         return reason, audit(event["id"], service, site, time, event["data"], key_id, reason)
 
     return judge
+
+
+def _listed(operators: Mapping[str, Operator], key_id: str) -> bool:
+    """Whether ``key_id`` names a key of the topology (only those are counted: bounded)."""
+    operator_id, _, name = key_id.partition("/")
+    operator = operators.get(operator_id)
+    return operator is not None and name in operator.keys

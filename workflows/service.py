@@ -59,7 +59,13 @@ from workflows.records import (
     output_id,
 )
 from workflows.records import TRANSITIONS as TRANSITIONS_TOPIC
-from workflows.timeutil import format_compact, format_duration, format_offset, format_time
+from workflows.timeutil import (
+    format_compact,
+    format_duration,
+    format_offset,
+    format_time,
+    parse_event_time,
+)
 from workflows.topology import Policy, Service, Topology
 
 __all__ = [
@@ -123,10 +129,12 @@ class ServiceState:
     __slots__ = (
         "bad_since",
         "baseline",
+        "budget",
         "down_since",
         "entered",
         "escalated",
         "floor",
+        "forced_until",
         "health",
         "healthy_since",
         "inbox",
@@ -136,9 +144,11 @@ class ServiceState:
         "manual_since",
         "operator",
         "pin",
+        "pin_until",
         "previous",
         "queued",
         "quiet_until",
+        "release",
         "seen",
         "state",
         "step",
@@ -178,6 +188,15 @@ class ServiceState:
         # end of the last one that started: escalations count from it (workflows/maintenance).
         self.windows: tuple[PlannedWindow, ...] | None = None
         self.quiet_until: int | None = None
+        # Overrides with ``until``: a force_manual holds the service in manual (no automatic
+        # restore) until this time, a pin holds until this time (then it is lifted).
+        self.forced_until: int | None = None
+        self.pin_until: int | None = None
+        # A release that waits for a second operator's approval (the two-person rule):
+        # (override id, actor, role, reason, time, key id).
+        self.release: tuple[str, str, str, str, int, str | None] | None = None
+        # Overrides verified per signing key in the current minute (operators.rate_limited).
+        self.budget: dict[str, tuple[int, int, int]] | None = None
 
     def to_json(self) -> list[Any]:
         """A JSON-able snapshot (for changelog tables); :meth:`from_json` reverses it.
@@ -196,13 +215,18 @@ class ServiceState:
             list(self.operator) if self.operator else None,
             [w.to_json() for w in self.windows] if self.windows else None,
             self.quiet_until,
+            list(self.release) if self.release else None,
+            self.forced_until,
+            self.pin_until,
+            {key: list(entry) for key, entry in self.budget.items()} if self.budget else None,
         ]  # fmt: skip
 
     @classmethod
     def from_json(cls, value: list[Any]) -> ServiceState:
         """Reverses :meth:`to_json`; also reads the snapshots of earlier versions (without a
         floor, inbox bytes as text; without the read model's last transition and operator
-        action, which are then unknown until the next one; without maintenance windows)."""
+        action, which are then unknown until the next one; without maintenance windows; without
+        a waiting release or an override's ``until``: none)."""
         state = cls()
         (state.state, state.health, state.link_health, state.healthy_since, state.bad_since,
          state.down_since, state.baseline, state.manual_since, state.incident, state.previous,
@@ -217,6 +241,13 @@ class ServiceState:
         if len(value) > 19 and value[19]:
             state.windows = tuple(PlannedWindow.from_json(w) for w in value[19])
         state.quiet_until = value[20] if len(value) > 20 else None
+        if len(value) > 21 and value[21]:
+            ident, actor, role, reason, at, key_id = value[21]
+            state.release = (ident, actor, role, reason, at, key_id)
+        state.forced_until = value[22] if len(value) > 22 else None
+        state.pin_until = value[23] if len(value) > 23 else None
+        if len(value) > 24 and value[24]:
+            state.budget = {key: (e[0], e[1], e[2]) for key, e in value[24].items()}
         state.pin = (pin[0], pin[1], pin[2]) if pin else None
         state.escalated = tuple(escalated)
         if seen:
@@ -335,9 +366,14 @@ def conditions(s: ServiceState, p: Policy) -> Iterator[Condition]:
     elif state == "manual":
         if s.healthy_since is not None and not _running(s):
             since = max(s.healthy_since, s.baseline)
-            yield Condition(since + p.restore_after, "restore", "stable",
-                            f"healthy for {format_duration(p.restore_after)} since "
-                            f"{format_time(since)}")  # fmt: skip
+            detail = f"healthy for {format_duration(p.restore_after)} since {format_time(since)}"
+            deadline = since + p.restore_after
+            forced = s.forced_until
+            if forced is not None and forced > deadline:
+                deadline = forced
+                detail = f"{detail}, and the operator's force_manual held until " \
+                         f"{format_time(forced)}"  # fmt: skip
+            yield Condition(deadline, "restore", "stable", detail)
     elif state == "restored":
         if s.all_reconciled():
             yield Condition(s.baseline, "close", "reconciled",
@@ -393,6 +429,10 @@ def next_deadline(s: ServiceState, p: Policy) -> int | None:
     deadlines.extend(d for d, _ in _escalations(s, p))
     if s.windows:
         deadlines.extend(_window_deadline(w) for w in s.windows)
+    if s.pin_until is not None:
+        deadlines.append(s.pin_until)
+    if s.release is not None:
+        deadlines.append(s.release[4] + p.release_approval_window)
     return min(deadlines) if deadlines else None
 
 
@@ -801,54 +841,159 @@ class ServiceStage:
             self._audit(self._services[service], item, reason)
         self.out.append(DeadLetter(service, reason, item.raw, item.origin))
 
-    def _audit(self, svc: Service, item: Input, reason: str | None) -> None:
-        """The audit record of an operator's override: applied, or refused and why."""
+    def _audit(
+        self,
+        svc: Service,
+        item: Input,
+        reason: str | None,
+        verdict: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """The audit record of an operator's override: applied, or refused and why (or
+        pending: a release waiting for a second operator)."""
         action, actor, role, words, *signed = item.data
         data = {"action": action, "actor": actor, "role": role, "reason": words}
         key_id = signed[0] if signed else None
-        self.out.append(audit(item.id, svc.id, svc.site, item.time, data, key_id, reason))
+        until = signed[1] if len(signed) > 1 else None
+        if until is not None:
+            extra = {"until": until, **(extra or {})}
+        self.out.append(
+            audit(item.id, svc.id, svc.site, item.time, data, key_id, reason, verdict, extra)
+        )
 
     def _override(self, svc: Service, s: ServiceState, item: Input) -> None:
         """Apply an operator's override (verified when it entered: workflows/operators.py);
         audited either way."""
-        if self._act(svc, s, item):
-            self._audit(svc, item, None)
+        extra = self._act(svc, s, item)
+        if extra is not None:
+            self._audit(svc, item, None, None, extra)
 
-    def _act(self, svc: Service, s: ServiceState, item: Input) -> bool:
-        """Whether the override applied (else it was rejected: dead-lettered, audited)."""
+    def _until(self, svc: Service, item: Input) -> tuple[bool, int | None]:
+        """An override's ``until`` as an instant: ``(True, until or None)``, or ``(False,
+        None)`` when it was rejected (dead-lettered and audited: an ``until`` on an action
+        that does not last, one the engine cannot keep, or one not after the override)."""
+        action = item.data[0]
+        text = item.data[5] if len(item.data) > 5 else None
+        if text is None:
+            return True, None
+        if action not in ("force_manual", "pin"):
+            self._reject(svc.id, item, f"not-applicable: until has no meaning for {action}, "
+                         "which does not last (only force_manual and pin expire)")  # fmt: skip
+            return False, None
+        try:
+            until = parse_event_time(text)
+        except ValueError as exc:
+            self._reject(svc.id, item, f"bad-time: until: {exc}")
+            return False, None
+        if until <= item.time:
+            self._reject(svc.id, item, f"not-applicable: until {text[:64]} is not after the "
+                         f"override's time, {format_time(item.time)}")  # fmt: skip
+            return False, None
+        return True, until
+
+    def _act(self, svc: Service, s: ServiceState, item: Input) -> dict[str, Any] | None:
+        """The audit record's extra fields if the override applied; ``None`` if it was
+        rejected (dead-lettered, audited) or waits for a second operator (audited)."""
         action, actor, role, reason = item.data[:4]
         operator = {"action": action, "actor": actor, "role": role, "reason": reason}
         accepted = (action, actor, role, reason, item.time)
+        extra: dict[str, Any] = {}
+        ok, until = self._until(svc, item)
+        if not ok:
+            return None
         if action == "force_manual":
             if s.state not in ("online", "degraded"):
                 self._reject(svc.id, item, f"not-applicable: force_manual while {s.state}")
-                return False
+                return None
             self._operated(svc, s, accepted, item)
+            s.forced_until = until
+            held = f" until {format_time(until)}" if until is not None else ""
             self._fire(svc, s, "suspend", item.time, item.id, "operator-force-manual",
-                       f"forced to manual by {actor} ({role}): {reason}", operator)  # fmt: skip
+                       f"forced to manual{held} by {actor} ({role}): {reason}",
+                       operator)  # fmt: skip
         elif action == "release":
             if s.state != "manual":
                 self._reject(svc.id, item, f"not-applicable: release while {s.state}")
-                return False
+                return None
+            detail = f"released by {actor} ({role}): {reason}"
+            if not svc.offline and s.health != HEALTHY:
+                first = s.release
+                if first is None:
+                    self._wait_for_approval(svc, s, item)
+                    return None
+                if first[1] == actor:
+                    self._reject(svc.id, item, f"same-operator: the release {first[0]!r} by "
+                                 f"{actor} waits for a second, different operator's approval; "
+                                 "the same operator's cannot give it")  # fmt: skip
+                    return None
+                # The second operator's release: both are applied, the first named first.
+                s.release = None
+                ident, by, by_role, words, _, key_id = first
+                data = {"action": "release", "actor": by, "role": by_role, "reason": words}
+                self.out.append(audit(ident, svc.id, svc.site, item.time, data, key_id, None,
+                                      None, {"approved_by": item.id}))  # fmt: skip
+                extra["approves"] = ident
+                operator = data
+                detail = f"released by {by} ({by_role}) while {HEALTH_NAMES[s.health]}, " \
+                         f"approved by {actor} ({role}): {words}"  # fmt: skip
             self._operated(svc, s, accepted, item)
-            self._fire(svc, s, "restore", item.time, item.id, "operator-release",
-                       f"released by {actor} ({role}): {reason}", operator)  # fmt: skip
+            self._fire(svc, s, "restore", item.time, item.id, "operator-release", detail,
+                       operator)  # fmt: skip
         elif action == "pin":
             s.pin = (actor, role, reason)
+            s.pin_until = until
             self._operated(svc, s, accepted, item)
             self._notice(svc, s, item.time, "oncall", "pinned-oncall", f"pin/{item.id}",
                          actor=actor, role=role, reason=reason)  # fmt: skip
-            return True
+            return extra
         else:
             if s.pin is None:
                 self._reject(svc.id, item, "not-applicable: unpin while not pinned")
-                return False
+                return None
             s.pin = None
+            s.pin_until = None
             self._operated(svc, s, accepted, item)
             self._notice(svc, s, item.time, "oncall", "unpinned-oncall", f"unpin/{item.id}",
                          actor=actor, role=role, reason=reason)  # fmt: skip
         self._evaluate(svc.id, s, item.time, item.id)
-        return True
+        return extra
+
+    def _wait_for_approval(self, svc: Service, s: ServiceState, item: Input) -> None:
+        """A release of an online-only service whose links are not healthy: it waits for a
+        second, different operator's release within ``release_approval_window``."""
+        _, actor, role, reason, *signed = item.data
+        key_id = signed[0] if signed else None
+        s.release = (item.id, actor, role, reason, item.time, key_id)
+        if self._changed is not None:
+            self._changed[svc.id] = (item.time, item.id)
+        window = svc.policy.release_approval_window
+        expires = item.time + window
+        why = (
+            f"two-person: releasing online-only service {svc.id!r} while it is "
+            f"{HEALTH_NAMES[s.health]} needs a second, different operator's release within "
+            f"{format_duration(window)} (release_approval_window), by {format_time(expires)}"
+        )
+        self._audit(svc, item, why, "pending", {"expires": format_time(expires)})
+        self._notice(svc, s, item.time, "staff", "release-pending-staff",
+                     f"release-pending/{item.id}", actor=actor, role=role, reason=reason,
+                     until=expires)  # fmt: skip
+
+    def _lapse(self, svc: Service, s: ServiceState, time: int, why: str) -> None:
+        """The waiting release is no more: audited ``lapsed``, and the staff told when it
+        lapsed for want of an approval (``why`` starts ``lapsed``)."""
+        pending = s.release
+        assert pending is not None
+        s.release = None
+        ident, actor, role, reason, at, key_id = pending
+        if self._changed is not None:
+            self._changed[svc.id] = (time, ident)
+        data = {"action": "release", "actor": actor, "role": role, "reason": reason}
+        expires = at + svc.policy.release_approval_window
+        self.out.append(audit(ident, svc.id, svc.site, time, data, key_id, why, "lapsed",
+                              {"expires": format_time(expires)}))  # fmt: skip
+        if why.startswith("lapsed"):
+            self._notice(svc, s, time, "staff", "release-lapsed-staff",
+                         f"release-lapsed/{ident}", actor=actor, role=role)  # fmt: skip
 
     def _record(self, svc: Service, s: ServiceState, item: Input) -> None:
         (record_id,) = item.data
@@ -899,6 +1044,12 @@ class ServiceStage:
         policy = svc.policy
         if s.windows:
             self._windows_due(svc, s, time, cause)
+        if s.pin_until is not None and s.pin_until <= time:
+            self._pin_expired(svc, s, time, cause)
+        if s.release is not None and s.release[4] + policy.release_approval_window <= time:
+            window = format_duration(policy.release_approval_window)
+            self._lapse(svc, s, time, f"lapsed: no second, different operator released within "
+                        f"{window} (release_approval_window)")  # fmt: skip
         for _ in range(len(TRANSITIONS) + 1):  # each pass fires one edge; no cycle is longer
             for condition in conditions(s, policy):
                 if condition.deadline <= time:
@@ -962,6 +1113,18 @@ class ServiceStage:
         self._notice(svc, s, time, "staff", f"maintenance-{what}-staff",
                      f"maintenance/{qualifier}", **fields)  # fmt: skip
 
+    def _pin_expired(self, svc: Service, s: ServiceState, time: int, cause: str) -> None:
+        """A pin with ``until`` ends at that time: the service returns as usual."""
+        assert s.pin is not None
+        actor, role, _ = s.pin
+        until = s.pin_until
+        assert until is not None
+        s.pin = s.pin_until = None
+        if self._changed is not None:
+            self._changed[svc.id] = (time, cause)
+        self._notice(svc, s, time, "oncall", "pin-expired-oncall",
+                     f"pin-expired/{format_time(until)}", actor=actor, role=role)  # fmt: skip
+
     def _fire(self, svc: Service, s: ServiceState, trigger: str, time: int, cause: str,
               reason: str, detail: str, operator: dict[str, str] | None) -> None:  # fmt: skip
         self._firing = _Firing(svc, s, time, cause, reason, detail, operator)
@@ -986,6 +1149,11 @@ class ServiceStage:
         s.step += 1
         if dest in ("manual", "restored") or source == "restored":
             s.baseline = f.time
+        if source == "manual":
+            s.forced_until = None
+            if s.release is not None:  # left manual another way: the waiting release is moot
+                self._lapse(svc, s, f.time, f"superseded: the service left manual "
+                            f"({f.reason}) before a second operator released it")  # fmt: skip
         s.entered = (f.time, f.reason, f.detail)
         if self._changed is not None:
             self._changed[svc.id] = (f.time, f.cause)
@@ -1120,7 +1288,9 @@ class ServiceStage:
             "queue": {"held": not svc.offline and s.state == "manual", "name": svc.queue},
             "manual": {"open": s.unreconciled, "reconciled": ledger - s.unreconciled},
             "pin": None if pin is None else {
-                "state": s.state, "actor": pin[0], "role": pin[1], "reason": pin[2]
+                "state": s.state, "actor": pin[0], "role": pin[1], "reason": pin[2],
+                **({} if s.pin_until is None else
+                   {"until": format_offset(s.pin_until, zone)}),
             },
             "last_operator": None if operator is None else {
                 "action": operator[0], "actor": operator[1], "role": operator[2],
@@ -1128,6 +1298,15 @@ class ServiceStage:
             },
             "last_reason": entered[2] if entered else None,
             "last_reason_code": entered[1] if entered else None,
+            # Only when there is one, so records without them read as before.
+            **({} if s.release is None else {"pending_release": {
+                "override": s.release[0], "actor": s.release[1], "role": s.release[2],
+                "reason": s.release[3], "time": format_offset(s.release[4], zone),
+                "expires": format_offset(
+                    s.release[4] + svc.policy.release_approval_window, zone),
+            }}),
+            **({} if s.forced_until is None or s.state != "manual" else
+               {"forced_until": format_offset(s.forced_until, zone)}),
         }  # fmt: skip
 
     def _bad_links(self, s: ServiceState) -> str:

@@ -174,6 +174,13 @@ class Policy:
     # How long before a planned maintenance window starts the public is told about it
     # (workflows/maintenance.py).
     announce_before: int = 86400 * _SECOND
+    # Releasing the hold of an online-only service while its links are not healthy waits for
+    # a second, different operator's release within this long (the two-person rule).
+    release_approval_window: int = 900 * _SECOND
+    # At most this many overrides signed with one key are verified per service and minute of
+    # event time; the rest are refused before their signature is checked (a flood of forged
+    # ones costs little: workflows/operators.py).
+    max_overrides_per_minute: int = 60
     link: LinkPolicy = field(default_factory=LinkPolicy)
 
 

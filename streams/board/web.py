@@ -297,6 +297,7 @@ class BoardWeb:
             "held": row.held,
             "paper_open": row.open if isinstance(manual, dict) else None,
             "last_reason": fields.get("last_reason") or "",
+            "waiting": _waiting(fields.get("pending_release"), lang),
         }
 
     async def page(self, request: web.Request) -> web.Response:
@@ -382,6 +383,17 @@ def _json_error(status: int, message: str) -> web.HTTPException:
         content_type="application/json",
         headers=_HEADERS,
     )
+
+
+def _waiting(pending: Any, lang: str) -> str:
+    """A release that waits for a second operator (the record's ``pending_release``), in
+    words; empty when there is none."""
+    if not isinstance(pending, dict):
+        return ""
+    actor, expires = pending.get("actor"), pending.get("expires")
+    if not isinstance(actor, str) or not isinstance(expires, str):
+        return ""
+    return STRINGS[lang]["release_waiting"].format(actor=actor, time=since_text(expires))
 
 
 def _incident_href(incident: str, lang: str) -> str:

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.boardrecords import SIRIMAU, ambon_manual, ektp_restored, state_event
+from tests.boardrecords import (
+    SIRIMAU,
+    ambon_manual,
+    ektp_restored,
+    release_waiting,
+    state_event,
+)
 from tests.kafka.boardtools import RunningBoard, board_topics, produce, running_board
 from tests.kafka.kafkatools import topics as created
 
@@ -181,3 +187,50 @@ async def _polling(board: RunningBoard, bootstrap: str, t, browser: Browser, tmp
     await steps.shot("polling-fallback")
     assert steps.csp_errors == []
     await page.close()
+
+
+async def test_a_release_waiting_for_a_second_operator_shows_in_chromium(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    """The engine's record of ektp while the acting head's release waits for a second
+    operator: the page says so as it loads (server-rendered) and when akta-lahir's arrives
+    live (the script); and no more once ektp is released."""
+    t = board_topics(unique_name)
+    async with (
+        created(kafka_bootstrap, t.state, partitions=3, config={"cleanup.policy": "compact"}),
+        created(kafka_bootstrap, t.transitions, t.commands, partitions=3),
+    ):
+        await produce(kafka_bootstrap, t, [*ambon_manual(), release_waiting("ektp")])
+        async with running_board(kafka_bootstrap, t) as board:
+            await board.wait_ready()
+            page = await browser.new_page()
+            steps = Steps(page, tmp_path / "screenshots")
+            await page.goto(board.url + "/")
+            await expect(page.locator("#updates")).to_have_attribute("data-mode", "live")
+            waiting = row(page, "ektp").locator(".c-queue .waiting")
+            await expect(waiting).to_have_text(
+                "release by Plt. Kepala Dinas waits for a second operator until "
+                "2019-02-05 14:15 +09:00"
+            )
+            await expect(row(page, "ektp").locator(".c-queue")).to_contain_text("held")
+            await expect(row(page, "akta-lahir").locator(".waiting")).to_have_count(0)
+            await steps.shot("ektp-release-waiting")
+            await produce(kafka_bootstrap, t, [release_waiting("akta-lahir")])
+            live = row(page, "akta-lahir").locator(".c-queue .waiting")
+            await expect(live).to_contain_text("waits for a second operator", timeout=10_000)
+            await steps.shot("akta-lahir-release-waiting-live")
+            await produce(kafka_bootstrap, t, ektp_restored())
+            await expect(row(page, "ektp").locator(".c-queue")).to_have_text(
+                "not held", timeout=10_000
+            )
+            await expect(row(page, "ektp").locator(".waiting")).to_have_count(0)
+            await page.locator("#lang-id").click()
+            await expect(row(page, "akta-lahir").locator(".waiting")).to_contain_text(
+                "menunggu operator kedua"
+            )
+            await steps.shot("release-waiting-bahasa")
+            assert steps.csp_errors == []
+            await page.close()

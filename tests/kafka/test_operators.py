@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
 import orjson
@@ -21,6 +23,7 @@ from streams.topics import partition_for
 from tests.kafka.kafkatools import wait_for
 from tests.kafka.workers import (
     ROOT,
+    Engine,
     Outputs,
     cloud_event,
     engine_env,
@@ -161,3 +164,180 @@ async def test_a_forged_override_is_refused_as_replay_refuses_it(
     assert want_dead.reason == (
         f"unauthenticated: the signature does not verify with key '{ACTING}/demo'"
     )
+
+
+HEAD = "Kepala Dinas"
+
+
+def _two_person_topology(tmp_path: Path) -> Path:
+    """The demo's topology with the acting head granted release too: two operators who may
+    release ektp."""
+    text = (ROOT / "streams" / "demo" / "ambon.yaml").read_text()
+    path = tmp_path / "two-person.yaml"
+    path.write_text(text.replace("[force_manual, pin]", "[force_manual, release, pin]"))
+    return path
+
+
+def _key_file(tmp_path: Path, operator: str) -> Path:
+    path = tmp_path / f"{operator.replace(' ', '-').replace('.', '')}.key"
+    path.write_text(base64.b64encode(bytes(demo_key(operator))).decode() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def _cli(tmp_path: Path, action: str, operator: str, *extra: str) -> list[str]:
+    role = "acting-head" if operator == ACTING else "office-head"
+    return [
+        str(Path(sys.executable).parent / "failover"), "override", action, "ektp",
+        "--reason", f"uji {action}", "--operator", operator, "--role", role,
+        "--key-name", "demo", "--key-file", str(_key_file(tmp_path, operator)),
+        "--wait", "90", *extra,
+    ]  # fmt: skip
+
+
+class _Ticker:
+    """Ticks at the wall clock on every input partition, as the worker's ticker would."""
+
+    def __init__(self, bootstrap: str, engine: Engine) -> None:
+        self.bootstrap, self.engine, self.number = bootstrap, engine, 0
+
+    async def tick(self) -> None:
+        self.number += 1
+        tick = cloud_event("clock.tick.v1", f"tick/{self.number}", _now(), None, {})
+        n = self.engine.settings.partitions
+        await publish(
+            self.bootstrap,
+            [(t, TICK_KEY.encode(), tick, p) for t in self.engine.inputs for p in range(n)],
+        )
+
+
+async def _run_cli(
+    command: list[str], engine: Engine, ticker: _Ticker, worker: Any
+) -> tuple[int, str]:
+    cli = await asyncio.create_subprocess_exec(
+        *command,
+        env={**os.environ, **engine.env},
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+    async def answered() -> bool:
+        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+        await ticker.tick()
+        return cli.returncode is not None or await _exited(cli)
+
+    await wait_for(answered, timeout=120, what="the override's verdict")
+    stdout, stderr = await cli.communicate()
+    assert cli.returncode is not None
+    return cli.returncode, stdout.decode() + stderr.decode()
+
+
+async def test_two_operators_release_a_held_queue_against_a_running_worker(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """ektp forced to manual, its exchange down: the acting head's release waits (exit 4,
+    pending), the office head's releases it (exit 0); both audited, and the transition names
+    both."""
+    topology = _two_person_topology(tmp_path)
+    engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=2, topology=topology)
+    s = engine.settings
+    n = s.partitions
+    down = cloud_event("link.status.v1", "probe/down", _now(-20), "telkom-sto-pattimura",
+                       {"status": "down", "latency_ms": None, "loss_pct": None})  # fmt: skip
+    force = orjson.loads(cloud_event(
+        "operator.override.v1", "override/ektp/force", _now(-10), "ektp",
+        {"action": "force_manual", "actor": ACTING, "role": "acting-head", "reason": "putus"},
+    ))  # fmt: skip
+    forced = orjson.dumps(sign_override(force, f"{ACTING}/demo", demo_key(ACTING)))
+    async with engine_topics(engine):
+        await publish(kafka_bootstrap, [
+            (s.topic_link_status, b"telkom-sto-pattimura", down,
+             partition_for("telkom-sto-pattimura", n)),
+            (s.topic_overrides, b"ektp", forced, partition_for("ektp", n)),
+        ])  # fmt: skip
+        outputs = Outputs(kafka_bootstrap, [s.topic_transitions, s.topic_audit, s.topic_commands])
+        ticker = _Ticker(kafka_bootstrap, engine)
+        async with outputs, running_worker(engine) as worker:
+
+            async def manual() -> bool:
+                await ticker.tick()
+                await outputs.poll()
+                moves = [orjson.loads(r.value)["data"] for r in outputs.of(s.topic_transitions)]
+                return any(m["to"] == "manual" for m in moves)
+
+            await wait_for(manual, timeout=60, what="ektp in manual")
+            code, text = await _run_cli(_cli(tmp_path, "release", ACTING), engine, ticker, worker)
+            assert code == 4, text
+            assert "pending: two-person" in text
+            code, text = await _run_cli(_cli(tmp_path, "release", ACTING), engine, ticker, worker)
+            assert code == 1, text
+            assert "refused: same-operator" in text
+            code, text = await _run_cli(_cli(tmp_path, "release", HEAD), engine, ticker, worker)
+            assert code == 0, text
+            assert text.splitlines()[-1] == "applied"
+
+            async def restored() -> bool:
+                await outputs.poll()
+                moves = [orjson.loads(r.value)["data"] for r in outputs.of(s.topic_transitions)]
+                audits = [orjson.loads(r.value)["data"] for r in outputs.of(s.topic_audit)]
+                releases = [a for a in audits if a["action"] == "release"]
+                return any(m["to"] == "restored" for m in moves) and len(releases) >= 4
+
+            await wait_for(restored, timeout=30, what="the release and its audit records")
+    moves = [orjson.loads(r.value)["data"] for r in outputs.of(s.topic_transitions)]
+    (release,) = [m for m in moves if m["to"] == "restored"]
+    assert release["reason"] == "operator-release"
+    assert f"approved by {HEAD}" in release["detail"]
+    verdicts = [orjson.loads(r.value)["data"] for r in outputs.of(s.topic_audit)]
+    assert [(v["actor"], v["verdict"]) for v in verdicts if v["action"] == "release"] == [
+        (ACTING, "pending"),
+        (ACTING, "refused"),
+        (ACTING, "applied"),
+        (HEAD, "applied"),
+    ]
+    templates = [
+        orjson.loads(r.value)["data"].get("template") for r in outputs.of(s.topic_commands)
+    ]
+    assert "release-pending-staff" in templates
+
+
+async def test_a_pin_until_expires_on_event_time_against_a_running_worker(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """``failover override pin ektp --until`` a few seconds ahead: applied (and the audit
+    record says until); the ticks that pass it lift the pin (the on-call notice says so).
+    ``--until`` on a release is refused by the command itself, nothing sent."""
+    engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=2)
+    s = engine.settings
+    refused = subprocess_run(_cli(tmp_path, "release", HEAD, "--until", _now(60)), engine)
+    assert refused.returncode == 2
+    assert "not applicable to release" in refused.stderr.decode()
+    until = _now(6)
+    async with engine_topics(engine):
+        outputs = Outputs(kafka_bootstrap, [s.topic_audit, s.topic_commands])
+        ticker = _Ticker(kafka_bootstrap, engine)
+        async with outputs, running_worker(engine) as worker:
+            command = _cli(tmp_path, "pin", ACTING, "--until", until)
+            code, text = await _run_cli(command, engine, ticker, worker)
+            assert code == 0, text
+
+            async def expired() -> bool:
+                assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+                await ticker.tick()
+                await outputs.poll()
+                return any(
+                    orjson.loads(r.value)["data"].get("template") == "pin-expired-oncall"
+                    for r in outputs.of(s.topic_commands)
+                )
+
+            await wait_for(expired, timeout=60, what="the pin's expiry")
+    (audit,) = [orjson.loads(r.value)["data"] for r in outputs.of(s.topic_audit)]
+    assert (audit["verdict"], audit["until"]) == ("applied", until)
+
+
+def subprocess_run(command: list[str], engine: Engine) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        command, env={**os.environ, **engine.env}, cwd=ROOT, capture_output=True, check=False,
+        timeout=120,
+    )  # fmt: skip

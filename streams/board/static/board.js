@@ -75,7 +75,18 @@
       inc.textContent = words.none;
     }
     const held = s.queue && s.queue.held === true;
-    cell(tr, "c-queue").textContent = held ? words.held : words.not_held;
+    const queue = cell(tr, "c-queue");
+    queue.textContent = held ? words.held : words.not_held;
+    const pending = s.pending_release;
+    if (pending && typeof pending === "object" && typeof pending.actor === "string"
+        && typeof pending.expires === "string") {
+      const waiting = document.createElement("span");
+      waiting.className = "waiting";
+      waiting.textContent = words.release_waiting
+        .replace("{actor}", () => pending.actor)
+        .replace("{time}", () => sinceText(pending.expires));
+      queue.append(" ", waiting);
+    }
     const manual = s.manual && typeof s.manual === "object" ? s.manual : null;
     cell(tr, "c-paper").textContent = manual && Number.isInteger(manual.open) ? String(manual.open) : "";
     cell(tr, "c-reason").textContent = s.last_reason || "";
