@@ -25,6 +25,9 @@ variable                           default                     what
 ``FAILOVER_TOPIC_DEADLETTER``      ``failover-deadletter``     bad input, with the reason
 ``FAILOVER_TOPIC_CHANGES``         ``APP_ID-link-changes``     internal: link health changes,
                                                                repartitioned by service id
+``FAILOVER_TOPIC_REPARTITION``     ``APP_ID-link-repartition`` internal: readings that reached
+                                                               a partition their link (murmur2)
+                                                               is not in, forwarded to it
 ``FAILOVER_PARTITIONS``            ``6``                       partitions of the inputs, of the
                                                                internal topic and of the tables
 ``FAILOVER_REPLICATION``           (the brokers' default)      replication factor of new topics;
@@ -285,6 +288,7 @@ class Settings:
     topic_audit: str = "operator-audit"
     topic_deadletter: str = "failover-deadletter"
     topic_changes: str = "failover-engine-link-changes"
+    topic_repartition: str = "failover-engine-link-repartition"
     partitions: int = 6
     #: ``None``: the brokers' ``default.replication.factor`` (streams/topics.py).
     replication: int | None = None
@@ -341,8 +345,8 @@ class Settings:
         topics: dict[str, str] = {}
         for field, variable, default in _TOPICS:
             name = prefix + _text(env, variable, default)
-            if field == "topic_changes" and not _text(env, variable, ""):
-                name = f"{app_id}-link-changes"  # internal: the app's own, as its changelogs
+            if field in _INTERNAL and not _text(env, variable, ""):
+                name = f"{app_id}-{_INTERNAL[field]}"  # the app's own, as its changelogs
             if not _TOPIC.match(name) or name in (".", ".."):
                 raise SettingsError(
                     variable, f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
@@ -464,7 +468,10 @@ _TOPICS: Final = (
     ("topic_audit", "FAILOVER_TOPIC_AUDIT", "operator-audit"),
     ("topic_deadletter", "FAILOVER_TOPIC_DEADLETTER", "failover-deadletter"),
     ("topic_changes", "FAILOVER_TOPIC_CHANGES", "APP_ID-link-changes"),
+    ("topic_repartition", "FAILOVER_TOPIC_REPARTITION", "APP_ID-link-repartition"),
 )
+#: The internal topics: by default named after the app id (the suffix).
+_INTERNAL: Final = {"topic_changes": "link-changes", "topic_repartition": "link-repartition"}
 
 
 def _topic_prefix(env: Mapping[str, str]) -> str:

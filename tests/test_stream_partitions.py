@@ -5,7 +5,9 @@ gives every service exactly what replay gives it."""
 from __future__ import annotations
 
 import random
+import zlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,8 +49,23 @@ class DictTable:
         self.data[key] = value
 
 
-def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
-    """Where a producer would put a line of the demo file: (topic, key, partition)."""
+def consistent_random(key: bytes, n: int) -> int:
+    """librdkafka's default partitioner for a keyed record (kcat's, confluent-kafka-go's):
+    CRC-32 of the key, modulo the partition count."""
+    return zlib.crc32(key) % n
+
+
+Partitioner = Callable[[bytes, int], int]
+
+
+def route(
+    settings: Settings,
+    raw: bytes,
+    readings: Partitioner = partition_for,
+    inputs: Partitioner = partition_for,
+) -> list[tuple[str, bytes, int]]:
+    """Where a producer would put a line of the demo file: (topic, key, partition), the
+    partition of a reading chosen by ``readings``, of an override or feedback by ``inputs``."""
     n = settings.partitions
     try:
         event = orjson.loads(raw)
@@ -60,12 +77,12 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
         return [(t, TICK_KEY.encode(), p) for t in topics for p in range(n)]
     key = str(event.get("subject")).encode()
     if type_ == "link.status.v1":
-        topic = settings.topic_link_status
-    elif type_ == "operator.override.v1":
+        return [(settings.topic_link_status, key, readings(key, n))]
+    if type_ == "operator.override.v1":
         topic = settings.topic_overrides
     else:
         topic = settings.topic_feedback
-    return [(topic, key, partition_for(key, n))]
+    return [(topic, key, inputs(key, n))]
 
 
 def oracle() -> tuple[dict[str, list[bytes]], Counter[str]]:
@@ -87,12 +104,15 @@ def simulate(
     restart_every: int | None,
     batched: bool = False,
     binary: bool = False,
+    readings: Partitioner = partition_for,
+    inputs: Partitioner = partition_for,
 ) -> tuple[dict[str, list[bytes]], Counter[str]]:
     """Every input through the partitions in a random interleaving of the partitions' logs,
     as Kafka could deliver them. ``batched``: as the worker does, several records of one
     partition at once through ``handle_batch``, state written only at "commits" (a flush of
     every partition), restarts only right after a commit. ``binary`` (batched only): every
-    input the CloudEvents SDK takes is sent in binary mode (tests/binary.py)."""
+    input the CloudEvents SDK takes is sent in binary mode (tests/binary.py). ``readings``,
+    ``inputs``: the producers' partitioners (:func:`route`)."""
     assert batched or not binary
     settings = Settings(partitions=partitions)
     topology = Topology.load(TOPOLOGY)
@@ -102,7 +122,7 @@ def simulate(
     for _, raw in read_lines(EVENTS):
         converted = to_binary(raw) if binary else None
         value, headers = converted if converted is not None else (raw, [])
-        for topic, key, partition in route(settings, raw):
+        for topic, key, partition in route(settings, raw, readings, inputs):
             logs[(topic, partition)].append((key, value, headers))
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     tables = {("links", p): DictTable() for p in range(partitions)} | {
@@ -124,6 +144,8 @@ def simulate(
         for r in records:
             if r.topic == settings.topic_changes:
                 logs[(r.topic, r.partition)].append((r.key or b"", r.value, []))
+            elif r.topic == settings.topic_repartition:
+                logs[(r.topic, r.partition)].append((r.key or b"", r.value, list(r.headers)))
             elif r.topic == settings.topic_deadletter:
                 reasons[dict(r.headers)["failover-reason"].decode()] += 1
             else:
@@ -144,7 +166,7 @@ def simulate(
                                               start=offsets[tp])
             ]  # fmt: skip
             offsets[tp] += len(batch)
-            if topic == settings.topic_link_status:
+            if topic in (settings.topic_link_status, settings.topic_repartition):
                 emit(links[p].handle_batch(batch))
             elif topic == settings.topic_changes:
                 emit(services[p].handle_batch(None, batch))
@@ -160,11 +182,11 @@ def simulate(
                     links[q] = LinkPartition(topology, routing, q, tables[("links", q)])
                     services[q] = ServicePartition(topology, routing, q, tables[("services", q)])
             continue
-        key, raw, _ = logs[tp][offsets[tp]]
+        key, raw, headers = logs[tp][offsets[tp]]
         origin = Origin(topic, p, offsets[tp])
         offsets[tp] += 1
-        if topic == settings.topic_link_status:
-            emit(links[p].handle(raw, key, origin))
+        if topic in (settings.topic_link_status, settings.topic_repartition):
+            emit(links[p].handle(raw, key, origin, headers))
         elif topic == settings.topic_changes:
             emit(services[p].handle_change(raw, key, origin))
         else:
@@ -198,6 +220,48 @@ def test_partitioned_routing_matches_replay(
     expected, expected_reasons = oracle()
     got, reasons = simulate(partitions, seed, restart_every, batched)
     assert sum(len(v) for v in expected.values()) > 50  # the demo really does something
+    assert set(got) == set(expected)
+    for service, events in expected.items():
+        assert got[service] == events, service
+    assert reasons == expected_reasons
+
+
+def wrong_partition(key: bytes, n: int) -> int:
+    """Every key on a partition it does not hash to (murmur2)."""
+    return (partition_for(key, n) + 1) % n
+
+
+@pytest.mark.parametrize(
+    ("partitions", "seed", "restart_every", "batched", "readings"),
+    [
+        (3, 11, None, False, consistent_random),
+        (6, 12, None, False, wrong_partition),
+        (6, 13, 7, False, wrong_partition),
+        (4, 14, 53, False, consistent_random),
+        (3, 15, None, True, consistent_random),
+        (6, 16, 3, True, wrong_partition),
+        (2, 17, 2, True, wrong_partition),
+        (5, 18, 4, True, consistent_random),
+    ],
+)
+def test_readings_on_any_partition_are_forwarded_and_match_replay(
+    partitions: int, seed: int, restart_every: int | None, batched: bool, readings: Partitioner
+) -> None:
+    """Readings published with another partitioner than murmur2 (kcat's default, or every one
+    on a wrong partition) reach their link through the repartition topic, each where replay
+    applies it: the same records, byte for byte, and no dead letter more."""
+    expected, expected_reasons = oracle()
+    settings = Settings(partitions=partitions)
+    misrouted = sum(
+        1
+        for _, raw in read_lines(EVENTS)
+        for topic, key, p in route(settings, raw, readings)
+        if topic == settings.topic_link_status
+        and key != TICK_KEY.encode()
+        and p != partition_for(key, partitions)
+    )
+    assert misrouted > 20
+    got, reasons = simulate(partitions, seed, restart_every, batched, readings=readings)
     assert set(got) == set(expected)
     for service, events in expected.items():
         assert got[service] == events, service
