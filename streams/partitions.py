@@ -220,7 +220,7 @@ FORWARD_WATERMARK: Final = "failover-forward-watermark"
 _Watermark = int | None
 
 
-def forward_watermark(headers: Sequence[tuple[str, bytes]]) -> int | None | bool:
+def forward_watermark(headers: Sequence[tuple[str, bytes]]) -> int | bool | None:
     """The :data:`FORWARD_WATERMARK` of a forwarded record; ``False`` if it has none that
     reads."""
     for name, value in reversed(headers):
@@ -446,9 +446,13 @@ class LinkPartition(_Partition):
 
     def _state(self, key: str) -> Any:
         if key == self._watermark_key:
-            pending = [list(t) for t in self._pending]
-            return {**(self._tick or {"tick": None, "id": None}), "behind": self.behind.watermark, "pending": pending,
-                    "confirmed": dict(sorted(self._confirmed.items())), "held": self._held}  # fmt: skip
+            return {
+                **(self._tick or {"tick": None, "id": None}),
+                "behind": self.behind.watermark,
+                "pending": [list(t) for t in self._pending],
+                "confirmed": dict(sorted(self._confirmed.items())),
+                "held": self._held,
+            }
         state = self.stage.states.get(key)
         if state is not None:
             return state.to_json()
@@ -488,9 +492,7 @@ class LinkPartition(_Partition):
             ticks = self._ticks
             for start in range(0, len(ticks), WATERMARK_TICKS):  # each record bounded
                 value = encode_watermark(ticks[start : start + WATERMARK_TICKS], source)
-                out.extend(
-                    Record(changes_topic, b"__watermark__", value, q, []) for q in range(n)
-                )
+                out.extend(Record(changes_topic, b"__watermark__", value, q, []) for q in range(n))
             self._ticks.clear()
         if self._markers:
             if n > 1:
@@ -558,11 +560,12 @@ class LinkPartition(_Partition):
                     self._dirty.add(self._watermark_key)
                     self._advance(out, record.value, record)
             else:
-                reason = (
-                    message
-                    if isinstance(message, str)
-                    else f"internal: unknown marker source {message.source!r}"
-                )
+                if isinstance(message, str):
+                    reason = message
+                elif isinstance(message, Watermark):
+                    reason = f"internal: unknown marker source {message.source!r}"
+                else:
+                    reason = "internal: a health change on the repartition topic"
                 self._dead(out, record.key, reason, record.value or b"", record)
             return
         watermark = forward_watermark(record.headers)
@@ -767,7 +770,7 @@ class LinkPartition(_Partition):
             if _after(held[0], watermark):
                 keep.append(held)
                 continue
-            mark, reading, text, queued = held
+            _, reading, text, queued = held
             raw = text.encode("latin-1")
             where, headers = _origin(queued)
             assert where is not None

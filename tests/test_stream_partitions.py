@@ -78,10 +78,8 @@ def route(
     key = str(event.get("subject")).encode()
     if type_ == "link.status.v1":
         return [(settings.topic_link_status, key, readings(key, n))]
-    if type_ == "operator.override.v1":
-        topic = settings.topic_overrides
-    else:
-        topic = settings.topic_feedback
+    overrides = type_ == "operator.override.v1"
+    topic = settings.topic_overrides if overrides else settings.topic_feedback
     return [(topic, key, inputs(key, n))]
 
 
