@@ -565,6 +565,9 @@ def reading(link: str, ident: str, micros: int, status: str, latency: float | No
 
 def make_inputs(bench: Bench, args: argparse.Namespace) -> Inputs:
     text, links = topology_yaml(args.sites)
+    # The sentinels are unsigned overrides from the bench itself: taken as in development
+    # (without this line the engine refuses them, and (b) would wait for them for ever).
+    text += "unsigned_overrides: accept\n"
     path = bench.out / "topology.yaml"
     path.write_text(text)
     wall = time.perf_counter()

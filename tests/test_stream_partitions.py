@@ -302,3 +302,125 @@ def test_a_backlog_of_ticks_makes_watermark_records_of_a_bounded_size() -> None:
     for r in out:
         service._change(r.value, r.key, Origin("changes", 0, r.partition), [])
     assert service.sources[link_source(0)][1] == ids[-1]
+
+
+def _reading(link: str, second: int) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"probe/{link}/{second}",
+            "source": "/t",
+            "type": "link.status.v1",
+            "time": f"2019-02-05T00:00:{second:02d}Z",
+            "subject": link,
+            "data": {"status": "up", "latency_ms": 1.0, "loss_pct": 0.0},
+        }
+    )
+
+
+def _tick(second: int) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"tick/{second}",
+            "source": "/t",
+            "type": "clock.tick.v1",
+            "time": f"2019-02-05T00:00:{second:02d}Z",
+        }
+    )
+
+
+def _records(topic: str, partition: int, items: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+             ) -> list[SimpleNamespace]:  # fmt: skip
+    return [
+        SimpleNamespace(topic=topic, partition=partition, offset=o, key=k, value=v, headers=h)
+        for o, (k, v, h) in enumerate(items)
+    ]
+
+
+def test_a_misrouted_reading_is_forwarded_with_its_headers_and_watermark() -> None:
+    """A reading on a partition its link does not hash to leaves for the link's partition on
+    the repartition topic, key, bytes and headers (its trace context) as they came, with the
+    watermark of the partition it reached; no dead letter."""
+    from streams.partitions import FORWARD_WATERMARK
+
+    settings = Settings(partitions=3)
+    topology = Topology.load(TOPOLOGY)
+    link = sorted(topology.links)[0]
+    own = partition_for(link.encode(), 3)
+    other = (own + 1) % 3
+    stage = LinkPartition(topology, Routing(settings), other, DictTable())
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    tick = (TICK_KEY.encode(), _tick(1), [])
+    reading = (link.encode(), _reading(link, 2), [("traceparent", parent)])
+    out = stage.handle_batch(_records(settings.topic_link_status, other, [tick, reading]))
+    forwarded = [
+        r for r in out if r.topic == settings.topic_repartition and r.key != b"__watermark__"
+    ]
+    assert [(r.key, r.value, r.partition) for r in forwarded] == [
+        (link.encode(), _reading(link, 2), own)
+    ]
+    micros = 1549324801 * 1_000_000
+    assert forwarded[0].headers == [
+        ("traceparent", parent),
+        (FORWARD_WATERMARK, str(micros).encode()),
+    ]
+    assert not [r for r in out if r.topic == settings.topic_deadletter]
+    markers = [
+        r for r in out if r.topic == settings.topic_repartition and r.key == b"__watermark__"
+    ]
+    assert sorted(r.partition for r in markers) == sorted({0, 1, 2} - {other})
+
+
+def test_links_that_reported_on_their_partition_wait_for_no_marker() -> None:
+    """Ticks reach stage 2 at once from a partition whose links have all had a reading on it
+    (murmur2 producers); while one has not, a tick waits for the other partitions' markers."""
+    settings = Settings(partitions=3)
+    topology = Topology.load(TOPOLOGY)
+    groups = [
+        sorted(x for x in topology.links if partition_for(x.encode(), 3) == q) for q in range(3)
+    ]
+    p = max(range(3), key=lambda q: len(groups[q]))
+    links = groups[p]
+    assert links
+    topic = settings.topic_link_status
+
+    def to_stage2(out: list[Record]) -> list[int]:
+        return [
+            orjson.loads(r.value)["tick"]
+            for r in out
+            if r.topic == settings.topic_changes and r.key == b"__watermark__" and r.partition == 0
+        ]
+
+    stage = LinkPartition(topology, Routing(settings), p, DictTable())
+    some = [(link.encode(), _reading(link, 1), []) for link in links[:-1]]
+    out = stage.handle_batch(_records(topic, p, [*some, (TICK_KEY.encode(), _tick(2), [])]))
+    assert to_stage2(out) == []  # links[-1] never reported here: its readings may be forwarded
+    marker = SimpleNamespace(
+        topic=settings.topic_repartition, partition=p, offset=0, key=b"__watermark__", headers=[]
+    )
+    from streams.codec import encode_watermark
+    from streams.partitions import link_source
+
+    micros = 1549324802 * 1_000_000
+    for q in (1, 2):
+        marker.value = encode_watermark([(micros, "tick/2")], link_source((p + q) % 3))
+        out = stage.handle_batch([marker])
+    assert to_stage2(out) == [micros]  # both others confirmed the tick
+    last = (links[-1].encode(), _reading(links[-1], 3), [])
+    out = stage.handle_batch(_records(topic, p, [last, (TICK_KEY.encode(), _tick(4), [])]))
+    assert to_stage2(out) == [micros + 2_000_000]  # every link reported: nothing waits
+
+
+def test_a_forwarded_record_without_its_watermark_is_dead_lettered() -> None:
+    settings = Settings(partitions=3)
+    topology = Topology.load(TOPOLOGY)
+    link = sorted(topology.links)[0]
+    own = partition_for(link.encode(), 3)
+    stage = LinkPartition(topology, Routing(settings), own, DictTable())
+    out = stage.handle_batch(
+        _records(settings.topic_repartition, own, [(link.encode(), _reading(link, 2), [])])
+    )
+    dead = [r for r in out if r.topic == settings.topic_deadletter]
+    assert [dict(r.headers)["failover-reason"].split(b":")[0] for r in dead] == [b"internal"]
+    assert dead[0].value == _reading(link, 2)
