@@ -27,8 +27,8 @@ Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a tem
     ``--baseline DIR``, each guarantee also runs first with the code of the checkout DIR
     (``git worktree add DIR COMMIT``; its row says "baseline"): before and after in one run.
     With ``--misroute SHARE``, each guarantee also runs over a second copy of the inputs in
-    which that share of the readings is on the partition after their link's (as from a
-    producer whose partitioner is not murmur2): the engine forwards them through its
+    which every reading of that share of the links is on the partition after its link's (as
+    from a producer whose partitioner is not murmur2, but keeps a key on one partition): the engine forwards them through its
     repartition topic (its row says "on a wrong partition"); the output must still be the
     pure core's.
 (c) Latency: a fresh engine with the live ticker; for ``--duration`` s a paced producer offers
@@ -624,8 +624,8 @@ async def publish_inputs(
 ) -> float:
     """Publish ``data`` to its input topics; with ``traced``, every link event carries a
     probe's ``traceparent`` header, sampled at that ratio (:func:`probe_traceparents`); with
-    ``misroute``, that share of the link events (chosen at random, seeded) goes to the
-    partition after its link's (murmur2): the engine forwards them."""
+    ``misroute``, every link event of that share of the links (chosen at random, seeded) goes
+    to the partition after its link's (murmur2): the engine forwards them."""
     s = data.settings
     specs = [
         spec
@@ -637,12 +637,15 @@ async def publish_inputs(
     messages: list[Message] = []
     parents = probe_traceparents(traced or 0.0, len(data.lines))
     tick_key = TICK_KEY.encode()
+    # Misrouted: every reading of that share of the links (a producer that keeps a key on one
+    # partition, not murmur2's), chosen by a seeded draw per link.
     chance = random.Random(len(data.lines))
+    wrong = {link for link in sorted(data.topology.links) if chance.random() < misroute}
     for raw in data.lines:
         routed = route(s, raw)
         if misroute and routed[0][0] == s.topic_link_status and routed[0][1] != tick_key:
             [(topic, key, value, partition)] = routed
-            if chance.random() < misroute:
+            if key.decode() in wrong:
                 data.misrouted += 1
                 routed = [(topic, key, value, (partition + 1) % s.partitions)]
         if traced is None or routed[0][0] != s.topic_link_status or routed[0][1] == tick_key:
@@ -2053,8 +2056,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=0.0,
         metavar="SHARE",
-        help="(b) also run each guarantee over inputs with this share of the readings on a "
-        "partition that is not their link's (forwarded by the engine), e.g. 0.1",
+        help="(b) also run each guarantee over inputs with the readings of this share of the "
+        "links on a partition that is not theirs (forwarded by the engine), e.g. 0.1",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="broker (default: infra/kafka/up)")

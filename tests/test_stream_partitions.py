@@ -233,8 +233,8 @@ def wrong_partition(key: bytes, n: int) -> int:
     ("partitions", "seed", "restart_every", "batched", "readings"),
     [
         (3, 11, None, False, consistent_random),
-        (6, 12, None, False, wrong_partition),
-        (6, 13, 7, False, wrong_partition),
+        (4, 12, None, False, wrong_partition),
+        (3, 13, 11, False, wrong_partition),
         (4, 14, 53, False, consistent_random),
         (3, 15, None, True, consistent_random),
         (6, 16, 3, True, wrong_partition),
