@@ -28,9 +28,9 @@ Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a tem
     (``git worktree add DIR COMMIT``; its row says "baseline"): before and after in one run.
     With ``--misroute SHARE``, each guarantee also runs over a second copy of the inputs in
     which every reading of that share of the links is on the partition after its link's (as
-    from a producer whose partitioner is not murmur2, but keeps a key on one partition): the engine forwards them through its
-    repartition topic (its row says "on a wrong partition"); the output must still be the
-    pure core's.
+    from a producer whose partitioner is not murmur2, but keeps a key on one partition): the
+    engine forwards them through its repartition topic (its row says "on a wrong
+    partition"); the output must still be the pure core's.
 (c) Latency: a fresh engine with the live ticker; for ``--duration`` s a paced producer offers
     RATE link events/s, 20 ``force_manual`` overrides/s (each on another service) and takes
     one site's fiber link down each second (``degrade_after`` is 2 s in this topology).

@@ -536,7 +536,7 @@ class LinkPartition(_Partition):
         return out
 
     def _binary(
-        self, record: ConsumerRecord, out: list[Record], watermark: _Watermark = None
+        self, record: ConsumerRecord, out: list[Record], forwarded: _Watermark | bool = False
     ) -> None:
         """A binary-mode record: judged as the structured event it stands for, dead-lettered
         with its own value and headers."""
@@ -546,7 +546,7 @@ class LinkPartition(_Partition):
         if isinstance(doc, str):
             self._dead(out, record.key, doc, record.value or b"", record)
         else:
-            self._handle(record.value, record.key, record, out, doc, watermark)
+            self._handle(record.value, record.key, record, out, doc, forwarded)
 
     def _repartitioned(self, record: ConsumerRecord, out: list[Record]) -> None:
         """A record of the repartition topic: another partition's marker, or a reading it

@@ -264,6 +264,14 @@ def test_readings_on_any_partition_are_forwarded_and_match_replay(
     for service, events in expected.items():
         assert got[service] == events, service
     assert reasons == expected_reasons
+    if batched:  # and the same again with every input the SDK takes in binary mode
+        got, reasons = simulate(
+            partitions, seed, restart_every, batched, binary=True, readings=readings
+        )
+    assert set(got) == set(expected)
+    for service, events in expected.items():
+        assert got[service] == events, service
+    assert reasons == expected_reasons
 
 
 def test_a_backlog_of_ticks_makes_watermark_records_of_a_bounded_size() -> None:
