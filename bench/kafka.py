@@ -6,6 +6,7 @@ unless --bootstrap or KAFKA_BOOTSTRAP_SERVERS says otherwise)::
     .venv/bin/python bench/kafka.py [--events N] [--partitions N]
         [--skip a,b,c,d,tracing,profile] [--guarantee both|exactly_once|at_least_once]
         [--load RATE@TICK,...] [--trace-ratio R] [--worker-env K=V] [--baseline DIR]
+        [--misroute SHARE]
 
 Every topic it creates is deleted at the end and every worker it starts is stopped, also on
 Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a temp dir).
@@ -25,6 +26,11 @@ Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a tem
     py-spy (blocking, 100 Hz, --idle) samples ``--profile-seconds`` of each run. With
     ``--baseline DIR``, each guarantee also runs first with the code of the checkout DIR
     (``git worktree add DIR COMMIT``; its row says "baseline"): before and after in one run.
+    With ``--misroute SHARE``, each guarantee also runs over a second copy of the inputs in
+    which every reading of that share of the links is on the partition after its link's (as
+    from a producer whose partitioner is not murmur2, but keeps a key on one partition): the
+    engine forwards them through its repartition topic (its row says "on a wrong
+    partition"); the output must still be the pure core's.
 (c) Latency: a fresh engine with the live ticker; for ``--duration`` s a paced producer offers
     RATE link events/s, 20 ``force_manual`` overrides/s (each on another service) and takes
     one site's fiber link down each second (``degrade_after`` is 2 s in this topology).
@@ -99,6 +105,7 @@ from bench.kafkabench.latency import (  # noqa: E402
 from bench.kafkabench.profile import summarize_profile  # noqa: E402
 from bench.kafkabench.restore import restore_run  # noqa: E402
 from bench.kafkabench.tracing import TracingResult, tracing_runs  # noqa: E402
+from streams.config import Settings  # noqa: E402
 
 # -- report ---------------------------------------------------------------------------------
 
@@ -163,6 +170,17 @@ async def run(args: argparse.Namespace, out: Any) -> int:
                 f"{data.bytes / data.link_messages:.0f} B each on average; published in "
                 f"{elapsed:.1f} s"
             )
+        misrouted = data
+        if need_b and args.misroute:
+            input_env = bench.env("input-misrouted", data.topology_path)
+            misrouted = dataclasses.replace(
+                data, settings=Settings.from_env(input_env), ends={}, sampled=0, misrouted=0
+            )
+            await publish_inputs(bench, misrouted, misroute=args.misroute)
+            out(
+                f"(b) misrouted input: {misrouted.misrouted:,} of {data.probes:,} link.status.v1 "
+                f"on the partition after their link's (--misroute {args.misroute:g})"
+            )
         ceilings: list[tuple[float, float]] = []
         ceilings_n: list[tuple[float, float]] = []  # in args.workers processes
         engines: list[EngineResult] = []
@@ -184,6 +202,25 @@ async def run(args: argparse.Namespace, out: Any) -> int:
                 )
                 engines.append(
                     dataclasses.replace(result, guarantee=f"{result.guarantee}, baseline")
+                )
+            if guarantee is not None and args.misroute:
+                # The same (b) run over inputs with --misroute of the readings elsewhere.
+                short = "eos" if guarantee == "exactly_once" else "alo"
+                result = await engine_run(
+                    bench,
+                    misrouted,
+                    guarantee,
+                    expected,
+                    0,
+                    args.offsets_wait,
+                    label=f"b-{short}-misrouted",
+                    workers=args.workers,
+                )
+                engines.append(
+                    dataclasses.replace(
+                        result,
+                        guarantee=f"{result.guarantee}, {args.misroute:.0%} on a wrong partition",
+                    )
                 )
             if guarantee is not None:
                 profile = args.profile_seconds if "profile" not in skip else 0
@@ -486,6 +523,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="DIR",
         help="(b) also run each guarantee with the code of the checkout DIR (its streams/ and "
         "workflows/ first on the worker's PYTHONPATH), e.g. a git worktree of an older commit",
+    )
+    parser.add_argument(
+        "--misroute",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="(b) also run each guarantee over inputs with the readings of this share of the "
+        "links on a partition that is not theirs (forwarded by the engine), e.g. 0.1",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="broker (default: infra/kafka/up)")

@@ -49,6 +49,7 @@ TOPIC_PURPOSES: Final = (
     ("FAILOVER_TOPIC_STATE", "state"),
     ("FAILOVER_TOPIC_DEADLETTER", "dead"),
     ("FAILOVER_TOPIC_CHANGES", "changes"),
+    ("FAILOVER_TOPIC_REPARTITION", "repartition"),
     ("FAILOVER_TOPIC_AUDIT", "audit"),
 )
 

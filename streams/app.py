@@ -352,10 +352,13 @@ class FailoverApp(faust.App):
         )
         # faust subscribes to, and its assignor groups, the topics its conductor holds; the
         # records reach the engine in batches (streams/batches.py), not through agents.
-        self.topics.add(self.topic(s.topic_link_status, **raw))
+        # The repartition topic is co-partitioned with link-status: partition p of each
+        # reaches the same worker, the one with the stage of p's links.
+        self.topics.add(self.topic(s.topic_link_status, s.topic_repartition, **raw))
         self.topics.add(self.topic(s.topic_changes, s.topic_overrides, s.topic_feedback, **raw))
         self.batch_handlers: dict[str, BatchHandler] = {
             s.topic_link_status: self._on_links,
+            s.topic_repartition: self._on_links,
             s.topic_changes: self._on_services,
             s.topic_overrides: self._on_services,
             s.topic_feedback: self._on_services,
@@ -492,7 +495,7 @@ class FailoverApp(faust.App):
                 return handle(tp.topic, tp.partition, records, trace)
             before = [self.counts[t] for t in INPUT_TYPES]
             out = handle(tp.topic, tp.partition, records, trace)
-        if tp.topic != self.settings.topic_changes:
+        if tp.topic not in (self.settings.topic_changes, self.settings.topic_repartition):
             counted = {t: self.counts[t] - n for t, n in zip(INPUT_TYPES, before, strict=True)}
             counted["invalid"] = len(records) - sum(counted.values())
             tracing.count_inputs(counted)

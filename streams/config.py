@@ -25,6 +25,9 @@ variable                           default                     what
 ``FAILOVER_TOPIC_DEADLETTER``      ``failover-deadletter``     bad input, with the reason
 ``FAILOVER_TOPIC_CHANGES``         ``APP_ID-link-changes``     internal: link health changes,
                                                                repartitioned by service id
+``FAILOVER_TOPIC_REPARTITION``     ``APP_ID-link-repartition`` internal: readings that reached
+                                                               a partition their link (murmur2)
+                                                               is not in, forwarded to it
 ``FAILOVER_PARTITIONS``            ``6``                       partitions of the inputs, of the
                                                                internal topic and of the tables
 ``FAILOVER_REPLICATION``           (the brokers' default)      replication factor of new topics;
@@ -298,6 +301,7 @@ class Settings:
     topic_audit: str = AUDIT
     topic_deadletter: str = DEADLETTER
     topic_changes: str = f"{APP_ID}-link-changes"
+    topic_repartition: str = f"{APP_ID}-link-repartition"
     partitions: int = 6
     #: ``None``: the brokers' ``default.replication.factor`` (streams/topics.py).
     replication: int | None = None
@@ -354,8 +358,8 @@ class Settings:
         topics: dict[str, str] = {}
         for field, variable in _TOPICS:
             name = prefix + _text(env, variable, _TOPIC_DEFAULTS[field])
-            if field == "topic_changes" and not _text(env, variable, ""):
-                name = f"{app_id}-link-changes"  # internal: the app's own, as its changelogs
+            if field in _INTERNAL and not _text(env, variable, ""):
+                name = f"{app_id}-{_INTERNAL[field]}"  # the app's own, as its changelogs
             if not _TOPIC.match(name) or name in (".", ".."):
                 raise SettingsError(
                     variable, f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
@@ -485,6 +489,7 @@ _TOPIC_FIELDS: Final = (
     "topic_audit",
     "topic_deadletter",
     "topic_changes",
+    "topic_repartition",
 )
 #: (field, variable) of every topic name: ``topic_commands``, ``FAILOVER_TOPIC_COMMANDS``.
 _TOPICS: Final = tuple((name, f"FAILOVER_{name.upper()}") for name in _TOPIC_FIELDS)
@@ -502,6 +507,8 @@ INPUT_TOPIC_FIELDS: Final[Mapping[str, str]] = {
     "manual.record.v1": "topic_feedback",
     "reconcile.completed.v1": "topic_feedback",
 }
+#: The internal topics: by default named after the app id (the suffix).
+_INTERNAL: Final = {"topic_changes": "link-changes", "topic_repartition": "link-repartition"}
 
 
 def _topic_prefix(env: Mapping[str, str]) -> str:

@@ -63,12 +63,14 @@ from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
 from workflows.maintenance import MAINTENANCE_TYPE, Accepted, Windows
 from workflows.operators import override_judge
+from workflows.readings import Reading
 from workflows.records import AUDIT, COMMANDS, STATE, TRANSITIONS, Emitted
 from workflows.service import Input, ServiceStage, ServiceState
 from workflows.topology import Topology
 
 __all__ = [
     "FEEDBACK_SOURCE",
+    "FORWARD_WATERMARK",
     "OVERRIDES_SOURCE",
     "WATERMARK_TICKS",
     "LinkPartition",
@@ -228,6 +230,58 @@ def _origin(value: Any) -> tuple[Origin | None, Headers]:
     return None, []
 
 
+#: The header of a reading forwarded to its partition: the last tick (event time, in
+#: microseconds) the partition it arrived on had applied then, or ``none`` before any.
+FORWARD_WATERMARK: Final = "failover-forward-watermark"
+
+#: A forwarded reading's watermark (``None``: no tick yet).
+_Watermark = int | None
+
+
+def forward_watermark(headers: Sequence[tuple[str, bytes]]) -> int | bool | None:
+    """The :data:`FORWARD_WATERMARK` of a forwarded record; ``False`` if it has none that
+    reads."""
+    for name, value in reversed(headers):
+        if name == FORWARD_WATERMARK:
+            if value == b"none":
+                return None
+            return int(value) if value.isdigit() and len(value) <= 20 else False
+    return False
+
+
+def _after(mark: int | None, watermark: int | None) -> bool:
+    """Whether a reading with watermark ``mark`` belongs after ``watermark`` (``None``: before
+    any tick)."""
+    return mark is not None and (watermark is None or mark > watermark)
+
+
+def _reading(value: Sequence[Any]) -> Reading:
+    """A held reading as :meth:`LinkStage.on_status` takes it."""
+    link, ident, time, status, latency, loss = value
+    return (str(link), str(ident), int(time), str(status), latency, loss)
+
+
+class _Forwarded(NamedTuple):
+    """A record of the repartition topic, or a held reading, as a :class:`ConsumerRecord`."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+    @classmethod
+    def of(
+        cls,
+        origin: Origin,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> _Forwarded:
+        return cls(origin.topic, origin.partition, origin.offset, key, value, headers)
+
+
 class _Partition:
     """What both stages share: dead letters, counts, writing state through."""
 
@@ -335,7 +389,27 @@ class _Partition:
 
 
 class LinkPartition(_Partition):
-    """Stage 1 for the links of one partition of the link-status topic."""
+    """Stage 1 for the links of one partition of the link-status topic, and of the
+    co-partitioned repartition topic, where the other partitions forward the readings of this
+    partition's links that reached them (a producer whose partitioner is not murmur2).
+
+    A forwarded reading must meet its link exactly where replay would: after the last tick its
+    own partition had applied when it arrived there (carried in the :data:`FORWARD_WATERMARK`
+    header), before the next. So the links are kept in two stages:
+
+    - ``stage``: the links that have had a reading on this partition. Ticks reach them at once.
+    - ``behind``: the links that have not (yet), whose readings may come through another
+      partition. A tick reaches them only once every other partition has confirmed it (a
+      marker record on the repartition topic, which that partition writes after what it
+      forwarded before the tick, on the same producer): by then, every reading forwarded from
+      before the tick has arrived. A forwarded reading that arrives ahead of them is held (in
+      the partition's state) until they reach its watermark.
+
+    The first reading of a ``behind`` link on this partition moves it to ``stage``, the ticks
+    it missed applied first. So once every link has reported on its own partition, ``behind``
+    is empty and nothing waits: a deployment whose producers use murmur2 pays nothing but the
+    markers. Stage 2 is told a tick (watermark) only when both stages have applied it.
+    """
 
     def __init__(
         self,
@@ -348,31 +422,76 @@ class LinkPartition(_Partition):
         super().__init__(topology, routing, partition, table, counts)
         self.links = self._owned(topology.links)
         self.stage = LinkStage(topology, self.links)
+        self.behind = LinkStage(topology, self.links)
+        self._behind_links = set(self.links)
         self._services_by_link = topology.services_by_link
         self._link_snapshot = slot_getter(LinkState)
         self._watermark_key = f"__watermark__/{partition}"
-        #: Ticks applied since the last watermark records: ``(tick, id)``.
+        #: Ticks ``behind`` applied since the last watermark records: ``(tick, id)``.
         self._ticks: list[tuple[int, str]] = []
+        #: Ticks ``stage`` applied since the last marker records: ``(tick, id)``.
+        self._markers: list[tuple[int, str]] = []
+        #: Ticks ``stage`` applied and ``behind`` not yet, in order.
+        self._pending: list[tuple[int, str]] = []
+        #: The last tick each other stage-1 partition confirmed (its source name: tick).
+        self._confirmed: dict[str, int] = {}
+        #: Forwarded readings waiting for ``behind`` to reach their watermark:
+        #: ``[watermark, reading, raw (latin-1), origin]``.
+        self._held: list[list[Any]] = []
+        self._others = [link_source(q) for q in range(routing.partitions) if q != partition]
         for link in sorted(self.links):
             saved = self._load(link)
-            if saved is not None:
-                self.stage.restore(link, LinkState.from_json(saved))
+            if isinstance(saved, dict):
+                self.behind.restore(link, LinkState.from_json(saved["behind"]))
+            elif saved is not None:
+                self._move(link, LinkState.from_json(saved))
         saved = self._load(self._watermark_key)
         #: The last tick applied, as saved under ``__watermark__/{partition}``.
         self._tick: dict[str, Any] | None = saved
         if saved is not None:
             self.stage.watermark = saved["tick"]
+            self.behind.watermark = saved.get("behind", saved["tick"])
+            self._pending = [(t, i) for t, i in saved.get("pending", [])]
+            self._confirmed = dict(saved.get("confirmed", {}))
+            self._held = saved.get("held", [])
+
+    def _move(self, link: str, state: LinkState | None) -> None:
+        """``link`` leaves ``behind`` for ``stage``, with ``state``."""
+        self.behind.release(link)
+        self._behind_links.discard(link)
+        if state is not None:
+            self.stage.restore(link, state)
 
     def _state(self, key: str) -> Any:
         if key == self._watermark_key:
-            return self._tick
-        return self.stage.states[key].to_json()
+            return {
+                **(self._tick or {"tick": None, "id": None}),
+                "behind": self.behind.watermark,
+                "pending": [list(t) for t in self._pending],
+                "confirmed": dict(sorted(self._confirmed.items())),
+                "held": self._held,
+            }
+        state = self.stage.states.get(key)
+        if state is not None:
+            return state.to_json()
+        state = self.behind.states.get(key)
+        return {"behind": state.to_json()} if state is not None else None
 
-    def handle(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Record]:
-        """One message of this partition of the link-status topic, its state written."""
+    def handle(
+        self,
+        raw: bytes | None,
+        key: bytes | None,
+        origin: Origin,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> list[Record]:
+        """One message of this partition of the link-status or the repartition topic
+        (``origin.topic``), its state written."""
         out: list[Record] = []
         try:
-            self._handle(raw, key, origin, out)
+            if origin.topic == self.routing.settings.topic_repartition:
+                self._repartitioned(_Forwarded.of(origin, key, raw, headers), out)
+            else:
+                self._handle(raw, key, origin, out)
         except Exception as exc:
             self._poisoned(exc, out, key, raw, origin)
         self._watermarks(out)
@@ -380,34 +499,49 @@ class LinkPartition(_Partition):
         return out
 
     def _watermarks(self, out: list[Record]) -> None:
-        """Tell every stage-2 partition the ticks applied since the last time: one record
-        each, after the changes those ticks and the readings before them caused."""
+        """Tell every stage-2 partition the ticks both stages applied since the last time, and
+        every other stage-1 partition the ticks this one applied (after what it forwarded
+        before them): one record each, after the records those ticks and the readings before
+        them caused."""
+        n = self.routing.partitions
+        source = link_source(self.partition)
         if self._ticks:
             changes_topic = self.routing.settings.topic_changes
             ticks = self._ticks
             for start in range(0, len(ticks), WATERMARK_TICKS):  # each record bounded
-                chunk = ticks[start : start + WATERMARK_TICKS]
-                value = encode_watermark(chunk, link_source(self.partition))
-                out.extend(
-                    Record(changes_topic, b"__watermark__", value, q, [])
-                    for q in range(self.routing.partitions)
-                )
+                value = encode_watermark(ticks[start : start + WATERMARK_TICKS], source)
+                out.extend(Record(changes_topic, b"__watermark__", value, q, []) for q in range(n))
             self._ticks.clear()
+        if self._markers:
+            if n > 1:
+                topic = self.routing.settings.topic_repartition
+                ticks = self._markers
+                for start in range(0, len(ticks), WATERMARK_TICKS):
+                    value = encode_watermark(ticks[start : start + WATERMARK_TICKS], source)
+                    out.extend(
+                        Record(topic, b"__watermark__", value, q, [])
+                        for q in range(n)
+                        if q != self.partition
+                    )
+            self._markers.clear()
 
     def handle_batch(
         self, records: Iterable[ConsumerRecord], trace: Trace | None = None
     ) -> list[Record]:
-        """Records of this partition of the link-status topic, in offset order: what
-        :meth:`handle` gives for each in turn, but the state changed is written by the
-        next :meth:`flush` (the worker flushes before each commit: a link's state is written
+        """Records of this partition of the link-status or the repartition topic, in offset
+        order: what :meth:`handle` gives for each in turn, but the state changed is written by
+        the next :meth:`flush` (the worker flushes before each commit: a link's state is written
         once per commit, not once per reading). ``trace(record, caused)`` is called for
         every record that caused records, and returns them (with trace headers)."""
         out: list[Record] = []
         handle = self._handle
+        repartition = self.routing.settings.topic_repartition
         for r in records:
             start = len(out)
             try:
-                if r.headers and binary_mode(r.headers):
+                if r.topic == repartition:
+                    self._repartitioned(r, out)
+                elif r.headers and binary_mode(r.headers):
                     self._binary(r, out)
                 else:
                     handle(r.value, r.key, r, out)
@@ -419,7 +553,9 @@ class LinkPartition(_Partition):
         self._watermarks(out)
         return out
 
-    def _binary(self, record: ConsumerRecord, out: list[Record]) -> None:
+    def _binary(
+        self, record: ConsumerRecord, out: list[Record], forwarded: _Watermark | bool = False
+    ) -> None:
         """A binary-mode record: judged as the structured event it stands for, dead-lettered
         with its own value and headers."""
         doc = structured_from_binary(
@@ -428,7 +564,36 @@ class LinkPartition(_Partition):
         if isinstance(doc, str):
             self._dead(out, record.key, doc, record.value or b"", record)
         else:
-            self._handle(record.value, record.key, record, out, doc)
+            self._handle(record.value, record.key, record, out, doc, forwarded)
+
+    def _repartitioned(self, record: ConsumerRecord, out: list[Record]) -> None:
+        """A record of the repartition topic: another partition's marker, or a reading it
+        forwarded here."""
+        if record.key == b"__watermark__":
+            message = decode_change(record.value)
+            if isinstance(message, Watermark) and message.source in self._others:
+                seen = self._confirmed.get(message.source)
+                if seen is None or message.tick > seen:
+                    self._confirmed[message.source] = message.tick
+                    self._dirty.add(self._watermark_key)
+                    self._advance(out, record.value, record)
+            else:
+                if isinstance(message, str):
+                    reason = message
+                elif isinstance(message, Watermark):
+                    reason = f"internal: unknown marker source {message.source!r}"
+                else:
+                    reason = "internal: a health change on the repartition topic"
+                self._dead(out, record.key, reason, record.value or b"", record)
+            return
+        watermark = forward_watermark(record.headers)
+        if watermark is False:
+            reason = f"internal: a forwarded reading without a valid {FORWARD_WATERMARK} header"
+            self._dead(out, record.key, reason, record.value or b"", record)
+        elif record.headers and binary_mode(record.headers):
+            self._binary(record, out, watermark)
+        else:
+            self._handle(record.value, record.key, record, out, None, watermark)
 
     def _handle(
         self,
@@ -437,9 +602,12 @@ class LinkPartition(_Partition):
         origin: Origin | ConsumerRecord,
         out: list[Record],
         doc: bytes | None = None,
+        forwarded: _Watermark | bool = False,
     ) -> None:
         """One record: ``raw`` its value, ``doc`` the structured event a binary-mode record
-        stands for (``None``: ``raw`` is one; its size was checked with its headers)."""
+        stands for (``None``: ``raw`` is one; its size was checked with its headers).
+        ``forwarded``: the record came from the repartition topic, and this is the watermark
+        it had where it arrived (``None``: no tick yet); ``False``: it arrived here."""
         raw = raw if raw is not None else b""
         r = self.routing
         limit = r.settings.max_event_bytes
@@ -461,29 +629,30 @@ class LinkPartition(_Partition):
                 self._dead(out, key, f"unknown-link: {link!r} is not in the topology", raw, origin)
                 return
             if link not in self.links:
-                self._dead(out, key, self._misrouted(link), raw, origin)
-                return
-            state = self.stage.states.get(link)
-            saved = self._link_snapshot(state) if state is not None else None
-            start = len(out)
-            try:
-                change = self.stage.on_status(*reading)
-                if isinstance(change, str):  # refused: see LinkStage.on_status
-                    self._dead(out, key, change, raw, origin)
-                elif change is not None:
-                    self._fan_out(out, change)
-            except Exception:  # the link as before the reading, and none of its changes out
-                if state is None:
-                    self.stage.states.pop(link, None)
+                if forwarded is not False:
+                    self._dead(out, key, self._misrouted(link), raw, origin)
                 else:
-                    assert saved is not None
-                    restore(state, saved)
-                del out[start:]
-                raise
-            self._dirty.add(link)
+                    out.append(self._forward(link, key, raw, origin))
+                return
+            stage = self.stage
+            if link in self._behind_links:
+                if forwarded is not False:
+                    if _after(forwarded, self.behind.watermark):
+                        self._hold(forwarded, reading, raw, origin)
+                        return
+                    stage = self.behind
+                elif any(held[1][0] == link for held in self._held):
+                    self._hold(self.stage.watermark, reading, raw, origin)
+                    return
+                else:
+                    self._adopt(link, out)
+            self._apply(stage, reading, key, raw, origin, out)
         elif type_ == "clock.tick.v1":
+            if forwarded is not False:
+                self._dead(out, key, "internal: a tick forwarded", raw, origin)
+                return
             before = self.stage.watermark
-            changes = self.stage.on_tick(time, event["id"])
+            changes = self.stage.on_tick(time, event["id"], known=False)
             if self.stage.watermark == before:
                 return  # a tick older than one applied already (two tickers for a moment)
             self._dirty.update(self.stage.states)
@@ -491,9 +660,11 @@ class LinkPartition(_Partition):
             self._dirty.add(self._watermark_key)
             for change in changes:
                 self._fan_out(out, change)
-            self._ticks.append((time, event["id"]))
+            self._markers.append((time, event["id"]))
+            self._pending.append((time, event["id"]))
             if self.stage.failures:
                 self._failures(self.stage.failures, out, raw, origin)
+            self._advance(out, raw, origin)
         else:
             subject = event.get("subject")
             if subject not in self.topology.services and type_ != MAINTENANCE_TYPE:
@@ -505,11 +676,139 @@ class LinkPartition(_Partition):
                 )
             self._dead(out, key, reason, raw, origin)
 
+    def _apply(
+        self,
+        stage: LinkStage,
+        reading: Reading,
+        key: bytes | None,
+        raw: bytes,
+        origin: Origin | ConsumerRecord,
+        out: list[Record],
+    ) -> None:
+        """One reading applied to its link in ``stage``; its change sent."""
+        link = reading[0]
+        state = stage.states.get(link)
+        saved = self._link_snapshot(state) if state is not None else None
+        start = len(out)
+        try:
+            change = stage.on_status(*reading)
+            if isinstance(change, str):  # refused: see LinkStage.on_status
+                self._dead(out, key, change, raw, origin)
+            elif change is not None:
+                self._fan_out(out, change)
+        except Exception:  # the link as before the reading, and none of its changes out
+            if state is None:
+                stage.states.pop(link, None)
+            else:
+                assert saved is not None
+                restore(state, saved)
+            del out[start:]
+            raise
+        self._dirty.add(link)
+
+    def _forward(
+        self, link: str, key: bytes | None, raw: bytes, origin: Origin | ConsumerRecord
+    ) -> Record:
+        """A reading of a link this partition does not own, to the partition that does: its
+        bytes and headers as they came, and this partition's watermark."""
+        self.counts["forwarded"] += 1
+        headers = list(origin.headers) if not isinstance(origin, Origin) else []
+        mark = b"none" if self.stage.watermark is None else str(self.stage.watermark).encode()
+        headers.append((FORWARD_WATERMARK, mark))
+        right = partition_for(link, self.routing.partitions)
+        return Record(self.routing.settings.topic_repartition, key, raw, right, headers)
+
+    def _hold(
+        self,
+        watermark: int | None,
+        reading: Reading,
+        raw: bytes,
+        origin: Origin | ConsumerRecord,
+    ) -> None:
+        """Keep a reading of a ``behind`` link until ``behind`` reaches ``watermark``."""
+        headers = () if isinstance(origin, Origin) else origin.headers
+        where = Origin(origin.topic, origin.partition, origin.offset)
+        held = [watermark, list(reading), raw.decode("latin-1"), _queued_origin(where, headers)]
+        self._held.append(held)
+        self._dirty.add(self._watermark_key)
+
+    def _adopt(self, link: str, out: list[Record]) -> None:
+        """The first reading of ``link`` on its own partition: it leaves ``behind`` for
+        ``stage``, the ticks ``stage`` applied and ``behind`` not yet applied to it first."""
+        for change in self.behind.catch_up(link, self._pending):
+            self._fan_out(out, change)
+        if self.behind.failures:
+            self._failures(self.behind.failures, out, None, Origin("", self.partition, -1))
+        self._move(link, self.behind.states.get(link))
+        self._dirty.add(link)
+        if not self._behind_links:
+            self._advance(out, None, Origin("", self.partition, -1))
+
+    def _bound(self) -> int | None:
+        """The latest tick ``behind`` may apply: every other partition has confirmed it."""
+        if not self._behind_links or not self._others:
+            return self._pending[-1][0] if self._pending else None
+        if len(self._confirmed) < len(self._others):
+            return None
+        return min(self._confirmed.values())
+
+    def _advance(
+        self, out: list[Record], raw: bytes | None, origin: Origin | ConsumerRecord
+    ) -> None:
+        """Apply to ``behind`` the pending ticks every other partition has confirmed, each
+        followed by the readings held for it; tell stage 2 (:meth:`_watermarks`)."""
+        if not self._pending:
+            return
+        bound = self._bound()
+        if bound is None:
+            return
+        done = 0
+        for time, tick_id in self._pending:
+            if time > bound:
+                break
+            done += 1
+            for change in self.behind.on_tick(time, tick_id):
+                self._fan_out(out, change)
+            if self.behind.failures:
+                self._failures(self.behind.failures, out, raw, origin)
+            if self._behind_links:
+                self._dirty.update(self.behind.states)
+            self._ticks.append((time, tick_id))
+            self._release(time, out)
+        if done:
+            del self._pending[:done]
+            self._dirty.add(self._watermark_key)
+
+    def _release(self, watermark: int, out: list[Record]) -> None:
+        """Apply the held readings whose watermark ``behind`` has reached, in arrival order."""
+        if not self._held:
+            return
+        keep = []
+        for held in self._held:
+            if _after(held[0], watermark):
+                keep.append(held)
+                continue
+            _, reading, text, queued = held
+            raw = text.encode("latin-1")
+            where, headers = _origin(queued)
+            assert where is not None
+            origin = _Forwarded.of(where, reading[0].encode(), raw, headers)
+            link = reading[0]
+            stage = self.behind if link in self._behind_links else self.stage
+            try:
+                self._apply(stage, _reading(reading), origin.key, raw, origin, out)
+            except Exception as exc:
+                self._poisoned(exc, out, origin.key, raw, origin)
+        if len(keep) != len(self._held):
+            self._held = keep
+            self._dirty.add(self._watermark_key)
+
     def _misrouted(self, link: str) -> str:
         right = partition_for(link, self.routing.partitions)
         return (
-            f"wrong-partition: link {link!r} belongs to partition {right} (murmur2 of the key), "
-            f"not {self.partition}"
+            f"internal: a reading of link {link!r} forwarded to partition {self.partition}, "
+            f"which is not its partition {right} (murmur2 of the key): the repartition topic "
+            "has another partition count than the link-status topic?"
         )
 
     def _fan_out(self, out: list[Record], change: HealthChange) -> None:

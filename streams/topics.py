@@ -52,6 +52,7 @@ __all__ = [
     "CHANGELOG_MIN_MESSAGE_BYTES",
     "DEADLETTER_HEADERS_BYTES",
     "DEADLETTER_MAX_MESSAGE_BYTES",
+    "FORWARD_HEADER_BYTES",
     "OUTPUT_RECORD_BYTES",
     "TABLES",
     "TopicSpec",
@@ -75,6 +76,8 @@ TABLES: Final = ("link-health", "service-state")
 OUTPUT_RECORD_BYTES: Final = 960 * 1024
 #: What a dead letter adds to the input it carries: its reason and origin headers.
 DEADLETTER_HEADERS_BYTES: Final = 16 * 1024
+#: What forwarding adds to a reading it sends to its partition: the watermark header.
+FORWARD_HEADER_BYTES: Final = 1024
 #: ``max.message.bytes`` of a dead-letter topic the engine creates: the largest input, and
 #: its headers, with room to spare.
 DEADLETTER_MAX_MESSAGE_BYTES: Final = INPUT_MAX_MESSAGE_BYTES + 64 * 1024
@@ -116,6 +119,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_overrides, n, large),
         TopicSpec(settings.topic_feedback, n, large),
         TopicSpec(settings.topic_changes, n),
+        # Readings forwarded to their link's partition: as large as inputs, with a header more.
+        TopicSpec(
+            settings.topic_repartition,
+            n,
+            (("max.message.bytes", str(INPUT_MAX_MESSAGE_BYTES + FORWARD_HEADER_BYTES)),),
+        ),
         # Outputs: any partition count works (records go to murmur2(service) of their count).
         TopicSpec(settings.topic_commands, n, exact=False),
         TopicSpec(settings.topic_transitions, n, _retention(settings), exact=False),
@@ -257,6 +266,7 @@ def check_limits(
         s.topic_state: OUTPUT_RECORD_BYTES,
         s.topic_audit: OUTPUT_RECORD_BYTES,
         s.topic_changes: OUTPUT_RECORD_BYTES,
+        s.topic_repartition: largest_input + FORWARD_HEADER_BYTES,
         s.topic_deadletter: largest_input + DEADLETTER_HEADERS_BYTES,
     }
     for table in TABLES:

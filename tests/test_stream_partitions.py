@@ -5,7 +5,9 @@ gives every service exactly what replay gives it."""
 from __future__ import annotations
 
 import random
+import zlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,8 +49,23 @@ class DictTable:
         self.data[key] = value
 
 
-def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
-    """Where a producer would put a line of the demo file: (topic, key, partition)."""
+def consistent_random(key: bytes, n: int) -> int:
+    """librdkafka's default partitioner for a keyed record (kcat's, confluent-kafka-go's):
+    CRC-32 of the key, modulo the partition count."""
+    return zlib.crc32(key) % n
+
+
+Partitioner = Callable[[bytes, int], int]
+
+
+def route(
+    settings: Settings,
+    raw: bytes,
+    readings: Partitioner = partition_for,
+    inputs: Partitioner = partition_for,
+) -> list[tuple[str, bytes, int]]:
+    """Where a producer would put a line of the demo file: (topic, key, partition), the
+    partition of a reading chosen by ``readings``, of an override or feedback by ``inputs``."""
     n = settings.partitions
     try:
         event = orjson.loads(raw)
@@ -61,7 +78,9 @@ def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, int]]:
     key = str(event.get("subject")).encode()
     if type_ == "operator.maintenance.v1":  # to every partition, keyed by the window id
         return [(topic, key, p) for topic in topics for p in range(n)]
-    return [(topic, key, partition_for(key, n)) for topic in topics]
+    if type_ == "link.status.v1":
+        return [(settings.topic_link_status, key, readings(key, n))]
+    return [(topic, key, inputs(key, n)) for topic in topics]
 
 
 def oracle(
@@ -90,13 +109,16 @@ def simulate(
     binary: bool = False,
     topology: Topology | None = None,
     lines: list[bytes] | None = None,
+    readings: Partitioner = partition_for,
+    inputs: Partitioner = partition_for,
 ) -> tuple[dict[str, list[bytes]], Counter[str]]:
     """Every input through the partitions in a random interleaving of the partitions' logs,
     as Kafka could deliver them. ``batched``: as the worker does, several records of one
     partition at once through ``handle_batch``, state written only at "commits" (a flush of
     every partition), restarts only right after a commit. ``binary`` (batched only): every
     input the CloudEvents SDK takes is sent in binary mode (tests/binary.py). ``topology``
-    and ``lines``: another case than the demo."""
+    and ``lines``: another case than the demo. ``readings``, ``inputs``: the producers'
+    partitioners (:func:`route`)."""
     assert batched or not binary
     settings = Settings(partitions=partitions)
     topology = topology or Topology.load(TOPOLOGY)
@@ -106,7 +128,7 @@ def simulate(
     for _, raw in read_lines(EVENTS) if lines is None else enumerate(lines, 1):
         converted = to_binary(raw) if binary else None
         value, headers = converted if converted is not None else (raw, [])
-        for topic, key, partition in route(settings, raw):
+        for topic, key, partition in route(settings, raw, readings, inputs):
             logs[(topic, partition)].append((key, value, headers))
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     tables = {("links", p): DictTable() for p in range(partitions)} | {
@@ -128,6 +150,8 @@ def simulate(
         for r in records:
             if r.topic == settings.topic_changes:
                 logs[(r.topic, r.partition)].append((r.key or b"", r.value, []))
+            elif r.topic == settings.topic_repartition:
+                logs[(r.topic, r.partition)].append((r.key or b"", r.value, list(r.headers)))
             elif r.topic == settings.topic_deadletter:
                 reasons[dict(r.headers)["failover-reason"].decode()] += 1
             else:
@@ -148,7 +172,7 @@ def simulate(
                                               start=offsets[tp])
             ]  # fmt: skip
             offsets[tp] += len(batch)
-            if topic == settings.topic_link_status:
+            if topic in (settings.topic_link_status, settings.topic_repartition):
                 emit(links[p].handle_batch(batch))
             elif topic == settings.topic_changes:
                 emit(services[p].handle_batch(None, batch))
@@ -164,11 +188,11 @@ def simulate(
                     links[q] = LinkPartition(topology, routing, q, tables[("links", q)])
                     services[q] = ServicePartition(topology, routing, q, tables[("services", q)])
             continue
-        key, raw, _ = logs[tp][offsets[tp]]
+        key, raw, headers = logs[tp][offsets[tp]]
         origin = Origin(topic, p, offsets[tp])
         offsets[tp] += 1
-        if topic == settings.topic_link_status:
-            emit(links[p].handle(raw, key, origin))
+        if topic in (settings.topic_link_status, settings.topic_repartition):
+            emit(links[p].handle(raw, key, origin, headers))
         elif topic == settings.topic_changes:
             emit(services[p].handle_change(raw, key, origin))
         else:
@@ -202,6 +226,56 @@ def test_partitioned_routing_matches_replay(
     expected, expected_reasons = oracle()
     got, reasons = simulate(partitions, seed, restart_every, batched)
     assert sum(len(v) for v in expected.values()) > 50  # the demo really does something
+    assert set(got) == set(expected)
+    for service, events in expected.items():
+        assert got[service] == events, service
+    assert reasons == expected_reasons
+
+
+def wrong_partition(key: bytes, n: int) -> int:
+    """Every key on a partition it does not hash to (murmur2)."""
+    return (partition_for(key, n) + 1) % n
+
+
+@pytest.mark.parametrize(
+    ("partitions", "seed", "restart_every", "batched", "readings"),
+    [
+        (3, 11, None, False, consistent_random),
+        (4, 12, None, False, wrong_partition),
+        (3, 13, 11, False, wrong_partition),
+        (4, 14, 53, False, consistent_random),
+        (3, 15, None, True, consistent_random),
+        (6, 16, 3, True, wrong_partition),
+        (2, 17, 2, True, wrong_partition),
+        (5, 18, 4, True, consistent_random),
+    ],
+)
+def test_readings_on_any_partition_are_forwarded_and_match_replay(
+    partitions: int, seed: int, restart_every: int | None, batched: bool, readings: Partitioner
+) -> None:
+    """Readings published with another partitioner than murmur2 (kcat's default, or every one
+    on a wrong partition) reach their link through the repartition topic, each where replay
+    applies it: the same records, byte for byte, and no dead letter more."""
+    expected, expected_reasons = oracle()
+    settings = Settings(partitions=partitions)
+    misrouted = sum(
+        1
+        for _, raw in read_lines(EVENTS)
+        for topic, key, p in route(settings, raw, readings)
+        if topic == settings.topic_link_status
+        and key != TICK_KEY.encode()
+        and p != partition_for(key, partitions)
+    )
+    assert misrouted > 20
+    got, reasons = simulate(partitions, seed, restart_every, batched, readings=readings)
+    assert set(got) == set(expected)
+    for service, events in expected.items():
+        assert got[service] == events, service
+    assert reasons == expected_reasons
+    if batched:  # and the same again with every input the SDK takes in binary mode
+        got, reasons = simulate(
+            partitions, seed, restart_every, batched, binary=True, readings=readings
+        )
     assert set(got) == set(expected)
     for service, events in expected.items():
         assert got[service] == events, service
@@ -244,3 +318,125 @@ def test_a_backlog_of_ticks_makes_watermark_records_of_a_bounded_size() -> None:
     for r in out:
         service._change(r.value, r.key, Origin("changes", 0, r.partition), [])
     assert service.sources[link_source(0)][1] == ids[-1]
+
+
+def _reading(link: str, second: int) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"probe/{link}/{second}",
+            "source": "/t",
+            "type": "link.status.v1",
+            "time": f"2019-02-05T00:00:{second:02d}Z",
+            "subject": link,
+            "data": {"status": "up", "latency_ms": 1.0, "loss_pct": 0.0},
+        }
+    )
+
+
+def _tick(second: int) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"tick/{second}",
+            "source": "/t",
+            "type": "clock.tick.v1",
+            "time": f"2019-02-05T00:00:{second:02d}Z",
+        }
+    )
+
+
+def _records(topic: str, partition: int, items: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+             ) -> list[SimpleNamespace]:  # fmt: skip
+    return [
+        SimpleNamespace(topic=topic, partition=partition, offset=o, key=k, value=v, headers=h)
+        for o, (k, v, h) in enumerate(items)
+    ]
+
+
+def test_a_misrouted_reading_is_forwarded_with_its_headers_and_watermark() -> None:
+    """A reading on a partition its link does not hash to leaves for the link's partition on
+    the repartition topic, key, bytes and headers (its trace context) as they came, with the
+    watermark of the partition it reached; no dead letter."""
+    from streams.partitions import FORWARD_WATERMARK
+
+    settings = Settings(partitions=3)
+    topology = Topology.load(TOPOLOGY)
+    link = sorted(topology.links)[0]
+    own = partition_for(link.encode(), 3)
+    other = (own + 1) % 3
+    stage = LinkPartition(topology, Routing(settings), other, DictTable())
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    tick = (TICK_KEY.encode(), _tick(1), [])
+    reading = (link.encode(), _reading(link, 2), [("traceparent", parent)])
+    out = stage.handle_batch(_records(settings.topic_link_status, other, [tick, reading]))
+    forwarded = [
+        r for r in out if r.topic == settings.topic_repartition and r.key != b"__watermark__"
+    ]
+    assert [(r.key, r.value, r.partition) for r in forwarded] == [
+        (link.encode(), _reading(link, 2), own)
+    ]
+    micros = 1549324801 * 1_000_000
+    assert forwarded[0].headers == [
+        ("traceparent", parent),
+        (FORWARD_WATERMARK, str(micros).encode()),
+    ]
+    assert not [r for r in out if r.topic == settings.topic_deadletter]
+    markers = [
+        r for r in out if r.topic == settings.topic_repartition and r.key == b"__watermark__"
+    ]
+    assert sorted(r.partition for r in markers) == sorted({0, 1, 2} - {other})
+
+
+def test_links_that_reported_on_their_partition_wait_for_no_marker() -> None:
+    """Ticks reach stage 2 at once from a partition whose links have all had a reading on it
+    (murmur2 producers); while one has not, a tick waits for the other partitions' markers."""
+    settings = Settings(partitions=3)
+    topology = Topology.load(TOPOLOGY)
+    groups = [
+        sorted(x for x in topology.links if partition_for(x.encode(), 3) == q) for q in range(3)
+    ]
+    p = max(range(3), key=lambda q: len(groups[q]))
+    links = groups[p]
+    assert links
+    topic = settings.topic_link_status
+
+    def to_stage2(out: list[Record]) -> list[int]:
+        return [
+            orjson.loads(r.value)["tick"]
+            for r in out
+            if r.topic == settings.topic_changes and r.key == b"__watermark__" and r.partition == 0
+        ]
+
+    stage = LinkPartition(topology, Routing(settings), p, DictTable())
+    some = [(link.encode(), _reading(link, 1), []) for link in links[:-1]]
+    out = stage.handle_batch(_records(topic, p, [*some, (TICK_KEY.encode(), _tick(2), [])]))
+    assert to_stage2(out) == []  # links[-1] never reported here: its readings may be forwarded
+    marker = SimpleNamespace(
+        topic=settings.topic_repartition, partition=p, offset=0, key=b"__watermark__", headers=[]
+    )
+    from streams.codec import encode_watermark
+    from streams.partitions import link_source
+
+    micros = 1549324802 * 1_000_000
+    for q in (1, 2):
+        marker.value = encode_watermark([(micros, "tick/2")], link_source((p + q) % 3))
+        out = stage.handle_batch([marker])
+    assert to_stage2(out) == [micros]  # both others confirmed the tick
+    last = (links[-1].encode(), _reading(links[-1], 3), [])
+    out = stage.handle_batch(_records(topic, p, [last, (TICK_KEY.encode(), _tick(4), [])]))
+    assert to_stage2(out) == [micros + 2_000_000]  # every link reported: nothing waits
+
+
+def test_a_forwarded_record_without_its_watermark_is_dead_lettered() -> None:
+    settings = Settings(partitions=3)
+    topology = Topology.load(TOPOLOGY)
+    link = sorted(topology.links)[0]
+    own = partition_for(link.encode(), 3)
+    stage = LinkPartition(topology, Routing(settings), own, DictTable())
+    out = stage.handle_batch(
+        _records(settings.topic_repartition, own, [(link.encode(), _reading(link, 2), [])])
+    )
+    dead = [r for r in out if r.topic == settings.topic_deadletter]
+    assert [dict(r.headers)["failover-reason"].split(b":")[0] for r in dead] == [b"internal"]
+    assert dead[0].value == _reading(link, 2)

@@ -240,6 +240,51 @@ class LinkStage:
         self.watermark = time
         return changes
 
+    def tracked(self) -> int:
+        """How many links the stage holds (:meth:`release` takes them out)."""
+        return len(self._policy)
+
+    def release(self, link: str) -> LinkState | None:
+        """Take ``link`` out of the stage: its state (``None``: it has none yet), which
+        another stage may :meth:`restore`. Its timers here are forgotten."""
+        self._policy.pop(link, None)
+        return self.states.pop(link, None)
+
+    def catch_up(self, link: str, ticks: list[tuple[int, str]]) -> list[HealthChange]:
+        """Apply ``ticks`` (``(time, id)``, in order, each after the stage's watermark) to
+        ``link`` alone, as :meth:`on_tick` would have, and leave the stage's watermark as it
+        was: for a link about to move to a stage that has applied them already. Returns the
+        link's changes, in order."""
+        changes: list[HealthChange] = []
+        policy = self._policy[link]
+        before = self.watermark
+        try:
+            for time, tick_id in ticks:
+                if self.watermark is not None and time <= self.watermark:
+                    continue
+                state = self.states.get(link)
+                if state is None and self.watermark is None:  # its first tick: the clock starts
+                    state = self.states[link] = LinkState()
+                    state.last_seen = time
+                    self._arm(link, state, time + policy.stale_after)
+                if state is not None and state.timer is not None and state.timer <= time:
+                    state.timer = None
+                    saved = _snapshot(state)
+                    try:
+                        change = self._wake(link, state, time, tick_id)
+                    except Exception as exc:
+                        if fatal(exc):
+                            raise
+                        restore(state, saved)
+                        self.failures.append((link, internal_error(exc)))
+                        change = None
+                    if change is not None:
+                        changes.append(change)
+                self.watermark = time
+        finally:
+            self.watermark = before
+        return changes
+
     def _wake(self, link: str, state: LinkState, time: int, tick_id: str) -> HealthChange | None:
         policy = self._policy[link]
         change = None

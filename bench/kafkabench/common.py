@@ -405,6 +405,7 @@ class Inputs:
     bytes: int = 0
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     sampled: int = 0  # (t): link events whose traceparent has the sampled flag
+    misrouted: int = 0  # (b) --misroute: link events on a partition not their link's
 
 
 def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, bytes, int]]:
@@ -526,9 +527,13 @@ def probe_traceparents(ratio: float, seed: int) -> Iterator[Headers]:
         yield [("traceparent", f"00-{trace_id:032x}-{span_id:016x}-{flags}".encode())]
 
 
-async def publish_inputs(bench: Bench, data: Inputs, traced: float | None = None) -> float:
+async def publish_inputs(
+    bench: Bench, data: Inputs, traced: float | None = None, misroute: float = 0.0
+) -> float:
     """Publish ``data`` to its input topics; with ``traced``, every link event carries a
-    probe's ``traceparent`` header, sampled at that ratio (:func:`probe_traceparents`)."""
+    probe's ``traceparent`` header, sampled at that ratio (:func:`probe_traceparents`); with
+    ``misroute``, every link event of that share of the links (chosen at random, seeded) goes
+    to the partition after its link's (murmur2): the engine forwards them."""
     s = data.settings
     specs = [
         spec
@@ -540,8 +545,17 @@ async def publish_inputs(bench: Bench, data: Inputs, traced: float | None = None
     messages: list[Message] = []
     parents = probe_traceparents(traced or 0.0, len(data.lines))
     tick_key = TICK_KEY.encode()
+    # Misrouted: every reading of that share of the links (a producer that keeps a key on one
+    # partition, not murmur2's), chosen by a seeded draw per link.
+    chance = random.Random(len(data.lines))
+    wrong = {link for link in sorted(data.topology.links) if chance.random() < misroute}
     for raw in data.lines:
         routed = route(s, raw)
+        if misroute and routed[0][0] == s.topic_link_status and routed[0][1] != tick_key:
+            [(topic, key, value, partition)] = routed
+            if key.decode() in wrong:
+                data.misrouted += 1
+                routed = [(topic, key, value, (partition + 1) % s.partitions)]
         if traced is None or routed[0][0] != s.topic_link_status or routed[0][1] == tick_key:
             messages.extend(routed)
             continue

@@ -181,11 +181,24 @@ async def test_bad_input_is_dead_lettered_and_processing_goes_on(
         return topic, key.encode(), value, partition_for(key, n)
 
     huge = _link("probe/huge", "backup-4g")[:-1] + b',"pad":"' + b"x" * (2 * 1024 * 1024) + b'"}'
+    # A reading on a wrong partition is forwarded (tests/kafka/test_forward.py); an override
+    # is not.
     wrong_partition = (
-        links,
-        b"vsat-palapa",
-        _link("probe/misrouted", "vsat-palapa"),
-        (partition_for("vsat-palapa", n) + 1) % n,
+        overrides,
+        b"ektp",
+        _event(
+            "operator.override.v1",
+            "override/ektp/misrouted",
+            "2019-02-05T00:00:05Z",
+            "ektp",
+            {
+                "action": "force_manual",
+                "actor": "Kepala Dinas",
+                "role": "office-head",
+                "reason": "test",
+            },
+        ),
+        (partition_for("ektp", n) + 1) % n,
     )
     bad = [
         (keyed(links, "garbage", b"{not json"), "not-json"),
