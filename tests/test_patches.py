@@ -199,9 +199,10 @@ def test_the_consumer_faust_creates_waits_the_apps_fetch_wait(
 def test_only_the_patches_import_what_they_patch() -> None:
     """The import-linter contract's reading of imports (tests/importlinter_patches.py) finds
     every form, and holds for the code as it is."""
-    patched = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
         "contracts"
-    ][-1]["patched"]
+    ]
+    [patched] = [c["patched"] for c in contracts if c["type"] == "only_patches_import"]
     owners = {
         r.owner.name if isinstance(r.owner, logging.Logger)
         else getattr(r.owner, "__module__", None) if isinstance(r.owner, type)

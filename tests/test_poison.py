@@ -83,6 +83,13 @@ def dead(out: list[Emitted | DeadLetter]) -> list[DeadLetter]:
 
 
 BASELINE, _ = run(LINES)
+#: The inputs the engine takes (not dead-lettered as they are: a schema error, an unknown
+#: service...), the ones a fault in the core can meet.
+TAKEN = [
+    i
+    for i in NOT_TICKS
+    if LINES[i][0] not in {d.origin.line for d in dead(BASELINE) if isinstance(d.origin, Origin)}
+]
 
 
 def _fail_on(
@@ -101,7 +108,7 @@ def _fail_on(
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(index=st.sampled_from(NOT_TICKS))
+@given(index=st.sampled_from(TAKEN))
 def test_an_input_that_raises_is_as_if_it_never_came(
     monkeypatch: pytest.MonkeyPatch, index: int
 ) -> None:
