@@ -36,7 +36,7 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,8 +194,12 @@ class Stream:
     spells: dict[str, list[Spell]]
 
 
-def make_stream(links: Sequence[LinkSpec], events: int, seed: int) -> Stream:
-    """``events`` probe readings, every link every 10 s, and a tick every 10 s."""
+def stream_lines(
+    links: Sequence[LinkSpec], events: int, seed: int, stream: Stream | None = None
+) -> Iterator[bytes]:
+    """``events`` probe readings, every link every 10 s, and a tick every 10 s, one at a time
+    (a file of 10 million is written without holding it); ``stream``, if given, gets the
+    counts and the spells when the last one is made (its ``inputs`` stay as they are)."""
     rng = random.Random(seed)
     span = events * SLOT // len(links) + SLOT
     spells = plan_spells(links, span, rng)
@@ -203,7 +207,6 @@ def make_stream(links: Sequence[LinkSpec], events: int, seed: int) -> Stream:
     for link in links:
         by_phase[link.phase].append(link)
     dumps = orjson.dumps
-    inputs: list[bytes] = []
     probes = ticks = 0
     t = START
     while probes < events:
@@ -213,7 +216,7 @@ def make_stream(links: Sequence[LinkSpec], events: int, seed: int) -> Stream:
             if value is None:
                 continue
             status, latency, loss = value
-            inputs.append(
+            yield (
                 dumps(
                     {
                         "specversion": "1.0",
@@ -230,7 +233,7 @@ def make_stream(links: Sequence[LinkSpec], events: int, seed: int) -> Stream:
             if probes == events:
                 break
         if (t - START) % SLOT == 0:  # after the probes of the same second: it evaluates them
-            inputs.append(
+            yield (
                 dumps(
                     {
                         "specversion": "1.0",
@@ -244,7 +247,16 @@ def make_stream(links: Sequence[LinkSpec], events: int, seed: int) -> Stream:
             )
             ticks += 1
         t += 1
-    return Stream(inputs, probes, ticks, t - START, spells)
+    if stream is not None:
+        stream.probes, stream.ticks, stream.spells = probes, ticks, spells
+        stream.seconds = t - START
+
+
+def make_stream(links: Sequence[LinkSpec], events: int, seed: int) -> Stream:
+    """``events`` probe readings, every link every 10 s, and a tick every 10 s, in a list."""
+    stream = Stream([], 0, 0, 0, {})
+    stream.inputs.extend(stream_lines(links, events, seed, stream))
+    return stream
 
 
 # -- measurements ---------------------------------------------------------------------------

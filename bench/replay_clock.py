@@ -30,7 +30,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core import make_stream, topology_yaml
+from core import Stream, stream_lines, topology_yaml
 from replay import peak
 
 from workflows.clock import has_ticks
@@ -60,10 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         text, links = topology_yaml(args.sites)
         topology = root / "topology.yaml"
         topology.write_text(text)
-        stream = make_stream(links, args.events, seed=1)
+        stream = Stream([], 0, 0, 0, {})  # the counts, when the last line is made
         ticked, bare = root / "ticks.jsonl", root / "no-ticks.jsonl"
         with ticked.open("wb") as with_ticks, bare.open("wb") as without:
-            for raw in stream.inputs:
+            for raw in stream_lines(links, args.events, 1, stream):
                 with_ticks.write(raw + b"\n")
                 if b'"clock.tick.v1"' not in raw:
                     without.write(raw + b"\n")
