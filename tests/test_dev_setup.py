@@ -1,6 +1,6 @@
 """``./dev setup`` says on stderr what it is doing when it installs, and nothing when there is
 nothing to do. Run in a copy of the repo's set-up files with a stand-in Python (which makes a
-stand-in virtual environment: nothing is downloaded) and a stand-in chromium."""
+stand-in virtual environment: nothing is downloaded), a stand-in chromium and kcat."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def test_setup_says_what_it_does_when_it_installs(tmp_path: Path) -> None:
     bin_dir.mkdir()
     _executable(bin_dir / "python3", FAKE_PYTHON)
     _executable(bin_dir / "chromium", "#!/bin/sh\nexit 0\n")
+    _executable(bin_dir / "kcat", "#!/bin/sh\nexit 0\n")
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(bin_dir / "python3")}
 
     def setup() -> subprocess.CompletedProcess[str]:

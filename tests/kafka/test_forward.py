@@ -5,11 +5,15 @@ replay's.
 - The demo with every reading where librdkafka's default partitioner (kcat's,
   ``consistent_random``: CRC-32 of the key) puts it, ticks and service inputs as the
   engine's own producers send them, each record between the same two ticks as in the file.
+  That these are the partitions kcat picks is checked against kcat itself: every link of
+  the demo sent by the ``kcat`` program with its defaults, and read back.
 - The demo with every reading on a wrong partition, the worker SIGKILLed twice mid-stream.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import zlib
@@ -18,10 +22,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from harness.broker import client_options
 from streams.config import Settings
 from streams.topics import partition_for
-from tests.kafka.kafkatools import wait_for
+from tests.kafka.kafkatools import topics, wait_for
 from tests.kafka.test_engine import assert_parity, demo_messages, demo_total, finish
 from tests.kafka.workers import (
     Outputs,
@@ -49,6 +55,67 @@ def consistent_random(key: bytes, n: int) -> int:
     """librdkafka's default partitioner for a keyed record (kcat's, confluent-kafka-go's,
     ``consistent_random``): CRC-32 of the key, modulo the partition count."""
     return zlib.crc32(key) % n
+
+
+def _kcat_security() -> list[str]:
+    """kcat's ``-X`` options for the broker under test, from the same ``KAFKA_*`` variables
+    the worker reads (none for a plaintext broker)."""
+    env = os.environ
+    pairs = {
+        "security.protocol": env.get("KAFKA_SECURITY_PROTOCOL"),
+        "sasl.mechanisms": env.get("KAFKA_SASL_MECHANISM"),
+        "sasl.username": env.get("KAFKA_SASL_USERNAME"),
+        "sasl.password": env.get("KAFKA_SASL_PASSWORD"),
+        "ssl.ca.location": env.get("KAFKA_SSL_CAFILE"),
+    }
+    return [arg for name, value in pairs.items() if value for arg in ("-X", f"{name}={value}")]
+
+
+async def test_kcat_puts_each_link_where_the_tests_consistent_random_does(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """The ``kcat`` program (librdkafka) with its default partitioner sends every link id of
+    the demo as a key; each lands on the partition :func:`consistent_random` gives it, and
+    for most of them that is not murmur2's: the placement the parity test below uses is
+    kcat's own."""
+    kcat = shutil.which("kcat")
+    assert kcat is not None, "kcat is missing: ./dev setup installs it"
+    settings = Settings.from_env({})
+    links = sorted(
+        {
+            key
+            for topic, key, raw, _ in demo_messages(settings)
+            if topic == settings.topic_link_status and key and _is_reading(raw)
+        }
+    )
+    topic, n = unique_name("kcat"), 3
+    async with topics(kafka_bootstrap, topic, partitions=n):
+        lines = b"".join(key + b"\t" + key + b"\n" for key in links)
+        subprocess.run(
+            [kcat, "-P", "-b", kafka_bootstrap, "-t", topic, "-K", "\t", *_kcat_security()],
+            input=lines,
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+            **client_options(),
+        )  # fmt: skip
+        placed: dict[bytes, int] = {}
+        await consumer.start()
+        try:
+
+            async def all_read() -> bool:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    placed.update((r.key, r.partition) for r in records if r.key is not None)
+                return len(placed) == len(links)
+
+            await wait_for(all_read, timeout=60, what=f"{len(links)} keys sent by kcat")
+        finally:
+            await consumer.stop()
+    assert placed == {key: consistent_random(key, n) for key in links}
+    assert sum(placed[key] != partition_for(key, n) for key in links) > len(links) // 3
 
 
 def _wrong(key: bytes, n: int) -> int:
