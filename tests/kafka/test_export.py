@@ -3,9 +3,10 @@ replayed, equals what the engine committed.
 
 The demo is published in file order (ticks to every partition of the three inputs), plus two
 inputs only Kafka refuses: a tick without the engine's tag, stamped a day after the demo (if
-the export kept it, replay would fire every escalation and close of that day), and a reading
-on the wrong partition. The export is run as an operator runs it (the ``failover`` command
-in a subprocess, configured from the environment) and replayed with the demo's topology.
+the export kept it, replay would fire every escalation and close of that day), and an
+override on the wrong partition (a reading there is forwarded, not refused). The export is
+run as an operator runs it (the ``failover`` command in a subprocess, configured from the
+environment) and replayed with the demo's topology.
 """
 
 from __future__ import annotations
@@ -77,14 +78,16 @@ async def test_export_replays_to_what_the_engine_committed(
     engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=3)
     s = engine.settings
     names = {COMMANDS: s.topic_commands, TRANSITIONS: s.topic_transitions, AUDIT: s.topic_audit}
-    right = partition_for("backup-4g", s.partitions)
+    right = partition_for("ektp", s.partitions)
     kafka_only = [
         (s.topic_link_status, TICK_KEY.encode(), UNSIGNED_TICK, 0),
-        (
-            s.topic_link_status,
-            b"backup-4g",
-            cloud_event("link.status.v1", "probe/misrouted", "2019-02-06T06:00:30Z", "backup-4g",
-                        {"status": "down", "latency_ms": None, "loss_pct": None}),
+        (  # a reading there would be forwarded; an override is refused
+            s.topic_overrides,
+            b"ektp",
+            cloud_event("operator.override.v1", "override/ektp/misrouted",
+                        "2019-02-06T06:00:30Z", "ektp",
+                        {"action": "force_manual", "actor": "Kepala Dinas",
+                         "role": "office-head", "reason": "misrouted"}),
             (right + 1) % s.partitions,
         ),
     ]  # fmt: skip
