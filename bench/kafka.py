@@ -156,12 +156,14 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             f"time, {data.spells} link spells"
         )
         need_b = "b" not in skip
+        core_seconds: float | None = None  # the pure core over the same input (replay's work)
         need_t = "tracing" not in skip
         expected = None
         if need_b or need_t:
             wall = time.perf_counter()
             expected = expected_outputs(topology, data.lines)
-            note(f"pure core over the same input: {time.perf_counter() - wall:.1f} s")
+            core_seconds = time.perf_counter() - wall
+            note(f"pure core over the same input: {core_seconds:.1f} s")
         if "a" not in skip or need_b:
             elapsed = await publish_inputs(bench, data)
             out(
@@ -287,13 +289,20 @@ async def run(args: argparse.Namespace, out: Any) -> int:
     for e in engines:
         tag = "EOS" if e.guarantee.startswith("exactly_once") else "ALO"
         ratio = f"{against / e.to_outputs:.1%}" if against else "-"
-        met = ("met" if against / e.to_outputs >= 0.5 else "NOT met") if against else ""
+        # No target of its own (docs/performance.md): reported against the read+core limit,
+        # reading the input as (a) does and then doing the pure core's work over it.
+        limit = (
+            f"{(against + core_seconds) / e.to_outputs:.0%} of read+core "
+            f"({rate(n, against + core_seconds).strip()})"
+            if against and core_seconds
+            else ""
+        )
         also = (
             f" ({best / e.to_outputs:.1%} of the 1-process (a))" if best and against != best else ""
         )
         out(
             f"{f'(b) engine {e.guarantee}: ready -> last output committed':<58}"
-            f"{rate(n, e.to_outputs)}  {ratio:>7}  >= 50%: {met}{also}"
+            f"{rate(n, e.to_outputs)}  {ratio:>7}  {limit}{also}"
         )
         if e.to_offsets is not None:
             ratio = f"{against / e.to_offsets:.1%}" if against else "-"
