@@ -23,8 +23,6 @@ memory to be merged: an export is an incident's worth of inputs, not a year's.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -32,6 +30,7 @@ from typing import Final, NamedTuple
 import orjson
 
 from streams.codec import binary_mode, structured_from_binary
+from streams.committed import read_committed
 from streams.security import KafkaSecurity
 from workflows.engine import MAX_EVENT_BYTES
 from workflows.timeutil import format_time, parse_time
@@ -221,79 +220,6 @@ def _reason_code(reason: bytes) -> str:
     return reason.decode("utf-8", "replace").split(":", 1)[0]
 
 
-async def _read(
-    bootstrap: Sequence[str],
-    inputs: Sequence[str],
-    deadletter: str,
-    security: KafkaSecurity | None,
-) -> tuple[list[InputRecord], dict[tuple[str, int, int], str]]:
-    # Imported here: replay and demo do not pay for aiokafka.
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-    from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=list(bootstrap),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-        auto_offset_reset="earliest",
-        request_timeout_ms=10_000,
-        **(security.client_options() if security is not None else {}),
-    )
-    try:
-        await consumer.start()
-    except KafkaError as exc:
-        await consumer.stop()
-        raise ExportError(f"cannot reach the Kafka broker at {','.join(bootstrap)}: {exc}") from exc
-    try:
-        await consumer._client.force_metadata_update()
-        tps: list[TopicPartition] = []
-        for topic in (*inputs, deadletter):
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                raise ExportError(
-                    f"topic {topic!r} does not exist on {','.join(bootstrap)} (the worker "
-                    "creates its topics at start; FAILOVER_TOPIC_* name them)"
-                )
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        # read_committed: the end offsets are the last stable offsets, what is committed now.
-        ends = await consumer.end_offsets(tps)
-        records: list[InputRecord] = []
-        refused: dict[tuple[str, int, int], str] = {}
-        while True:
-            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-            if not behind:
-                break
-            batch = await consumer.getmany(*behind, timeout_ms=500, max_records=10_000)
-            for tp, batch_records in batch.items():
-                for r in batch_records:
-                    if r.offset >= ends[tp]:
-                        continue
-                    headers = tuple(r.headers or ())
-                    if tp.topic == deadletter:
-                        found = dict(headers)
-                        try:
-                            source = (
-                                found["failover-source-topic"].decode(),
-                                int(found["failover-source-partition"]),
-                                int(found["failover-source-offset"]),
-                            )
-                        except (KeyError, ValueError, UnicodeDecodeError):
-                            continue  # a dead letter of no input record (a service's timers)
-                        refused[source] = _reason_code(found.get("failover-reason", b""))
-                    else:
-                        records.append(
-                            InputRecord(tp.topic, tp.partition, r.offset, r.key, r.value, headers)
-                        )
-        return records, refused
-    except KafkaError as exc:
-        raise ExportError(f"cannot read the input topics: {exc}") from exc
-    finally:
-        await consumer.stop()
-
-
 def read_inputs(
     bootstrap: Sequence[str],
     inputs: Sequence[str],
@@ -307,24 +233,29 @@ def read_inputs(
     Raises:
         ExportError: no broker, no such topic, or not done within ``timeout`` seconds.
     """
-
-    async def bounded() -> tuple[list[InputRecord], dict[tuple[str, int, int], str]]:
+    found = read_committed(
+        bootstrap, [*inputs, deadletter], timeout, security, ExportError,
+        what="the input topics", option=" (--timeout)",
+        missing="the worker creates its topics at start; FAILOVER_TOPIC_* name them",
+    )  # fmt: skip
+    records: list[InputRecord] = []
+    refused: dict[tuple[str, int, int], str] = {}
+    for r in found:
+        headers = tuple(r.headers or ())
+        if r.topic != deadletter:
+            records.append(InputRecord(r.topic, r.partition, r.offset, r.key, r.value, headers))
+            continue
+        named = dict(headers)
         try:
-            return await asyncio.wait_for(_read(bootstrap, inputs, deadletter, security), timeout)
-        except TimeoutError as exc:
-            raise ExportError(
-                f"reading the input topics from {','.join(bootstrap)} took more than "
-                f"{timeout:g}s (--timeout)"
-            ) from exc
-
-    # aiokafka logs each failed connection attempt; the ExportError says it once.
-    log = logging.getLogger("aiokafka")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(bounded())
-    finally:
-        log.setLevel(level)
+            source = (
+                named["failover-source-topic"].decode(),
+                int(named["failover-source-partition"]),
+                int(named["failover-source-offset"]),
+            )
+        except (KeyError, ValueError, UnicodeDecodeError):
+            continue  # a dead letter of no input record (a service's timers)
+        refused[source] = _reason_code(named.get("failover-reason", b""))
+    return records, refused
 
 
 def lines(merged: Merged) -> Iterator[bytes]:

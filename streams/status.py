@@ -11,7 +11,6 @@ terminal; every value from the topic is shown inert (no markup, no terminal esca
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -20,6 +19,7 @@ import orjson
 from rich.table import Table
 from rich.text import Text
 
+from streams.committed import read_committed
 from streams.printable import printable
 from streams.security import KafkaSecurity
 from workflows.records import STATE_TYPE
@@ -57,64 +57,6 @@ def _record_data(value: bytes | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-async def _read_topic(
-    bootstrap: Sequence[str], topic: str, security: KafkaSecurity | None
-) -> list[dict[str, Any]]:
-    # Imported here: replay and demo do not pay for aiokafka.
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-    from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=list(bootstrap),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-        auto_offset_reset="earliest",
-        request_timeout_ms=10_000,
-        **(security.client_options() if security is not None else {}),
-    )
-    try:
-        await consumer.start()
-    except KafkaError as exc:
-        await consumer.stop()
-        raise StatusError(f"cannot reach the Kafka broker at {','.join(bootstrap)}: {exc}") from exc
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise StatusError(
-                f"topic {topic!r} does not exist on {','.join(bootstrap)} (FAILOVER_TOPIC_STATE;"
-                " the worker creates it at start)"
-            )
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        # read_committed: the end offsets are the last stable offsets, what is committed now.
-        ends = await consumer.end_offsets(tps)
-        latest: dict[bytes, dict[str, Any]] = {}
-        while True:
-            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-            if not behind:
-                break
-            batch = await consumer.getmany(*behind, timeout_ms=500, max_records=10_000)
-            for records in batch.values():
-                for record in records:
-                    if record.key is None:
-                        continue
-                    data = _record_data(record.value)
-                    if data is None:
-                        latest.pop(record.key, None)  # a tombstone: the service is gone
-                    else:
-                        latest[record.key] = data
-        return list(latest.values())
-    except KafkaError as exc:
-        raise StatusError(f"cannot read topic {topic!r}: {exc}") from exc
-    finally:
-        await consumer.stop()
-
-
 def read_topic(
     bootstrap: Sequence[str],
     topic: str,
@@ -127,24 +69,20 @@ def read_topic(
     Raises:
         StatusError: no broker, no such topic, or not done within ``timeout`` seconds.
     """
-
-    async def bounded() -> list[dict[str, Any]]:
-        try:
-            return await asyncio.wait_for(_read_topic(bootstrap, topic, security), timeout)
-        except TimeoutError as exc:
-            raise StatusError(
-                f"reading topic {topic!r} from {','.join(bootstrap)} took more than {timeout:g}s"
-            ) from exc
-
-    # aiokafka logs each failed connection attempt; the StatusError says it once. Put back
-    # afterwards: the process may go on (tests run the command in theirs).
-    logger = logging.getLogger("aiokafka")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(bounded())
-    finally:
-        logger.setLevel(level)
+    records = read_committed(
+        bootstrap, [topic], timeout, security, StatusError,
+        what=f"topic {topic!r}", missing="FAILOVER_TOPIC_STATE; the worker creates it at start",
+    )  # fmt: skip
+    latest: dict[bytes, dict[str, Any]] = {}
+    for record in records:
+        if record.key is None:
+            continue
+        data = _record_data(record.value)
+        if data is None:
+            latest.pop(record.key, None)  # a tombstone: the service is gone
+        else:
+            latest[record.key] = data
+    return list(latest.values())
 
 
 async def _read_board(
