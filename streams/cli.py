@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
@@ -700,21 +700,29 @@ def keygen_command(
     print(public)
 
 
+# The options every signed operator order takes (``failover override``, ``maintenance``).
+_Operator = Annotated[str, typer.Option("--operator", help="Your operator id.")]
+_Role = Annotated[str, typer.Option("--role", help="Your role, as the topology says.")]
+_Reason = Annotated[str, typer.Option("--reason", help="Why, in your words (audited).")]
+_KeyName = Annotated[str, typer.Option(help="The name of your key in the topology.")]
+_KeyFile = Annotated[
+    Path | None, typer.Option(help="Your private key (else FAILOVER_OPERATOR_KEY_FILE or _KEY).")
+]
+_Wait = Annotated[
+    float, typer.Option(help="Seconds to wait for the engine's verdict (at the next tick).")
+]
+
+
 @app.command("override")
 def override_command(
     action: Annotated[str, typer.Argument(help="force_manual, release, pin or unpin.")],
     service: Annotated[str, typer.Argument(help="The service id.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why, in your words (audited).")],
-    operator: Annotated[str, typer.Option("--operator", help="Your operator id.")],
-    role: Annotated[str, typer.Option("--role", help="Your role, as the topology says.")],
-    key_name: Annotated[str, typer.Option(help="The name of your key in the topology.")] = "k1",
-    key_file: Annotated[
-        Path | None,
-        typer.Option(help="Your private key (else FAILOVER_OPERATOR_KEY_FILE or _KEY)."),
-    ] = None,
-    wait: Annotated[
-        float, typer.Option(help="Seconds to wait for the engine's verdict (at the next tick).")
-    ] = 30.0,
+    reason: _Reason,
+    operator: _Operator,
+    role: _Role,
+    key_name: _KeyName = "k1",
+    key_file: _KeyFile = None,
+    wait: _Wait = 30.0,
     until: Annotated[
         str | None,
         typer.Option(
@@ -726,19 +734,15 @@ def override_command(
     variables name, and print what the engine decided (its audit record). Exit 0 if it was
     applied, 1 if refused, 2 if it could not be sent, 3 if no verdict came within --wait, 4 if
     it is pending (a release that waits for a second operator's release)."""
-    import os
+    from streams.operator_cli import signed_override
 
-    from streams.config import Settings, SettingsError
-    from streams.operator_cli import OperatorKeyError, read_key, signed_override
-
-    try:
-        settings = Settings.from_env()
-        key = read_key(key_file, os.environ)
-        event = signed_override(action, service, reason, operator, role, key_name, key, until=until)
-    except (SettingsError, OperatorKeyError, ValueError) as exc:
-        _error(str(exc))
-        raise typer.Exit(2) from exc
-    _publish_and_judge(event, settings, wait)
+    _sign_and_send(
+        lambda key: signed_override(
+            action, service, reason, operator, role, key_name, key, until=until
+        ),
+        key_file,
+        wait,
+    )
 
 
 maintenance_app = typer.Typer(
@@ -747,16 +751,6 @@ maintenance_app = typer.Typer(
 )
 app.add_typer(maintenance_app, name="maintenance")
 
-_Operator = Annotated[str, typer.Option("--operator", help="Your operator id.")]
-_Role = Annotated[str, typer.Option("--role", help="Your role, as the topology says.")]
-_Reason = Annotated[str, typer.Option("--reason", help="Why, in your words (audited).")]
-_KeyName = Annotated[str, typer.Option(help="The name of your key in the topology.")]
-_KeyFile = Annotated[
-    Path | None, typer.Option(help="Your private key (else FAILOVER_OPERATOR_KEY_FILE or _KEY).")
-]
-_Wait = Annotated[
-    float, typer.Option(help="Seconds to wait for the engine's verdict (at the next tick).")
-]
 _Window = Annotated[str, typer.Argument(help="The window's id, e.g. sto-pattimura-2026-12.")]
 
 
@@ -831,16 +825,31 @@ def _send_window(
     wait: float,
     **fields: Any,
 ) -> None:
+    from streams.operator_cli import signed_maintenance
+
+    _sign_and_send(
+        lambda key: signed_maintenance(
+            action, window, reason, operator, role, key_name, key, **fields
+        ),
+        key_file,
+        wait,
+    )
+
+
+def _sign_and_send(
+    sign: Callable[[Any], dict[str, Any]], key_file: Path | None, wait: float
+) -> None:
+    """Sign an operator order with the key of ``key_file`` (else FAILOVER_OPERATOR_KEY_FILE
+    or _KEY), send it, print the engine's verdict and exit with its code; exit 2 if the
+    settings, the key or the order are wrong."""
     import os
 
     from streams.config import Settings, SettingsError
-    from streams.operator_cli import OperatorKeyError, read_key, signed_maintenance
+    from streams.operator_cli import OperatorKeyError, read_key
 
     try:
         settings = Settings.from_env()
-        key = read_key(key_file, os.environ)
-        event = signed_maintenance(action, window, reason, operator, role, key_name, key,
-                                   **fields)  # fmt: skip
+        event = sign(read_key(key_file, os.environ))
     except (SettingsError, OperatorKeyError, ValueError) as exc:
         _error(str(exc))
         raise typer.Exit(2) from exc
