@@ -118,17 +118,14 @@ def read_input(
     max_bytes: int,
     not_after: int | None = None,
     tick_key: bytes | None = None,
-    *,
-    fast: bool = True,
 ) -> tuple[Reading | None, Decoded | str]:
     """:func:`decode` with the readings fast path in front: ``(reading, answer)`` for a valid
     ``link.status.v1``, whichever path read it (``answer`` is ``""`` when the fast path did,
     decode's answer otherwise); ``(None, decode's answer)`` for anything else. ``not_after``
-    and ``tick_key`` as for :func:`decode`; ``fast=False``: the caller tried the fast path."""
-    if fast:
-        reading = read_status(raw, key, max_bytes, not_after)
-        if reading is not None:
-            return reading, ""
+    and ``tick_key`` as for :func:`decode`."""
+    reading = read_status(raw, key, max_bytes, not_after)
+    if reading is not None:
+        return reading, ""
     decoded = decode(raw, key, max_bytes, not_after, tick_key)
     return reading_of(decoded), decoded
 
@@ -316,11 +313,11 @@ class Engine:
                     self._inputs["operator.override.v1"] += 1
                     self._dead(flood[0], flood[1], raw, origin)
                     return
-            if decoded is None:
-                decoded = ""  # the fast path read it
-                if reading is None:
-                    reading, decoded = read_input(raw, key, self.max_event_bytes, fast=False)
+            if reading is None and decoded is None:  # not a reading the fast path takes
+                decoded = decode(raw, key, self.max_event_bytes)
+                reading = reading_of(decoded)
             if reading is None:
+                assert decoded is not None  # given, or read just above
                 if isinstance(decoded, str):
                     if isinstance(raw, Truncated):  # a replay line too long to read whole
                         decoded = raw.reason(self.max_event_bytes)

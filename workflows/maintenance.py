@@ -361,5 +361,5 @@ class Windows:
         self, event: Mapping[str, Any], time: int, key_id: str | None, reason: str | None
     ) -> Emitted:
         data = event["data"]
-        return audit(event["id"], event["subject"], SOURCE, time, data, key_id, reason,
-                     window=event["subject"])  # fmt: skip
+        return audit(event["id"], event["subject"], SOURCE, time, data, key_id, reason, None,
+                     {"window": event["subject"]})  # fmt: skip

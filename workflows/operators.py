@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # topology.py imports this module
 __all__ = [
     "ACTIONS",
     "AUDIT_TYPE",
-    "GRANT_ACTIONS",
     "KEY_ATTRIBUTE",
     "MAINTENANCE",
     "RATE_WINDOW",
@@ -72,8 +71,6 @@ ACTIONS: Final = ("force_manual", "release", "pin", "unpin")
 #: The action a grant names to let an operator plan maintenance windows
 #: (``operator.maintenance.v1``, :mod:`workflows.maintenance`).
 MAINTENANCE: Final = "maintenance"
-#: Every action a grant may name.
-GRANT_ACTIONS: Final = (*ACTIONS, MAINTENANCE)
 #: The extension attribute that names the signing key, ``OPERATOR/KEY``.
 KEY_ATTRIBUTE: Final = "failoverkey"
 #: The extension attribute that holds the signature, ``ed25519=<base64>``.
@@ -291,16 +288,13 @@ def audit(
     reason: str | None,
     verdict: str | None = None,
     extra: Mapping[str, Any] | None = None,
-    *,
-    window: str | None = None,
 ) -> Emitted:
     """The audit record of an operator's action: ``applied`` when ``reason`` is ``None``,
     else ``refused`` with the reason (the dead letter's); or the ``verdict`` given
     (``pending``, ``lapsed``: a release waiting for a second operator, and one that waited
-    in vain). ``service`` is its subject and key; for a maintenance window's action, the
-    ``window`` id (in ``data.window`` too). ``extra`` adds fields (``until``, ``expires``,
-    ``approves``, ``approved_by``) that are left out when absent, so older records read the
-    same."""
+    in vain). ``service`` is its subject and key. ``extra`` adds fields (``until``,
+    ``expires``, ``approves``, ``approved_by``; ``window``, a maintenance window's id) that are
+    left out when absent, so older records read the same."""
     if verdict is None:
         verdict = "refused" if reason is not None else "applied"
     qualifier = reason.split(":")[0] if verdict == "refused" and reason else verdict
@@ -314,8 +308,6 @@ def audit(
         "reason": reason,
         "operator_reason": data["reason"],
     }
-    if window is not None:
-        fields["window"] = window
     if extra:
         fields.update(extra)
     ident = output_id(override_id, "audit", qualifier)

@@ -431,9 +431,15 @@ def next_deadline(s: ServiceState, p: Policy) -> int | None:
         deadlines.extend(_window_deadline(w) for w in s.windows)
     if s.pin_until is not None:
         deadlines.append(s.pin_until)
-    if s.release is not None:
-        deadlines.append(s.release[4] + p.release_approval_window)
+    expires = release_expires(s, p)
+    if expires is not None:
+        deadlines.append(expires)
     return min(deadlines) if deadlines else None
+
+
+def release_expires(s: ServiceState, p: Policy) -> int | None:
+    """When a release waiting for a second operator's approval lapses; None if none waits."""
+    return None if s.release is None else s.release[4] + p.release_approval_window
 
 
 def mermaid() -> str:
@@ -982,13 +988,14 @@ class ServiceStage:
         """The waiting release is no more: audited ``lapsed``, and the staff told when it
         lapsed for want of an approval (``why`` starts ``lapsed``)."""
         pending = s.release
+        expires = release_expires(s, svc.policy)
         assert pending is not None
+        assert expires is not None
         s.release = None
-        ident, actor, role, reason, at, key_id = pending
+        ident, actor, role, reason, _, key_id = pending
         if self._changed is not None:
             self._changed[svc.id] = (time, ident)
         data = {"action": "release", "actor": actor, "role": role, "reason": reason}
-        expires = at + svc.policy.release_approval_window
         self.out.append(audit(ident, svc.id, svc.site, time, data, key_id, why, "lapsed",
                               {"expires": format_time(expires)}))  # fmt: skip
         if why.startswith("lapsed"):
@@ -1046,7 +1053,8 @@ class ServiceStage:
             self._windows_due(svc, s, time, cause)
         if s.pin_until is not None and s.pin_until <= time:
             self._pin_expired(svc, s, time, cause)
-        if s.release is not None and s.release[4] + policy.release_approval_window <= time:
+        expires = release_expires(s, policy)
+        if expires is not None and expires <= time:
             window = format_duration(policy.release_approval_window)
             self._lapse(svc, s, time, f"lapsed: no second, different operator released within "
                         f"{window} (release_approval_window)")  # fmt: skip
