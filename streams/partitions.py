@@ -439,6 +439,12 @@ class LinkPartition(_Partition):
         #: ``[watermark, reading, raw (latin-1), origin]``.
         self._held: list[list[Any]] = []
         self._others = [link_source(q) for q in range(routing.partitions) if q != partition]
+        #: This partition's source name in its watermark and marker records.
+        self._source = link_source(partition)
+        #: Where its watermark records go (every stage-2 partition) and its markers (every
+        #: other stage-1 partition).
+        self._everyone = range(routing.partitions)
+        self._other_partitions = [q for q in self._everyone if q != partition]
         for link in sorted(self.links):
             saved = self._load(link)
             if isinstance(saved, dict):
@@ -503,27 +509,20 @@ class LinkPartition(_Partition):
         every other stage-1 partition the ticks this one applied (after what it forwarded
         before them): one record each, after the records those ticks and the readings before
         them caused."""
-        n = self.routing.partitions
-        source = link_source(self.partition)
         if self._ticks:
-            changes_topic = self.routing.settings.topic_changes
-            ticks = self._ticks
-            for start in range(0, len(ticks), WATERMARK_TICKS):  # each record bounded
-                value = encode_watermark(ticks[start : start + WATERMARK_TICKS], source)
-                out.extend(Record(changes_topic, b"__watermark__", value, q, []) for q in range(n))
+            self._broadcast(self.routing.settings.topic_changes, self._ticks, self._everyone, out)
             self._ticks.clear()
         if self._markers:
-            if n > 1:
-                topic = self.routing.settings.topic_repartition
-                ticks = self._markers
-                for start in range(0, len(ticks), WATERMARK_TICKS):
-                    value = encode_watermark(ticks[start : start + WATERMARK_TICKS], source)
-                    out.extend(
-                        Record(topic, b"__watermark__", value, q, [])
-                        for q in range(n)
-                        if q != self.partition
-                    )
+            topic = self.routing.settings.topic_repartition
+            self._broadcast(topic, self._markers, self._other_partitions, out)
             self._markers.clear()
+
+    def _broadcast(
+        self, topic: str, ticks: list[tuple[int, str]], to: Sequence[int], out: list[Record]
+    ) -> None:
+        for start in range(0, len(ticks), WATERMARK_TICKS):  # each record bounded
+            value = encode_watermark(ticks[start : start + WATERMARK_TICKS], self._source)
+            out.extend(Record(topic, b"__watermark__", value, q, []) for q in to)
 
     def handle_batch(
         self, records: Iterable[ConsumerRecord], trace: Trace | None = None
