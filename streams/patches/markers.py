@@ -96,8 +96,10 @@ def _handle_response(self: Any, resp: Any) -> Any:
 
     name = type(self).__name__
     backoff = _ORIGINAL_RESPONSES[name](self, resp)
+    if backoff is None:  # answered, or failed for good: nothing to retry sooner
+        return None
     found = {errors.for_code(c) for c in _error_codes(resp)}
-    if backoff is not None and found == {getattr(errors, _MARKERS_PENDING[name])}:
+    if found == {getattr(errors, _MARKERS_PENDING[name])}:
         return TXN_RETRY_BACKOFF
     return backoff
 
