@@ -39,6 +39,7 @@ from tests.kafka.workers import (
     group_assignment,
     group_done,
     group_lag,
+    kill_twice,
     publish,
     route,
     running_worker,
@@ -389,19 +390,7 @@ async def test_kill_and_restart_mid_scenario_still_gives_replay_output(
         topics = [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
         outputs = Outputs(kafka_bootstrap, topics)
         async with outputs:
-            for kill_at in (total // 4, total // 2):
-                worker = start_worker(engine)
-
-                async def progressed(
-                    worker: subprocess.Popen[bytes] = worker, kill_at: int = kill_at
-                ) -> bool:
-                    assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                    await outputs.poll()
-                    return len(outputs.records) >= kill_at
-
-                await wait_for(progressed, timeout=120, what=f"{kill_at} output records")
-                worker.send_signal(signal.SIGKILL)
-                worker.wait(timeout=30)
+            await kill_twice(engine, outputs, total, "output records")
             async with running_worker(engine) as worker:
                 await finish(engine, outputs, worker)
         assert_parity(engine, outputs)  # inside: FAILOVER_KEEP_TOPICS keeps them on failure

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import zlib
 from collections.abc import Callable
@@ -33,9 +32,9 @@ from tests.kafka.workers import (
     Outputs,
     engine_env,
     engine_topics,
+    kill_twice,
     publish,
     running_worker,
-    start_worker,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
@@ -179,19 +178,7 @@ async def test_every_reading_on_a_wrong_partition_and_kills_give_replay_output(
         await publish(kafka_bootstrap, messages)
         outputs = _outputs(kafka_bootstrap, s)
         async with outputs:
-            for kill_at in (total // 4, total // 2):
-                worker = start_worker(engine)
-
-                async def progressed(
-                    worker: subprocess.Popen[bytes] = worker, kill_at: int = kill_at
-                ) -> bool:
-                    assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                    await outputs.poll()
-                    return len(outputs.records) >= kill_at
-
-                await wait_for(progressed, timeout=120, what=f"{kill_at} output records")
-                worker.send_signal(signal.SIGKILL)
-                worker.wait(timeout=30)
+            await kill_twice(engine, outputs, total, "output records")
             async with running_worker(engine) as worker:
                 await finish(engine, outputs, worker)
         assert_parity(engine, outputs)  # the same dead letters: none "wrong-partition"

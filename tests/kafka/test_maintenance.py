@@ -5,11 +5,8 @@ byte for byte what replay makes of the same window."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,36 +20,26 @@ from tests.kafka.kafkatools import wait_for
 from tests.kafka.workers import (
     ROOT,
     Outputs,
+    Ticker,
     cloud_event,
     engine_env,
     engine_topics,
     group_done,
     publish,
+    run_cli,
     running_worker,
+    wall_time,
 )
 from workflows.engine import TICK_KEY
 from workflows.operators import sign_override
 from workflows.records import AUDIT, COMMANDS, DeadLetter, Emitted
 from workflows.replay import replay
-from workflows.timeutil import SECOND, format_time
 from workflows.topology import Topology
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
 
 HEAD = "Kepala Dinas"
 WINDOW = "sto-pattimura-test"
-
-
-def _now(offset: float = 0.0) -> str:
-    return format_time(int((time.time() + offset) * 1_000_000) // SECOND * SECOND)
-
-
-async def _exited(process: asyncio.subprocess.Process) -> bool:
-    try:
-        await asyncio.wait_for(process.wait(), 0.5)
-    except TimeoutError:
-        return False
-    return True
 
 
 async def test_failover_maintenance_announce_is_applied_audited_once_and_replays_the_same(
@@ -65,7 +52,7 @@ async def test_failover_maintenance_announce_is_applied_audited_once_and_replays
     key_file.chmod(0o600)
     command = [
         str(Path(sys.executable).parent / "failover"), "maintenance", "announce", WINDOW,
-        "--links", "telkom-sto-pattimura", "--start", _now(3600), "--end", _now(3 * 3600),
+        "--links", "telkom-sto-pattimura", "--start", wall_time(3600), "--end", wall_time(3 * 3600),
         "--notice-id", "Mohon maaf atas ketidaknyamanannya.",
         "--notice-en", "We apologise for the inconvenience.",
         "--reason", "Penyambungan ulang fiber di STO Pattimura.", "--operator", HEAD,
@@ -76,33 +63,12 @@ async def test_failover_maintenance_announce_is_applied_audited_once_and_replays
     async with engine_topics(engine):
         outputs = Outputs(kafka_bootstrap, topics)
         async with outputs, running_worker(engine) as worker:
-            cli = await asyncio.create_subprocess_exec(
-                *command,
-                env={**os.environ, **engine.env},
-                cwd=ROOT,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            # The engine applies a window at the first tick past its time on every partition.
+            ticker = Ticker(kafka_bootstrap, engine)
+            code, text, err = await run_cli(
+                command, engine, ticker, worker, what="the window's verdict"
             )
-            n = s.partitions
-            number = 0
-
-            async def answered() -> bool:
-                # The engine applies a window at the first tick past its time on every
-                # partition: ticks at the wall clock, as the worker's ticker would send them.
-                nonlocal number
-                assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                number += 1
-                tick = cloud_event("clock.tick.v1", f"tick/{number}", _now(), None, {})
-                await publish(
-                    kafka_bootstrap,
-                    [(t, TICK_KEY.encode(), tick, p) for t in engine.inputs for p in range(n)],
-                )
-                return cli.returncode is not None or await _exited(cli)
-
-            await wait_for(answered, timeout=120, what="the window's verdict")
-            stdout, stderr = await cli.communicate()
-            text = stdout.decode()
-            assert cli.returncode == 0, (text, stderr.decode())
+            assert code == 0, (text, err)
 
             async def announced() -> bool:
                 await outputs.poll()
@@ -110,7 +76,7 @@ async def test_failover_maintenance_announce_is_applied_audited_once_and_replays
 
             await wait_for(announced, timeout=60, what="the announcements")
             # One more tick: a second audit record, had any partition written one, is in by now.
-            await answered()
+            await ticker.tick()
             await outputs.poll()
     assert f"as {HEAD}/demo" in text
     assert text.splitlines()[-1] == "applied"
@@ -152,16 +118,16 @@ async def test_a_forged_window_is_refused_once_as_replay_refuses_it(
     n = s.partitions
     data = {
         "action": "announce", "actor": HEAD, "role": "office-head", "reason": "x",
-        "links": ["telkom-sto-pattimura"], "start": _now(3600), "end": _now(7200),
+        "links": ["telkom-sto-pattimura"], "start": wall_time(3600), "end": wall_time(7200),
         "notice": {"id": "x", "en": "x"},
     }  # fmt: skip
     event = orjson.loads(
-        cloud_event("operator.maintenance.v1", "maintenance/forged", _now(-5), WINDOW, data)
+        cloud_event("operator.maintenance.v1", "maintenance/forged", wall_time(-5), WINDOW, data)
     )
     forged = orjson.dumps(
         sign_override(event, f"{HEAD}/demo", nacl.signing.SigningKey(b"\x05" * 32))
     )
-    tick = cloud_event("clock.tick.v1", "tick/after", _now(), None, {})
+    tick = cloud_event("clock.tick.v1", "tick/after", wall_time(), None, {})
     messages = [
         *((s.topic_overrides, WINDOW.encode(), forged, p) for p in range(n)),
         *((t, TICK_KEY.encode(), tick, p) for t in engine.inputs for p in range(n)),

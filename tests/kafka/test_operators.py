@@ -4,15 +4,12 @@ with the same audit record and dead letter as replay gives for the same bytes.""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import nacl.signing
 import orjson
@@ -25,26 +22,25 @@ from tests.kafka.workers import (
     ROOT,
     Engine,
     Outputs,
+    Ticker,
     cloud_event,
     engine_env,
     engine_topics,
     publish,
+    run_cli,
     running_worker,
+    wall_time,
 )
 from workflows.engine import TICK_KEY
 from workflows.operators import sign_override
 from workflows.records import AUDIT, DeadLetter, Emitted
 from workflows.replay import replay
-from workflows.timeutil import SECOND, format_time
 from workflows.topology import Topology
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
 
 ACTING = "Plt. Kepala Dinas"
-
-
-def _now(offset: float = 0.0) -> str:
-    return format_time(int((time.time() + offset) * 1_000_000) // SECOND * SECOND)
+VERDICT = "the override's verdict"
 
 
 async def test_failover_override_is_applied_and_its_verdict_printed(
@@ -64,33 +60,9 @@ async def test_failover_override_is_applied_and_its_verdict_printed(
     async with engine_topics(engine):
         outputs = Outputs(kafka_bootstrap, [s.topic_transitions, s.topic_audit])
         async with outputs, running_worker(engine) as worker:
-            cli = await asyncio.create_subprocess_exec(
-                *command,
-                env={**os.environ, **engine.env},
-                cwd=ROOT,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            n = s.partitions
-            number = 0
-
-            async def answered() -> bool:
-                # The engine applies an override at the first tick past its time: ticks at
-                # the wall clock, as the worker's ticker would send them.
-                nonlocal number
-                assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                number += 1
-                tick = cloud_event("clock.tick.v1", f"tick/{number}", _now(), None, {})
-                await publish(
-                    kafka_bootstrap,
-                    [(t, TICK_KEY.encode(), tick, p) for t in engine.inputs for p in range(n)],
-                )
-                return cli.returncode is not None or await _exited(cli)
-
-            await wait_for(answered, timeout=120, what="the override's verdict")
-            stdout, stderr = await cli.communicate()
-            text = stdout.decode()
-            assert cli.returncode == 0, (text, stderr.decode())
+            ticker = Ticker(kafka_bootstrap, engine)
+            code, text, err = await run_cli(command, engine, ticker, worker, VERDICT)
+            assert code == 0, (text, err)
             await wait_for(lambda: _has(outputs, s.topic_transitions), what="the transition")
     assert f"as {ACTING}/demo" in text
     assert text.splitlines()[-1] == "applied"
@@ -100,14 +72,6 @@ async def test_failover_override_is_applied_and_its_verdict_printed(
     (transition,) = outputs.of(s.topic_transitions)
     moved = orjson.loads(transition.value)["data"]
     assert (moved["to"], moved["operator"]["actor"]) == ("manual", ACTING)
-
-
-async def _exited(process: asyncio.subprocess.Process) -> bool:
-    try:
-        await asyncio.wait_for(process.wait(), 0.5)
-    except TimeoutError:
-        return False
-    return True
 
 
 async def _has(outputs: Outputs, topic: str) -> bool:
@@ -123,7 +87,7 @@ async def test_a_forged_override_is_refused_as_replay_refuses_it(
     engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=2)
     s = engine.settings
     n = s.partitions
-    at = _now(-5)
+    at = wall_time(-5)
     event = orjson.loads(
         cloud_event(
             "operator.override.v1",
@@ -136,7 +100,7 @@ async def test_a_forged_override_is_refused_as_replay_refuses_it(
     forged = orjson.dumps(
         sign_override(event, f"{ACTING}/demo", nacl.signing.SigningKey(b"\x05" * 32))
     )
-    tick = cloud_event("clock.tick.v1", "tick/after", _now(), None, {})
+    tick = cloud_event("clock.tick.v1", "tick/after", wall_time(), None, {})
     messages = [
         (s.topic_overrides, b"ektp", forged, partition_for("ektp", n)),
         *((t, TICK_KEY.encode(), tick, p) for t in engine.inputs for p in range(n)),
@@ -195,44 +159,6 @@ def _cli(tmp_path: Path, action: str, operator: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-class _Ticker:
-    """Ticks at the wall clock on every input partition, as the worker's ticker would."""
-
-    def __init__(self, bootstrap: str, engine: Engine) -> None:
-        self.bootstrap, self.engine, self.number = bootstrap, engine, 0
-
-    async def tick(self) -> None:
-        self.number += 1
-        tick = cloud_event("clock.tick.v1", f"tick/{self.number}", _now(), None, {})
-        n = self.engine.settings.partitions
-        await publish(
-            self.bootstrap,
-            [(t, TICK_KEY.encode(), tick, p) for t in self.engine.inputs for p in range(n)],
-        )
-
-
-async def _run_cli(
-    command: list[str], engine: Engine, ticker: _Ticker, worker: Any
-) -> tuple[int, str]:
-    cli = await asyncio.create_subprocess_exec(
-        *command,
-        env={**os.environ, **engine.env},
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-    async def answered() -> bool:
-        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-        await ticker.tick()
-        return cli.returncode is not None or await _exited(cli)
-
-    await wait_for(answered, timeout=120, what="the override's verdict")
-    stdout, stderr = await cli.communicate()
-    assert cli.returncode is not None
-    return cli.returncode, stdout.decode() + stderr.decode()
-
-
 async def test_two_operators_release_a_held_queue_against_a_running_worker(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -243,10 +169,10 @@ async def test_two_operators_release_a_held_queue_against_a_running_worker(
     engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=2, topology=topology)
     s = engine.settings
     n = s.partitions
-    down = cloud_event("link.status.v1", "probe/down", _now(-20), "telkom-sto-pattimura",
+    down = cloud_event("link.status.v1", "probe/down", wall_time(-20), "telkom-sto-pattimura",
                        {"status": "down", "latency_ms": None, "loss_pct": None})  # fmt: skip
     force = orjson.loads(cloud_event(
-        "operator.override.v1", "override/ektp/force", _now(-10), "ektp",
+        "operator.override.v1", "override/ektp/force", wall_time(-10), "ektp",
         {"action": "force_manual", "actor": ACTING, "role": "acting-head", "reason": "putus"},
     ))  # fmt: skip
     forced = orjson.dumps(sign_override(force, f"{ACTING}/demo", demo_key(ACTING)))
@@ -257,7 +183,7 @@ async def test_two_operators_release_a_held_queue_against_a_running_worker(
             (s.topic_overrides, b"ektp", forced, partition_for("ektp", n)),
         ])  # fmt: skip
         outputs = Outputs(kafka_bootstrap, [s.topic_transitions, s.topic_audit, s.topic_commands])
-        ticker = _Ticker(kafka_bootstrap, engine)
+        ticker = Ticker(kafka_bootstrap, engine)
         async with outputs, running_worker(engine) as worker:
 
             async def manual() -> bool:
@@ -267,13 +193,22 @@ async def test_two_operators_release_a_held_queue_against_a_running_worker(
                 return any(m["to"] == "manual" for m in moves)
 
             await wait_for(manual, timeout=60, what="ektp in manual")
-            code, text = await _run_cli(_cli(tmp_path, "release", ACTING), engine, ticker, worker)
+            code, out, err = await run_cli(
+                _cli(tmp_path, "release", ACTING), engine, ticker, worker, VERDICT
+            )
+            text = out + err
             assert code == 4, text
             assert "pending: two-person" in text
-            code, text = await _run_cli(_cli(tmp_path, "release", ACTING), engine, ticker, worker)
+            code, out, err = await run_cli(
+                _cli(tmp_path, "release", ACTING), engine, ticker, worker, VERDICT
+            )
+            text = out + err
             assert code == 1, text
             assert "refused: same-operator" in text
-            code, text = await _run_cli(_cli(tmp_path, "release", HEAD), engine, ticker, worker)
+            code, out, err = await run_cli(
+                _cli(tmp_path, "release", HEAD), engine, ticker, worker, VERDICT
+            )
+            text = out + err
             assert code == 0, text
             assert text.splitlines()[-1] == "applied"
 
@@ -310,16 +245,17 @@ async def test_a_pin_until_expires_on_event_time_against_a_running_worker(
     ``--until`` on a release is refused by the command itself, nothing sent."""
     engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=2)
     s = engine.settings
-    refused = subprocess_run(_cli(tmp_path, "release", HEAD, "--until", _now(60)), engine)
+    refused = subprocess_run(_cli(tmp_path, "release", HEAD, "--until", wall_time(60)), engine)
     assert refused.returncode == 2
     assert "not applicable to release" in refused.stderr.decode()
-    until = _now(6)
+    until = wall_time(6)
     async with engine_topics(engine):
         outputs = Outputs(kafka_bootstrap, [s.topic_audit, s.topic_commands])
-        ticker = _Ticker(kafka_bootstrap, engine)
+        ticker = Ticker(kafka_bootstrap, engine)
         async with outputs, running_worker(engine) as worker:
             command = _cli(tmp_path, "pin", ACTING, "--until", until)
-            code, text = await _run_cli(command, engine, ticker, worker)
+            code, out, err = await run_cli(command, engine, ticker, worker, VERDICT)
+            text = out + err
             assert code == 0, text
 
             async def expired() -> bool:

@@ -4,7 +4,6 @@ in the transactions of its inputs, and what a read_committed reader finds there 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,10 +25,10 @@ from tests.kafka.workers import (
     engine_topics,
     group_done,
     group_lag,
+    kill_twice,
     publish,
     route,
     running_worker,
-    start_worker,
 )
 from workflows.records import STATE, Emitted
 from workflows.replay import read_lines, replay
@@ -138,19 +137,7 @@ async def test_after_sigkills_the_state_records_are_still_replays(
     async with engine_topics(engine):
         await publish_demo(engine, kafka_bootstrap)
         async with Outputs(kafka_bootstrap, [s.topic_state]) as outputs:
-            for kill_at in (total // 4, total // 2):
-                worker = start_worker(engine)
-
-                async def progressed(
-                    worker: subprocess.Popen[bytes] = worker, kill_at: int = kill_at
-                ) -> bool:
-                    assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                    await outputs.poll()
-                    return len(outputs.records) >= kill_at
-
-                await wait_for(progressed, timeout=120, what=f"{kill_at} state records")
-                worker.send_signal(signal.SIGKILL)
-                worker.wait(timeout=30)
+            await kill_twice(engine, outputs, total, "state records")
             async with running_worker(engine) as worker:
                 await settle(engine, outputs, worker)
         assert_state_is_replays(engine, outputs)

@@ -34,6 +34,8 @@ from streams.config import Settings
 from streams.demokeys import DEMO_OPERATORS, sign_as
 from streams.topics import ensure_topics, topic_specs
 from tests.kafka.kafkatools import wait_for
+from workflows.engine import TICK_KEY
+from workflows.timeutil import SECOND, format_time
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOPOLOGY = ROOT / "streams" / "demo" / "ambon.yaml"
@@ -405,3 +407,74 @@ async def group_assignment(engine: Engine) -> tuple[str, list[set[TopicPartition
         )
         assigned.append({tp for tp in partitions if tp.topic in inputs})
     return str(state), assigned
+
+
+async def kill_twice(engine: Engine, outputs: Outputs, total: int, what: str) -> None:
+    """Start the worker and SIGKILL it while it works, twice: once ``outputs`` holds a quarter
+    of ``total`` records, once half (its open transactions left hanging). The caller then
+    runs a worker to the end and compares."""
+    for kill_at in (total // 4, total // 2):
+        worker = start_worker(engine)
+
+        async def progressed(
+            worker: subprocess.Popen[bytes] = worker, kill_at: int = kill_at
+        ) -> bool:
+            assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+            await outputs.poll()
+            return len(outputs.records) >= kill_at
+
+        await wait_for(progressed, timeout=120, what=f"{kill_at} {what}")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+
+
+def wall_time(offset: float = 0.0) -> str:
+    """The wall clock (plus ``offset`` seconds) to the second, as an event's time."""
+    return format_time(int((time.time() + offset) * 1_000_000) // SECOND * SECOND)
+
+
+class Ticker:
+    """Ticks at the wall clock on every input partition, as the worker's ticker would."""
+
+    def __init__(self, bootstrap: str, engine: Engine) -> None:
+        self.bootstrap, self.engine, self.number = bootstrap, engine, 0
+
+    async def tick(self) -> None:
+        self.number += 1
+        tick = cloud_event("clock.tick.v1", f"tick/{self.number}", wall_time(), None, {})
+        n = self.engine.settings.partitions
+        await publish(
+            self.bootstrap,
+            [(t, TICK_KEY.encode(), tick, p) for t in self.engine.inputs for p in range(n)],
+        )
+
+
+async def run_cli(
+    command: list[str], engine: Engine, ticker: Ticker, worker: subprocess.Popen[bytes], what: str
+) -> tuple[int, str, str]:
+    """Run a ``failover`` command that waits for the engine's verdict (``override``,
+    ``maintenance``) against a running ``worker``, ticking until it exits (the engine applies
+    an operator's order at the first tick past its time): its exit code, stdout and stderr."""
+    cli = await asyncio.create_subprocess_exec(
+        *command,
+        env={**os.environ, **engine.env},
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+    async def answered() -> bool:
+        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+        await ticker.tick()
+        if cli.returncode is not None:
+            return True
+        try:
+            await asyncio.wait_for(cli.wait(), 0.5)
+        except TimeoutError:
+            return False
+        return True
+
+    await wait_for(answered, timeout=120, what=what)
+    stdout, stderr = await cli.communicate()
+    assert cli.returncode is not None
+    return cli.returncode, stdout.decode(), stderr.decode()
