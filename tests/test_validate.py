@@ -218,6 +218,9 @@ def _paths(value: Any, trail: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 @st.composite
 def mutated(draw: st.DrawFn) -> Any:
+    # Each drawn value is copied: the lists and dicts among _VALUES are shared
+    # objects, and a later mutation of one would change the strategy itself
+    # (hypothesis then rejects the draw as flaky).
     document = copy.deepcopy(_DEMO)
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(document)
@@ -229,9 +232,9 @@ def mutated(draw: st.DrawFn) -> Any:
             if draw(st.booleans()):
                 del parent[where[-1]]
             else:
-                parent[f"{where[-1]}_x"] = draw(_VALUES)
+                parent[f"{where[-1]}_x"] = copy.deepcopy(draw(_VALUES))
         else:
-            parent[where[-1]] = draw(_VALUES)
+            parent[where[-1]] = copy.deepcopy(draw(_VALUES))
     return document
 
 
