@@ -163,7 +163,10 @@ class _Turns:
     def __init__(self, bootstrap: str, settings: Settings, kcat: list[str], log: Path) -> None:
         self.settings = settings
         self.options: dict[str, Any] = {"bootstrap_servers": bootstrap, **client_options()}
-        self.kcat = [*kcat, "-D", _KCAT_DELIMITER.decode()]
+        # Nagle's algorithm off: latency only (placement, acks and retries stay kcat's
+        # defaults). With it, over TLS each turn waited out TCP's delayed ACK, about 40 ms:
+        # the test took two minutes on the secured broker instead of half of one.
+        self.kcat = [*kcat, "-D", _KCAT_DELIMITER.decode(), "-X", "socket.nagle.disable=true"]
         self.log = log
         self.links = [
             TopicPartition(settings.topic_link_status, p) for p in range(settings.partitions)
@@ -260,7 +263,8 @@ async def test_readings_published_by_kcat_itself_give_replay_output(
     """The ``kcat`` program publishes every reading of the demo with its defaults (keyed by
     link, no partition, ``consistent_random``), taking turns with the ticks and the other
     inputs in file order (:class:`_Turns`); a worker runs meanwhile. Its output is replay's,
-    and most readings were forwarded: kcat put them where murmur2 does not."""
+    and more than half of the readings were forwarded: kcat put them where murmur2 does
+    not."""
     kcat = shutil.which("kcat")
     assert kcat is not None, "kcat is missing: ./dev setup installs it"
     engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=3)
@@ -277,10 +281,11 @@ async def test_readings_published_by_kcat_itself_give_replay_output(
             await finish(engine, outputs, worker)
         assert_parity(engine, outputs)
         assert turns.by_kcat > 4000
-        # Where kcat put them: most not on their link's (murmur2) partition.
+        assert turns.turns > 1000  # kcat's readings went out between the ticks, not at once
+        # Where kcat put them: more than half not on their link's (murmur2) partition.
         placed = await _partitions_of_readings(kafka_bootstrap, s)
         assert len(placed) == turns.by_kcat
-        assert sum(p != partition_for(key, 3) for key, p in placed) > turns.by_kcat // 3
+        assert sum(p != partition_for(key, 3) for key, p in placed) > turns.by_kcat // 2
 
 
 async def _partitions_of_readings(bootstrap: str, s: Settings) -> list[tuple[bytes, int]]:
