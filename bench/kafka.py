@@ -6,7 +6,7 @@ unless --bootstrap or KAFKA_BOOTSTRAP_SERVERS says otherwise)::
     .venv/bin/python bench/kafka.py [--events N] [--partitions N]
         [--skip a,b,c,d,tracing,profile] [--guarantee both|exactly_once|at_least_once]
         [--load RATE@TICK,...] [--trace-ratio R] [--worker-env K=V] [--baseline DIR]
-        [--misroute SHARE] [--secure-env FILE [--secure-bootstrap HOST:PORT]]
+        [--misroute SHARE] [--secure-env FILE [--secure-bootstrap HOST:PORT] [--secure-repeat N]]
 
 Every topic it creates is deleted at the end and every worker it starts is stopped, also on
 Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a temp dir).
