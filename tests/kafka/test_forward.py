@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +63,20 @@ def consistent_random(key: bytes, n: int) -> int:
     return zlib.crc32(key) % n
 
 
-def _kcat_security(directory: Path) -> list[str]:
+@pytest.fixture
+def kcat_security(tmp_path: Path) -> Iterator[list[str]]:
     """kcat's options for the broker under test: ``-F`` and a librdkafka configuration file
-    written in ``directory`` (mode 600), from the same ``KAFKA_*`` variables the worker reads
+    (mode 600, deleted after the test), from the same ``KAFKA_*`` variables the worker reads
     (``KAFKA_SASL_PASSWORD`` or ``KAFKA_SASL_PASSWORD_FILE`` among them), so that no secret is
     on a command line; none for a plaintext broker."""
+    path = tmp_path / "kcat.properties"
+    try:
+        yield _kcat_config(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _kcat_config(path: Path) -> list[str]:
     security = KafkaSecurity.from_env()
     if security.protocol == "PLAINTEXT":
         return []
@@ -80,7 +89,6 @@ def _kcat_security(directory: Path) -> list[str]:
         "ssl.certificate.location": security.certfile,
         "ssl.key.location": security.keyfile,
     }
-    path = directory / "kcat.properties"
     text = "".join(f"{name}={value}\n" for name, value in pairs.items() if value is not None)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
@@ -89,7 +97,7 @@ def _kcat_security(directory: Path) -> list[str]:
 
 
 async def test_kcat_puts_each_link_where_the_tests_consistent_random_does(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str, unique_name: Callable[[str], str], kcat_security: list[str]
 ) -> None:
     """The ``kcat`` program (librdkafka) with its default partitioner sends every link id of
     the demo as a key; each lands on the partition :func:`consistent_random` gives it, and
@@ -109,7 +117,7 @@ async def test_kcat_puts_each_link_where_the_tests_consistent_random_does(
     async with topics(kafka_bootstrap, topic, partitions=n):
         lines = b"".join(key + b"\t" + key + b"\n" for key in links)
         subprocess.run(
-            [kcat, "-P", "-b", kafka_bootstrap, "-t", topic, "-K", "\t", *_kcat_security(tmp_path)],
+            [kcat, "-P", "-b", kafka_bootstrap, "-t", topic, "-K", "\t", *kcat_security],
             input=lines,
             check=True,
             timeout=60,
@@ -258,7 +266,10 @@ class _Turns:
 
 @pytest.mark.slow
 async def test_readings_published_by_kcat_itself_give_replay_output(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    kcat_security: list[str],
 ) -> None:
     """The ``kcat`` program publishes every reading of the demo with its defaults (keyed by
     link, no partition, ``consistent_random``), taking turns with the ticks and the other
@@ -271,7 +282,7 @@ async def test_readings_published_by_kcat_itself_give_replay_output(
     s = engine.settings
     command = [
         kcat, "-P", "-b", kafka_bootstrap, "-t", s.topic_link_status, "-K", "\t",
-        *_kcat_security(tmp_path),
+        *kcat_security,
     ]  # fmt: skip
     turns = _Turns(kafka_bootstrap, s, command, tmp_path / "kcat.log")
     async with engine_topics(engine):
