@@ -6,7 +6,7 @@ unless --bootstrap or KAFKA_BOOTSTRAP_SERVERS says otherwise)::
     .venv/bin/python bench/kafka.py [--events N] [--partitions N]
         [--skip a,b,c,d,tracing,profile] [--guarantee both|exactly_once|at_least_once]
         [--load RATE@TICK,...] [--trace-ratio R] [--worker-env K=V] [--baseline DIR]
-        [--misroute SHARE]
+        [--misroute SHARE] [--secure-env FILE [--secure-bootstrap HOST:PORT] [--secure-repeat N]]
 
 Every topic it creates is deleted at the end and every worker it starts is stopped, also on
 Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a temp dir).
@@ -31,6 +31,15 @@ Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a tem
     from a producer whose partitioner is not murmur2, but keeps a key on one partition): the
     engine forwards them through its repartition topic (its row says "on a wrong
     partition"); the output must still be the pure core's.
+    With ``--secure-env FILE`` (the secured broker's ``KAFKA_SECURITY_PROTOCOL``,
+    ``KAFKA_SASL_*`` and ``KAFKA_SSL_*`` lines, as in the ``client.env`` that ``infra/kafka/up
+    --secure`` writes; its ``KAFKA_BOOTSTRAP_SERVERS`` unless ``--secure-bootstrap``), the
+    inputs are published to that broker too, and each guarantee also runs there after its
+    plaintext run: the worker and every client of the bench (publishing, reading outputs and
+    offsets) connect with those settings (its row names the protocol); one more row gives its
+    rate as a share of the plaintext one's, and its worker CPU time against it. With
+    ``--secure-repeat N`` the two take turns N times, and the best of each counts. (a) is
+    measured on both brokers.
 (c) Latency: a fresh engine with the live ticker; for ``--duration`` s a paced producer offers
     RATE link events/s, 20 ``force_manual`` overrides/s (each on another service) and takes
     one site's fiber link down each second (``degrade_after`` is 2 s in this topology).
@@ -94,6 +103,7 @@ from bench.kafkabench.common import (  # noqa: E402
     note,
     pct,
     publish_inputs,
+    read_env_file,
 )
 from bench.kafkabench.engine import EngineResult, engine_run, expected_outputs  # noqa: E402
 from bench.kafkabench.latency import (  # noqa: E402
@@ -106,6 +116,7 @@ from bench.kafkabench.profile import summarize_profile  # noqa: E402
 from bench.kafkabench.restore import restore_run  # noqa: E402
 from bench.kafkabench.tracing import TracingResult, tracing_runs  # noqa: E402
 from streams.config import Settings  # noqa: E402
+from streams.security import SecurityError  # noqa: E402
 
 # -- report ---------------------------------------------------------------------------------
 
@@ -135,10 +146,21 @@ async def run(args: argparse.Namespace, out: Any) -> int:
     out(f"python {sys.version.split()[0]}, {versions}; broker {bootstrap}; {os.cpu_count()} cores")
     out(f"worker logs and profiles: {outdir}")
     began = time.perf_counter()
-    bench = Bench(bootstrap, outdir, args.partitions, dict(args.worker_env))
+    try:
+        bench = Bench(bootstrap, outdir, args.partitions, dict(args.worker_env))
+        secure = secure_bench(args, outdir)
+    except SecurityError as exc:  # its message names the variable, never a secret
+        raise SystemExit(f"bench/kafka.py: {exc}") from None
+    if bench.security.protocol != "PLAINTEXT":
+        out(f"broker {bootstrap}: {bench.security}")
+    if secure is not None:
+        # str(KafkaSecurity) shows the protocol, mechanism, user and files; never the password.
+        out(f"secured broker {secure.bootstrap}: {secure.security}")
     if args.worker_env:
         out("worker environment added: " + " ".join(f"{k}={v}" for k, v in args.worker_env))
     await bench.admin.start()
+    if secure is not None:
+        await secure.admin.start()
     task = asyncio.current_task()
     if task is not None:  # SIGTERM like Ctrl-C: cancel, and clean up on the way out
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -172,6 +194,21 @@ async def run(args: argparse.Namespace, out: Any) -> int:
                 f"{data.bytes / data.link_messages:.0f} B each on average; published in "
                 f"{elapsed:.1f} s"
             )
+        secured = data
+        if secure is not None and need_b:
+            # The same inputs (the same lines, ticks signed alike), on the secured broker.
+            secured = dataclasses.replace(
+                data,
+                settings=Settings.from_env(secure.env("input", data.topology_path)),
+                ends={},
+                sampled=0,
+                misrouted=0,
+            )
+            elapsed = await publish_inputs(secure, secured)
+            out(
+                f"(a)(b) on the secured broker ({secure.security.protocol}): the same "
+                f"{secured.messages:,} messages, published in {elapsed:.1f} s"
+            )
         misrouted = data
         if need_b and args.misroute:
             input_env = bench.env("input-misrouted", data.topology_path)
@@ -185,6 +222,7 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             )
         ceilings: list[tuple[float, float]] = []
         ceilings_n: list[tuple[float, float]] = []  # in args.workers processes
+        secure_ceilings: list[tuple[float, float]] = []  # (a) on the secured broker
         engines: list[EngineResult] = []
         # The ceiling before, between and after the engine runs: the best of them counts.
         for guarantee in [None, *(args.guarantees if need_b else [])]:
@@ -224,8 +262,13 @@ async def run(args: argparse.Namespace, out: Any) -> int:
                         guarantee=f"{result.guarantee}, {args.misroute:.0%} on a wrong partition",
                     )
                 )
-            if guarantee is not None:
-                profile = args.profile_seconds if "profile" not in skip else 0
+            # With --secure-env, the plaintext run and the secured one take turns, each
+            # --secure-repeat times (each run with its own app id, topics and group).
+            turns = args.secure_repeat if secure is not None else 1
+            for turn in range(turns if guarantee is not None else 0):
+                short = "eos" if guarantee == "exactly_once" else "alo"
+                again = f"-{turn + 1}" if turn else ""
+                profile = args.profile_seconds if "profile" not in skip and not turn else 0
                 engines.append(
                     await engine_run(
                         bench,
@@ -234,9 +277,27 @@ async def run(args: argparse.Namespace, out: Any) -> int:
                         expected,
                         profile,
                         args.offsets_wait,
+                        label=f"b-{short}{again}",
                         workers=args.workers,
                     )
                 )
+                if secure is not None:
+                    # The same (b) run on the secured broker, right after the plaintext one.
+                    result = await engine_run(
+                        secure,
+                        secured,
+                        guarantee,
+                        expected,
+                        0,
+                        args.offsets_wait,
+                        label=f"b-{short}-secure{again}",
+                        workers=args.workers,
+                    )
+                    engines.append(
+                        dataclasses.replace(
+                            result, guarantee=f"{result.guarantee}, {secure.security.protocol}"
+                        )
+                    )
             for _ in range(0 if "a" in skip else 2):
                 ceilings.append(await ceiling(bench, data))
                 note(f"(a) ceiling: {data.probes / ceilings[-1][0]:,.0f} events/s")
@@ -246,6 +307,12 @@ async def run(args: argparse.Namespace, out: Any) -> int:
                     note(
                         f"(a) ceiling, {args.workers} processes: "
                         f"{data.probes / ceilings_n[-1][0]:,.0f} events/s"
+                    )
+                if secure is not None and need_b:
+                    secure_ceilings.append(await ceiling(secure, secured))
+                    note(
+                        f"(a) ceiling, {secure.security.protocol}: "
+                        f"{data.probes / secure_ceilings[-1][0]:,.0f} events/s"
                     )
         tracings: list[TracingResult] = []
         if need_t:
@@ -261,6 +328,11 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             await bench.cleanup()
         finally:
             await bench.admin.close()
+            if secure is not None:
+                try:
+                    await secure.cleanup()
+                finally:
+                    await secure.admin.close()
 
     # ---- the table
     n = data.probes
@@ -277,6 +349,14 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             f"  {'100%':>7}  (best of {len(ceilings)}: {runs})"
         )
         cpu_ceiling = min(c[1] for c in ceilings) / n
+    if secure is not None and secure_ceilings and best:
+        secure_best = min(c[0] for c in secure_ceilings)
+        runs = ", ".join(f"{n / c[0]:,.0f}" for c in secure_ceilings)
+        what = f"(a) ceiling over {secure.security.protocol}"
+        out(
+            f"{what:<58}{rate(n, secure_best)}  {best / secure_best:>7.0%}  (best of "
+            f"{len(secure_ceilings)}: {runs})"
+        )
     # With --workers N, (b) is judged against the ceiling in N processes: like against like.
     against = best
     if ceilings_n and best:
@@ -315,6 +395,23 @@ async def run(args: argparse.Namespace, out: Any) -> int:
                 f"    {tag}: ready -> every offset committed: NOT reached "
                 f"{args.offsets_wait:.0f} s after the last output ({e.offsets_lag:,} "
                 "records not committed)"
+            )
+    if secure is not None:
+        plain_name = bench.security.protocol
+        secure_name = secure.security.protocol
+        for guarantee in args.guarantees:
+            # Best against best, as for (a): the one the shared machine disturbed least.
+            plain_runs = [e for e in engines if e.guarantee == guarantee]
+            secure_runs = [e for e in engines if e.guarantee == f"{guarantee}, {secure_name}"]
+            if not plain_runs or not secure_runs:
+                continue
+            share = min(e.to_outputs for e in plain_runs) / min(e.to_outputs for e in secure_runs)
+            cpu = min(e.worker_cpu for e in secure_runs) / min(e.worker_cpu for e in plain_runs)
+            runs = f"best of {len(plain_runs)} each; " if len(plain_runs) > 1 else ""
+            what = f"(b) {guarantee}: {secure_name} as a share of {plain_name}"
+            out(
+                f"{what:<58}{share:>10.1%}  {'':>7}  {runs}cost {1 - share:.1%}; worker CPU "
+                f"per event x{cpu:.2f}"
             )
     off = [t.engine.to_outputs for t in tracings if not t.environment]
     for t in tracings:
@@ -448,6 +545,42 @@ async def run(args: argparse.Namespace, out: Any) -> int:
     return 0
 
 
+def secure_bench(args: argparse.Namespace, outdir: Path) -> Bench | None:
+    """The secured broker's :class:`Bench` of ``--secure-env`` (None without it): its
+    security variables from that file alone, its broker's CPU time from the data dir the
+    file is in when a broker runs there (as ``infra/kafka/up --secure`` writes it).
+
+    Raises:
+        SystemExit: no address, or a plaintext protocol (nothing secured to compare).
+        SecurityError: the file's settings do not fit together.
+    """
+    if args.secure_env is None:
+        return None
+    path = Path(args.secure_env)
+    env = read_env_file(path)
+    address = args.secure_bootstrap or env.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not address:
+        raise SystemExit(
+            f"bench/kafka.py: --secure-env {path} has no KAFKA_BOOTSTRAP_SERVERS: give "
+            "--secure-bootstrap HOST:PORT"
+        )
+    data_dir = path.resolve().parent
+    secure = Bench(
+        address,
+        outdir,
+        args.partitions,
+        dict(args.worker_env),
+        security=env,
+        broker_data=data_dir if (data_dir / "broker.pid").is_file() else None,
+    )
+    if secure.security.protocol == "PLAINTEXT":
+        raise SystemExit(
+            f"bench/kafka.py: --secure-env {path}: KAFKA_SECURITY_PROTOCOL is PLAINTEXT (or "
+            "unset): nothing secured to compare with"
+        )
+    return secure
+
+
 def loads(text: str) -> list[tuple[float, float]]:
     """``5000@0.05,200`` -> [(5000.0, 0.05), (200.0, 0.05)]: rate @ tick interval."""
     out: list[tuple[float, float]] = []
@@ -541,6 +674,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="(b) also run each guarantee over inputs with the readings of this share of the "
         "links on a partition that is not theirs (forwarded by the engine), e.g. 0.1",
     )
+    parser.add_argument(
+        "--secure-env",
+        default=None,
+        metavar="FILE",
+        help="(a)(b) also run on a secured broker: FILE holds its KAFKA_SECURITY_PROTOCOL, "
+        "KAFKA_SASL_* and KAFKA_SSL_* (and KAFKA_BOOTSTRAP_SERVERS) as NAME=VALUE lines, e.g. "
+        "the client.env that infra/kafka/up --secure writes in its data dir",
+    )
+    parser.add_argument(
+        "--secure-repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="(b) with --secure-env: runs of each guarantee on each broker, taking turns; the "
+        "share row compares the best of each",
+    )
+    parser.add_argument(
+        "--secure-bootstrap",
+        default=None,
+        metavar="HOST:PORT",
+        help="the secured broker (default: --secure-env's KAFKA_BOOTSTRAP_SERVERS)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="broker (default: infra/kafka/up)")
     parser.add_argument("--out", default=None, help="directory for worker logs and profiles")
@@ -548,6 +703,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(args.skip) - set(PARTS)
     if unknown:
         parser.error(f"--skip: unknown part(s) {', '.join(sorted(unknown))}")
+    if args.secure_bootstrap and not args.secure_env:
+        parser.error(
+            "--secure-bootstrap needs --secure-env FILE: the secured broker's security "
+            "settings (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*)"
+        )
     args.guarantees = list(GUARANTEES) if args.guarantee == "both" else [args.guarantee]
     args.main_guarantee = args.guarantees[0]
     print("$ " + shlex.join(sys.orig_argv), flush=True)

@@ -127,17 +127,24 @@ Message = (
 )
 
 
-async def publish(bootstrap: str, messages: Iterable[Message], *, sign: bool = True) -> int:
+async def publish(
+    bootstrap: str,
+    messages: Iterable[Message],
+    *,
+    sign: bool = True,
+    security: KafkaSecurity | None = None,
+) -> int:
     """Send (topic, key, value, partition[, headers]) in order with one idempotent producer;
     a tick is sent tagged with :data:`TEST_TICK_SECRET` (:func:`signed`) unless ``sign`` is
-    false."""
+    false. ``security``: how to connect (by default :func:`client_options`, the
+    environment's)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
         linger_ms=5,
         max_request_size=BIG,
         max_batch_size=1024 * 1024,
-        **client_options(),
+        **(security.client_options() if security is not None else client_options()),
     )
     await producer.start()
     try:

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
 
 import orjson
 from aiokafka import (  # type: ignore[import-untyped]
@@ -17,19 +18,22 @@ from aiokafka import (  # type: ignore[import-untyped]
 
 from bench.kafkabench.common import ROOT, Bench, Inputs
 from streams.config import INPUT_MAX_MESSAGE_BYTES
+from streams.security import KafkaSecurity
 
 
 @contextlib.asynccontextmanager
 async def ceiling_reader(
-    bootstrap: str, topic: str, partitions: Iterable[int]
+    bootstrap: str, topic: str, partitions: Iterable[int], options: Mapping[str, Any]
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, int]]:
-    """A plain consumer assigned ``partitions`` of ``topic`` from the beginning, start offsets
-    resolved (before any timing), and how many records they hold."""
+    """A plain consumer (``options``: aiokafka's connection arguments) assigned
+    ``partitions`` of ``topic`` from the beginning, start offsets resolved (before any
+    timing), and how many records they hold."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=INPUT_MAX_MESSAGE_BYTES + 64 * 1024,
+        **options,
     )
     try:
         await consumer.start()
@@ -59,10 +63,9 @@ async def read_ceiling(consumer: AIOKafkaConsumer, wanted: int) -> None:
 async def ceiling(bench: Bench, data: Inputs) -> tuple[float, float]:
     """aiokafka getmany + orjson.loads of the whole link-status topic: (seconds, CPU s)."""
     s = data.settings
-    async with ceiling_reader(bench.bootstrap, s.topic_link_status, range(s.partitions)) as (
-        consumer,
-        wanted,
-    ):
+    async with ceiling_reader(
+        bench.bootstrap, s.topic_link_status, range(s.partitions), bench.client_options()
+    ) as (consumer, wanted):
         assert wanted == data.link_messages, (wanted, data.link_messages)
         wall, cpu = time.perf_counter(), time.process_time()
         await read_ceiling(consumer, wanted)
@@ -71,8 +74,10 @@ async def ceiling(bench: Bench, data: Inputs) -> tuple[float, float]:
 
 async def ceiling_child(bootstrap: str, topic: str, partitions: list[int]) -> None:
     """One process of :func:`ceiling_processes`: read ``partitions`` of ``topic`` as
-    :func:`ceiling` does, once told to go; print ``ready``, then ``done <CPU seconds>``."""
-    async with ceiling_reader(bootstrap, topic, partitions) as (consumer, wanted):
+    :func:`ceiling` does, once told to go; print ``ready``, then ``done <CPU seconds>``.
+    It connects as the security variables of its environment say (its bench's broker's)."""
+    options = KafkaSecurity.from_env().client_options()
+    async with ceiling_reader(bootstrap, topic, partitions, options) as (consumer, wanted):
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         cpu = time.process_time()
@@ -90,6 +95,7 @@ async def ceiling_processes(bench: Bench, data: Inputs, processes: int) -> tuple
             s.topic_link_status,
             ",".join(str(p) for p in range(s.partitions) if p % processes == number),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=bench.process_env(),
         )
         for number in range(processes)
     ]  # fmt: skip

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +35,8 @@ from harness.broker import Message, isolated_env, publish, signed
 from harness.broker import route as line_route
 from streams.codec import tick_event
 from streams.config import Settings
+from streams.security import VARIABLES as SECURITY_VARIABLES
+from streams.security import KafkaSecurity
 from streams.topics import TopicSpec, ensure_topics, partition_for, topic_specs
 from workflows.engine import TICK_KEY
 from workflows.operators import sign_override
@@ -114,32 +116,90 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def broker_pid() -> int | None:
-    """The pid of the broker infra/kafka/up started, to report its CPU time (or None)."""
+def broker_pid(data_dir: Path | None = None) -> int | None:
+    """The pid of the broker infra/kafka/up started in ``data_dir`` (by default
+    ``KAFKA_DATA_DIR``'s), to report its CPU time (or None)."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    data = Path(os.environ.get("KAFKA_DATA_DIR") or Path(cache) / "failover-kafka")
+    data = data_dir or Path(os.environ.get("KAFKA_DATA_DIR") or Path(cache) / "failover-kafka")
     with contextlib.suppress(OSError, ValueError):
         return int((data / "broker.pid").read_text().split()[0])
     return None
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=VALUE`` lines of a file such as the ``client.env`` that ``infra/kafka/up
+    --secure`` writes (blank lines, ``#`` comments, ``export`` and quotes allowed).
+
+    Raises:
+        SystemExit: the file cannot be read, or a line is not ``NAME=VALUE`` (the message
+            names the line's number, never its value).
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SystemExit(f"{path}: cannot read it: {exc.strerror}") from None
+    env: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise SystemExit(f"{path}, line {number}: not NAME=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[name] = value
+    return env
+
+
 class Bench:
-    """What one run of the benchmark created, so that it can all be undone."""
+    """What one run of the benchmark created on one broker, so that it can all be undone.
+
+    ``security`` holds the ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*`` and ``KAFKA_SSL_*``
+    variables of this broker (by default this process's): every client of the bench (admin,
+    producers, readers, the ceiling's processes) and every worker it starts connect with
+    them, and with no other security variable of this process's environment."""
 
     def __init__(
-        self, bootstrap: str, out: Path, partitions: int, extra_env: dict[str, str] | None = None
+        self,
+        bootstrap: str,
+        out: Path,
+        partitions: int,
+        extra_env: dict[str, str] | None = None,
+        *,
+        security: Mapping[str, str] | None = None,
+        broker_data: Path | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.out = out
         self.partitions = partitions
         self.extra_env = extra_env or {}
+        source = os.environ if security is None else security
+        self.security_env = {v: source[v] for v in SECURITY_VARIABLES if source.get(v)}
+        self.security = KafkaSecurity.from_env(self.security_env)
+        self.broker_data = broker_data
         self.run = uuid.uuid4().hex[:8]
         self.topics: set[str] = set()
         self.workers: list[Worker] = []
         self.helpers: list[subprocess.Popen[bytes]] = []
         self.readers: list[Outputs] = []
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **self.client_options())
         self.failover = self._failover_command()
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka's connection arguments for this broker (a new TLS context each call)."""
+        return self.security.client_options()
+
+    def process_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A child process's environment: this process's, without its security variables,
+        then this broker's, then ``env``."""
+        inherited = {k: v for k, v in os.environ.items() if k not in SECURITY_VARIABLES}
+        return {**inherited, **self.security_env, **(env or {})}
+
+    def broker_pid(self) -> int | None:
+        return broker_pid(self.broker_data)
 
     @staticmethod
     def _failover_command() -> list[str]:
@@ -163,6 +223,9 @@ class Bench:
             self.out / f"{label}-data",
             lambda purpose: self.name(f"{label}-{purpose}"),
         )
+        for variable in SECURITY_VARIABLES:  # this broker's, not this process's
+            env.pop(variable, None)
+        env.update(self.security_env)
         if inputs is not None:
             env["FAILOVER_TOPIC_LINK_STATUS"] = inputs.topic_link_status
             env["FAILOVER_TOPIC_OVERRIDES"] = inputs.topic_overrides
@@ -183,20 +246,24 @@ class Bench:
                 "__assignor-__leader",
             )
         )
-        await ensure_topics(settings.bootstrap_servers, specs, settings.replication)
+        await ensure_topics(
+            settings.bootstrap_servers, specs, settings.replication, security=settings.security
+        )
 
     def start_worker(self, label: str, env: dict[str, str], *, own_otel: bool = False) -> Worker:
         """Start ``failover worker``; with ``own_otel``, the ``OTEL_*`` variables are those of
         ``env`` alone (none inherited from this process)."""
         log = self.out / f"worker-{label}.log"
         inherited = {
-            k: v for k, v in os.environ.items() if not (own_otel and k.startswith("OTEL_"))
+            k: v
+            for k, v in self.process_env(env).items()
+            if not (own_otel and k.startswith("OTEL_") and k not in env)
         }
         with log.open("wb") as handle:
             spawned = time.time()
             process = subprocess.Popen(
                 self.failover,
-                env={**inherited, **env, "PYTHONUNBUFFERED": "1"},
+                env={**inherited, "PYTHONUNBUFFERED": "1"},
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 cwd=self.out,
@@ -221,7 +288,7 @@ class Bench:
 
     def reader(self, topics: Sequence[str]) -> Outputs:
         """An :class:`Outputs` that :meth:`cleanup` stops if its user did not."""
-        reader = Outputs(self.bootstrap, topics)
+        reader = Outputs(self.bootstrap, topics, self.client_options())
         self.readers.append(reader)
         return reader
 
@@ -250,8 +317,11 @@ class Bench:
 Headers = list[tuple[str, bytes]]
 
 
-async def end_offsets(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def end_offsets(
+    bootstrap: str, tps: list[TopicPartition], options: Mapping[str, Any] | None = None
+) -> dict[TopicPartition, int]:
+    """The end offset of each partition; ``options``: aiokafka's connection arguments."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **(options or {}))
     try:
         await consumer.start()
         return dict(await consumer.end_offsets(tps))
@@ -259,11 +329,16 @@ async def end_offsets(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPa
         await consumer.stop()
 
 
-async def after_last_record(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def after_last_record(
+    bootstrap: str, tps: list[TopicPartition], options: Mapping[str, Any] | None = None
+) -> dict[TopicPartition, int]:
     """The offset after the last record of each partition, read_committed: a topic written
     in transactions ends with commit markers, which no consumer sees and none commits."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        **(options or {}),
     )
     try:
         await consumer.start()
@@ -294,7 +369,12 @@ class Output:
 class Outputs:
     """A read_committed reader of output topics, from the beginning, noting arrival times."""
 
-    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.topics = list(topics)
         self.records: list[Output] = []
         self.stopped = False
@@ -305,6 +385,7 @@ class Outputs:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=BIG,
             fetch_max_wait_ms=20,
+            **(options or {}),
         )
 
     async def start(self, partitions: int) -> None:
@@ -541,7 +622,7 @@ async def publish_inputs(
         if spec.name in (s.topic_link_status, s.topic_overrides, s.topic_feedback)
     ]
     bench.topics.update(spec.name for spec in specs)
-    await ensure_topics(s.bootstrap_servers, specs, s.replication)
+    await ensure_topics(s.bootstrap_servers, specs, s.replication, security=s.security)
     messages: list[Message] = []
     parents = probe_traceparents(traced or 0.0, len(data.lines))
     tick_key = TICK_KEY.encode()
@@ -567,13 +648,14 @@ async def publish_inputs(
     data.link_messages = sum(m[0] == s.topic_link_status for m in messages)
     data.bytes = sum(len(m[2]) for m in messages if m[0] == s.topic_link_status)
     began = time.perf_counter()
-    await publish(bench.bootstrap, messages, sign=False)  # route signed the ticks
+    # route signed the ticks
+    await publish(bench.bootstrap, messages, sign=False, security=bench.security)
     elapsed = time.perf_counter() - began
     tps = [
         TopicPartition(t, p)
         for t in (s.topic_link_status, s.topic_overrides, s.topic_feedback)
         for p in range(s.partitions)
     ]
-    data.ends = await end_offsets(bench.bootstrap, tps)
+    data.ends = await end_offsets(bench.bootstrap, tps, bench.client_options())
     assert sum(data.ends.values()) == data.messages
     return elapsed

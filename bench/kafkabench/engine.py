@@ -25,7 +25,6 @@ from bench.kafkabench.common import (
     Output,
     Worker,
     after_last_record,
-    broker_pid,
     cpu_seconds,
     note,
 )
@@ -145,7 +144,7 @@ async def engine_run(
         [s.topic_transitions, s.topic_commands, s.topic_audit, s.topic_deadletter]
     )
     await outputs.start(s.partitions)
-    broker = broker_pid()
+    broker = bench.broker_pid()
     group = [
         bench.start_worker(label if i == 0 else f"{label}-{i}", env, own_otel=own_otel)
         for i in range(workers)
@@ -183,7 +182,8 @@ async def engine_run(
         broker_cpu = cpu_seconds(broker) - broker0 if broker else None
         note(f"{what}: every sentinel output after {done - ready:.1f} s; offsets...")
         changes = [TopicPartition(s.topic_changes, p) for p in range(s.partitions)]
-        target = {**data.ends, **await after_last_record(bench.bootstrap, changes)}
+        ends = await after_last_record(bench.bootstrap, changes, bench.client_options())
+        target = {**data.ends, **ends}
         to_offsets: float | None = None
         lag = 0
         deadline = done + offsets_wait

@@ -128,7 +128,10 @@ async def latency_run(
         note(f"(c) only {len(targets)} services for {wanted} overrides: --sites is small")
     order = [link.id for link in links]
     producer = AIOKafkaProducer(
-        bootstrap_servers=bench.bootstrap, enable_idempotence=True, linger_ms=1
+        bootstrap_servers=bench.bootstrap,
+        enable_idempotence=True,
+        linger_ms=1,
+        **bench.client_options(),
     )
     sent_at: dict[str, float] = {}
     down_at: dict[str, float] = {}
@@ -190,7 +193,7 @@ async def latency_run(
         await asyncio.gather(*(future for future in futures if not future.done()))
         phases.append((time.time(), "every input acked"))
         links_tps = [TopicPartition(s.topic_link_status, p) for p in range(n)]
-        ends = await end_offsets(bench.bootstrap, links_tps)
+        ends = await end_offsets(bench.bootstrap, links_tps, bench.client_options())
         committed = await bench.committed(s.app_id)
         phases.append((time.time(), "lag read"))
         lag = sum(ends[tp] - committed.get(tp, 0) for tp in links_tps)

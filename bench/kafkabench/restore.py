@@ -169,11 +169,16 @@ async def restore_run(bench: Bench, args: argparse.Namespace) -> RestoreResult:
         for p, table in enumerate(tables)
         for key, value in table.data.items()
     ]
-    await publish(bench.bootstrap, records, sign=False)
+    await publish(bench.bootstrap, records, sign=False, security=bench.security)
     # The new input, waiting when the worker starts: an override, and the tick that applies it.
     _, tick = tick_event(t0 + 30 * SECOND)
     new = [override(probe, f"override/{probe}/{bench.run}", t0 + 20 * SECOND), tick]
-    await publish(bench.bootstrap, [m for raw in new for m in route(s, raw)], sign=False)
+    await publish(
+        bench.bootstrap,
+        [m for raw in new for m in route(s, raw)],
+        sign=False,
+        security=bench.security,
+    )
     outputs = bench.reader([s.topic_commands])
     await outputs.start(n)
     note(f"(d) {len(records):,} changelog records written; starting a fresh worker")
