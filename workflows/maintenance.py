@@ -40,11 +40,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
+from workflows.grants import Operator
 from workflows.health import DOWN, service_health
 from workflows.operators import (
     KEY_ATTRIBUTE,
     MAINTENANCE,
-    Operator,
     audit,
     authenticate,
     stale_reason,

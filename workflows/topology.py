@@ -32,7 +32,7 @@ import jsonschema_rs
 import yaml
 
 from schemas import load_schema
-from workflows.operators import Operator, decode_public_key, grants_of
+from workflows.grants import Operator, decode_public_key, grants_of
 from workflows.timeutil import parse_duration
 
 __all__ = [
@@ -232,7 +232,8 @@ class Topology:
     services: Mapping[str, Service]
     services_by_link: Mapping[str, tuple[str, ...]]
     policy: Policy
-    #: Who may send overrides (workflows/operators.py); none: every signed override refused.
+    #: Who may send overrides (workflows/grants.py; workflows/operators.py checks them); none:
+    #: every signed override refused.
     operators: Mapping[str, Operator] = field(default_factory=dict)
     #: ``unsigned_overrides: accept``: an override without a signature is taken (development).
     unsigned_overrides: bool = False
