@@ -14,6 +14,7 @@ applied nor dropped), and a flood at one instant cannot grow a link's state.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
 from workflows.health import DOWN, HEALTH, HEALTHY, IMPAIRED, TICK, order_key
@@ -210,32 +211,7 @@ class LinkStage:
         """
         if self.watermark is not None and time <= self.watermark:
             return []
-        first = self.watermark is None
-        if first and known:
-            for link, policy in self._policy.items():
-                if link not in self.states:
-                    state = self.states[link] = LinkState()
-                    state.last_seen = time
-                    self._arm(link, state, time + policy.stale_after)
-        changes: list[HealthChange] = []
-        timers = self._timers
-        while timers and timers[0][0] <= time:
-            deadline, link = heapq.heappop(timers)
-            woken = self.states.get(link)
-            if woken is None or woken.timer != deadline:
-                continue  # superseded by an earlier deadline, or its reading was undone
-            woken.timer = None
-            saved = _snapshot(woken)  # unarmed: a link whose timer raised waits for a reading
-            try:
-                change = self._wake(link, woken, time, tick_id)
-            except Exception as exc:  # one link's fault stops neither the tick nor the others
-                if fatal(exc):
-                    raise
-                restore(woken, saved)
-                self.failures.append((link, internal_error(exc)))
-                continue
-            if change is not None:
-                changes.append(change)
+        changes = self._advance(time, tick_id, None, known)
         # Only now: what the timers found happened at this tick, not after it.
         self.watermark = time
         return changes
@@ -254,36 +230,73 @@ class LinkStage:
         """Apply ``ticks`` (``(time, id)``, in order, each after the stage's watermark) to
         ``link`` alone, as :meth:`on_tick` would have, and leave the stage's watermark as it
         was: for a link about to move to a stage that has applied them already. Returns the
-        link's changes, in order."""
+        link's changes, in order.
+
+        Raises:
+            KeyError: ``link`` is not one of the stage's.
+        """
+        if link not in self._policy:
+            raise KeyError(link)
         changes: list[HealthChange] = []
-        policy = self._policy[link]
         before = self.watermark
         try:
             for time, tick_id in ticks:
                 if self.watermark is not None and time <= self.watermark:
                     continue
-                state = self.states.get(link)
-                if state is None and self.watermark is None:  # its first tick: the clock starts
-                    state = self.states[link] = LinkState()
-                    state.last_seen = time
-                    self._arm(link, state, time + policy.stale_after)
-                if state is not None and state.timer is not None and state.timer <= time:
-                    state.timer = None
-                    saved = _snapshot(state)
-                    try:
-                        change = self._wake(link, state, time, tick_id)
-                    except Exception as exc:
-                        if fatal(exc):
-                            raise
-                        restore(state, saved)
-                        self.failures.append((link, internal_error(exc)))
-                        change = None
-                    if change is not None:
-                        changes.append(change)
+                changes += self._advance(time, tick_id, link, True)
                 self.watermark = time
         finally:
             self.watermark = before
         return changes
+
+    def _advance(
+        self, time: int, tick_id: str, only: str | None, known: bool
+    ) -> list[HealthChange]:
+        """One tick at ``time`` (after the watermark, which the caller then moves) for every
+        link of the stage, or for link ``only`` alone: the first tick starts the staleness
+        clock of the links that have never reported (with ``known``), then each link whose
+        timer is due wakes. A link whose wake raises is left as it was, unarmed (it waits
+        for a reading), and listed in :attr:`failures`."""
+        if self.watermark is None and known:
+            policies = self._policy
+            for link in policies if only is None else (only,):
+                if link not in self.states:
+                    state = self.states[link] = LinkState()
+                    state.last_seen = time
+                    self._arm(link, state, time + policies[link].stale_after)
+        changes: list[HealthChange] = []
+        for link, state in self._due(time) if only is None else self._due_one(only, time):
+            state.timer = None
+            saved = _snapshot(state)
+            try:
+                change = self._wake(link, state, time, tick_id)
+            except Exception as exc:  # one link's fault stops neither the tick nor the others
+                if fatal(exc):
+                    raise
+                restore(state, saved)
+                self.failures.append((link, internal_error(exc)))
+                continue
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def _due(self, time: int) -> Iterator[tuple[str, LinkState]]:
+        """The links whose timers are due at ``time``, taken from the heap one at a time, as
+        they wake (a link woken may arm its next deadline: the heap is read as it is then)."""
+        timers = self._timers
+        while timers and timers[0][0] <= time:
+            deadline, link = heapq.heappop(timers)
+            state = self.states.get(link)
+            if state is not None and state.timer == deadline:
+                yield link, state
+            # else: superseded by an earlier deadline, or its reading was undone
+
+    def _due_one(self, link: str, time: int) -> tuple[tuple[str, LinkState], ...]:
+        """``link``, if its timer is due at ``time`` (its entry stays in the heap, stale)."""
+        state = self.states.get(link)
+        if state is None or state.timer is None or state.timer > time:
+            return ()
+        return ((link, state),)
 
     def _wake(self, link: str, state: LinkState, time: int, tick_id: str) -> HealthChange | None:
         policy = self._policy[link]
