@@ -14,7 +14,7 @@ applied nor dropped), and a flood at one instant cannot grow a link's state.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
 
 from workflows.health import DOWN, HEALTH, HEALTHY, IMPAIRED, TICK, order_key
@@ -211,7 +211,16 @@ class LinkStage:
         """
         if self.watermark is not None and time <= self.watermark:
             return []
-        changes = self._advance(time, tick_id, None, known)
+        if self.watermark is None and known:
+            self._start_clocks(self._policy, time)
+        changes: list[HealthChange] = []
+        timers = self._timers
+        while timers and timers[0][0] <= time:
+            deadline, link = heapq.heappop(timers)
+            woken = self.states.get(link)
+            if woken is None or woken.timer != deadline:
+                continue  # superseded by an earlier deadline, or its reading was undone
+            self._wake_one(link, woken, time, tick_id, changes)
         # Only now: what the timers found happened at this tick, not after it.
         self.watermark = time
         return changes
@@ -232,6 +241,9 @@ class LinkStage:
         was: for a link about to move to a stage that has applied them already. Returns the
         link's changes, in order.
 
+        The same steps as :meth:`on_tick`, for one link: its clock starts at the first tick,
+        and it wakes when its own timer is due (its entry stays in the heap, stale).
+
         Raises:
             KeyError: ``link`` is not one of the stage's.
         """
@@ -243,60 +255,43 @@ class LinkStage:
             for time, tick_id in ticks:
                 if self.watermark is not None and time <= self.watermark:
                     continue
-                changes += self._advance(time, tick_id, link, True)
+                if self.watermark is None:
+                    self._start_clocks((link,), time)
+                state = self.states.get(link)
+                if state is not None and state.timer is not None and state.timer <= time:
+                    self._wake_one(link, state, time, tick_id, changes)
                 self.watermark = time
         finally:
             self.watermark = before
         return changes
 
-    def _advance(
-        self, time: int, tick_id: str, only: str | None, known: bool
-    ) -> list[HealthChange]:
-        """One tick at ``time`` (after the watermark, which the caller then moves) for every
-        link of the stage, or for link ``only`` alone: the first tick starts the staleness
-        clock of the links that have never reported (with ``known``), then each link whose
-        timer is due wakes. A link whose wake raises is left as it was, unarmed (it waits
-        for a reading), and listed in :attr:`failures`."""
-        if self.watermark is None and known:
-            policies = self._policy
-            for link in policies if only is None else (only,):
-                if link not in self.states:
-                    state = self.states[link] = LinkState()
-                    state.last_seen = time
-                    self._arm(link, state, time + policies[link].stale_after)
-        changes: list[HealthChange] = []
-        for link, state in self._due(time) if only is None else self._due_one(only, time):
-            state.timer = None
-            saved = _snapshot(state)
-            try:
-                change = self._wake(link, state, time, tick_id)
-            except Exception as exc:  # one link's fault stops neither the tick nor the others
-                if fatal(exc):
-                    raise
-                restore(state, saved)
-                self.failures.append((link, internal_error(exc)))
-                continue
-            if change is not None:
-                changes.append(change)
-        return changes
+    def _start_clocks(self, links: Iterable[str], time: int) -> None:
+        """The first tick, at ``time``: those of ``links`` that have never reported start
+        their staleness clock."""
+        for link in links:
+            if link not in self.states:
+                state = self.states[link] = LinkState()
+                state.last_seen = time
+                self._arm(link, state, time + self._policy[link].stale_after)
 
-    def _due(self, time: int) -> Iterator[tuple[str, LinkState]]:
-        """The links whose timers are due at ``time``, taken from the heap one at a time, as
-        they wake (a link woken may arm its next deadline: the heap is read as it is then)."""
-        timers = self._timers
-        while timers and timers[0][0] <= time:
-            deadline, link = heapq.heappop(timers)
-            state = self.states.get(link)
-            if state is not None and state.timer == deadline:
-                yield link, state
-            # else: superseded by an earlier deadline, or its reading was undone
-
-    def _due_one(self, link: str, time: int) -> tuple[tuple[str, LinkState], ...]:
-        """``link``, if its timer is due at ``time`` (its entry stays in the heap, stale)."""
-        state = self.states.get(link)
-        if state is None or state.timer is None or state.timer > time:
-            return ()
-        return ((link, state),)
+    def _wake_one(
+        self, link: str, state: LinkState, time: int, tick_id: str, changes: list[HealthChange]
+    ) -> None:
+        """Wake ``link``, whose timer is due at ``time``; its change, if any, to ``changes``.
+        If waking it raises, it is left as it was, unarmed (it waits for a reading), and
+        listed in :attr:`failures`: one link's fault stops neither the tick nor the others."""
+        state.timer = None
+        saved = _snapshot(state)
+        try:
+            change = self._wake(link, state, time, tick_id)
+        except Exception as exc:
+            if fatal(exc):
+                raise
+            restore(state, saved)
+            self.failures.append((link, internal_error(exc)))
+            return
+        if change is not None:
+            changes.append(change)
 
     def _wake(self, link: str, state: LinkState, time: int, tick_id: str) -> HealthChange | None:
         policy = self._policy[link]
