@@ -65,16 +65,13 @@ def blast_radius(topology: Topology) -> dict[str, dict[str, Any]]:
     """Per link and per provider: ``carries`` (services requiring any of its links) and
     ``takes_down`` (services with a requirement all of whose links are its own: losing them
     leaves that requirement, so the service, down)."""
-    providers: dict[str, set[str]] = {}
-    for link in topology.links.values():
-        providers.setdefault(link.provider, set()).add(link.id)
     out: dict[str, dict[str, Any]] = {"links": {}, "providers": {}}
     order = {service: i for i, service in enumerate(topology.services)}
     for link_id in topology.links:
         out["links"][link_id] = _radius(topology, {link_id}, order)
-    for provider, links in sorted(providers.items()):
-        entry = _radius(topology, links, order)
-        out["providers"][provider] = {"links": sorted(links), **entry}
+    for provider, links in sorted(topology.links_by_provider.items()):
+        entry = _radius(topology, set(links), order)
+        out["providers"][provider] = {"links": list(links), **entry}
     return out
 
 

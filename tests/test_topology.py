@@ -75,6 +75,10 @@ def test_design_example_loads(tmp_path: Path) -> None:
         "telkom-sto-pattimura": ("ektp", "surat-pindah"),
         "backup-4g": ("surat-pindah",),
     }
+    assert topology.links_by_provider == {
+        "other": ("backup-4g",),
+        "telkom": ("telkom-sto-pattimura",),
+    }
 
 
 def test_policy_defaults_in_microseconds(tmp_path: Path) -> None:

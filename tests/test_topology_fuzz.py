@@ -76,6 +76,10 @@ def check_topology(topology: Topology) -> None:
         check_policy(service.policy)
     for link in topology.links.values():
         check_link_policy(link.policy)
+        assert link.id in topology.links_by_provider[link.provider]
+    for provider, links in topology.links_by_provider.items():
+        assert list(links) == sorted(links)
+        assert all(topology.links[link].provider == provider for link in links)
 
 
 def check_policy(policy: Any) -> None:

@@ -383,6 +383,46 @@ def test_an_operators_transition_hangs_from_the_override(
     assert context_of(sent.headers)[0] == probe(5)[0]
 
 
+@pytest.mark.parametrize("sampled", [True, False], ids=["batch sampled", "batch sampled out"])
+def test_an_override_is_parsed_once_for_its_id_and_its_context(
+    topology: Topology, monkeypatch: pytest.MonkeyPatch, sampled: bool
+) -> None:
+    """An override whose trace context is the CloudEvent's attribute (no header): its value
+    is parsed once, for both its context and its id, whether the batch's span links to it
+    (sampled) or not; the transition it causes still hangs from that context."""
+    import streams.tracing.kafka as kafka_tracing
+
+    parsed: list[bytes] = []
+    real = kafka_tracing.parse
+
+    def counted(raw: bytes) -> dict[str, Any] | None:
+        parsed.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(kafka_tracing, "parse", counted)
+    telemetry, exporter, _ = memory(ParentBased(ALWAYS_ON if sampled else ALWAYS_OFF))
+    tracing = KafkaTracing(telemetry, topology, kafka=TOPICS)
+    trace_id, span_id = probe(7)
+    override = {"id": "override/ektp/7", "type": "operator.override.v1", "subject": "ektp",
+                "traceparent": f"00-{trace_id:032x}-{span_id:016x}-01"}  # fmt: skip
+    value = orjson.dumps(override)
+    record = In(5, value, (), TOPICS.overrides, 3)
+    with tracing.process(TOPICS.overrides, 3, GROUP, [record]) as batch:
+        batch.handled(record, [])
+    assert parsed == [value]
+    forced = transition("online", "manual", "operator-force", "override/ektp/7")
+    tick = In(6, b'{"id":"tick/2","type":"clock.tick.v1"}', (), TOPICS.feedback, 3)
+    with tracing.process(TOPICS.feedback, 3, GROUP, [tick]) as batch:
+        [sent] = batch.handled(tick, [emitted(TOPICS.transitions, forced)])
+    assert context_of(sent.headers)[0] == trace_id
+    if sampled:
+        [batch_span] = [s for s in exporter.get_finished_spans() if s.name.endswith("overrides")]
+        assert [(link.context.trace_id, link.context.span_id) for link in batch_span.links] == [
+            (trace_id, span_id)
+        ]
+    telemetry.shutdown()
+
+
 def test_commands_outside_a_transition_hang_from_their_records_context(
     story: tuple[KafkaTracing, InMemorySpanExporter],
 ) -> None:

@@ -7,7 +7,8 @@ A reading guide, in the order data flows:
 - :mod:`workflows.links` - stage 1, keyed by link: probe readings to health changes.
 - :mod:`workflows.health` - health levels, and the order stage 2 applies its inputs in.
 - :mod:`workflows.service` - stage 2, keyed by service: the state machines, the commands.
-- :mod:`workflows.operators` - who may steer the engine: keys, grants, signed overrides.
+- :mod:`workflows.grants` - the topology's operators: their keys and grants.
+- :mod:`workflows.operators` - who may steer the engine: signed overrides, verified.
 - :mod:`workflows.maintenance` - planned outages: windows announced, started, quiet, ended.
 - :mod:`workflows.notices` - what people are told, in Indonesian and English.
 - :mod:`workflows.replay` - the whole core over a file: ``failover replay``.

@@ -14,6 +14,7 @@ applied nor dropped), and a flood at one instant cannot grow a link's state.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
 
 from workflows.health import DOWN, HEALTH, HEALTHY, IMPAIRED, TICK, order_key
@@ -210,13 +211,8 @@ class LinkStage:
         """
         if self.watermark is not None and time <= self.watermark:
             return []
-        first = self.watermark is None
-        if first and known:
-            for link, policy in self._policy.items():
-                if link not in self.states:
-                    state = self.states[link] = LinkState()
-                    state.last_seen = time
-                    self._arm(link, state, time + policy.stale_after)
+        if self.watermark is None and known:
+            self._start_clocks(self._policy, time)
         changes: list[HealthChange] = []
         timers = self._timers
         while timers and timers[0][0] <= time:
@@ -224,18 +220,7 @@ class LinkStage:
             woken = self.states.get(link)
             if woken is None or woken.timer != deadline:
                 continue  # superseded by an earlier deadline, or its reading was undone
-            woken.timer = None
-            saved = _snapshot(woken)  # unarmed: a link whose timer raised waits for a reading
-            try:
-                change = self._wake(link, woken, time, tick_id)
-            except Exception as exc:  # one link's fault stops neither the tick nor the others
-                if fatal(exc):
-                    raise
-                restore(woken, saved)
-                self.failures.append((link, internal_error(exc)))
-                continue
-            if change is not None:
-                changes.append(change)
+            self._wake_one(link, woken, time, tick_id, changes)
         # Only now: what the timers found happened at this tick, not after it.
         self.watermark = time
         return changes
@@ -254,36 +239,59 @@ class LinkStage:
         """Apply ``ticks`` (``(time, id)``, in order, each after the stage's watermark) to
         ``link`` alone, as :meth:`on_tick` would have, and leave the stage's watermark as it
         was: for a link about to move to a stage that has applied them already. Returns the
-        link's changes, in order."""
+        link's changes, in order.
+
+        The same steps as :meth:`on_tick`, for one link: its clock starts at the first tick,
+        and it wakes when its own timer is due (its entry stays in the heap, stale).
+
+        Raises:
+            KeyError: ``link`` is not one of the stage's.
+        """
+        if link not in self._policy:
+            raise KeyError(link)
         changes: list[HealthChange] = []
-        policy = self._policy[link]
         before = self.watermark
         try:
             for time, tick_id in ticks:
                 if self.watermark is not None and time <= self.watermark:
                     continue
+                if self.watermark is None:
+                    self._start_clocks((link,), time)
                 state = self.states.get(link)
-                if state is None and self.watermark is None:  # its first tick: the clock starts
-                    state = self.states[link] = LinkState()
-                    state.last_seen = time
-                    self._arm(link, state, time + policy.stale_after)
                 if state is not None and state.timer is not None and state.timer <= time:
-                    state.timer = None
-                    saved = _snapshot(state)
-                    try:
-                        change = self._wake(link, state, time, tick_id)
-                    except Exception as exc:
-                        if fatal(exc):
-                            raise
-                        restore(state, saved)
-                        self.failures.append((link, internal_error(exc)))
-                        change = None
-                    if change is not None:
-                        changes.append(change)
+                    self._wake_one(link, state, time, tick_id, changes)
                 self.watermark = time
         finally:
             self.watermark = before
         return changes
+
+    def _start_clocks(self, links: Iterable[str], time: int) -> None:
+        """The first tick, at ``time``: those of ``links`` that have never reported start
+        their staleness clock."""
+        for link in links:
+            if link not in self.states:
+                state = self.states[link] = LinkState()
+                state.last_seen = time
+                self._arm(link, state, time + self._policy[link].stale_after)
+
+    def _wake_one(
+        self, link: str, state: LinkState, time: int, tick_id: str, changes: list[HealthChange]
+    ) -> None:
+        """Wake ``link``, whose timer is due at ``time``; its change, if any, to ``changes``.
+        If waking it raises, it is left as it was, unarmed (it waits for a reading), and
+        listed in :attr:`failures`: one link's fault stops neither the tick nor the others."""
+        state.timer = None
+        saved = _snapshot(state)
+        try:
+            change = self._wake(link, state, time, tick_id)
+        except Exception as exc:
+            if fatal(exc):
+                raise
+            restore(state, saved)
+            self.failures.append((link, internal_error(exc)))
+            return
+        if change is not None:
+            changes.append(change)
 
     def _wake(self, link: str, state: LinkState, time: int, tick_id: str) -> HealthChange | None:
         policy = self._policy[link]

@@ -40,11 +40,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
+from workflows.grants import Operator
 from workflows.health import DOWN, service_health
 from workflows.operators import (
     KEY_ATTRIBUTE,
     MAINTENANCE,
-    Operator,
     audit,
     authenticate,
     stale_reason,
@@ -133,7 +133,7 @@ def _unknown(topology: Topology, kind: str, targets: tuple[str, ...]) -> str | N
     elif kind == "site":
         if targets[0] not in topology.sites:
             return f"not-applicable: no site {targets[0][:128]!r} in the topology"
-    elif not any(link.provider == targets[0] for link in topology.links.values()):
+    elif targets[0] not in topology.links_by_provider:
         return f"not-applicable: no link of provider {targets[0][:128]!r} in the topology"
     return None
 
@@ -142,8 +142,7 @@ def _links_of(topology: Topology, kind: str, targets: tuple[str, ...]) -> tuple[
     if kind == "links":
         return targets
     if kind == "provider":
-        return tuple(sorted(lid for lid, link in topology.links.items()
-                            if link.provider == targets[0]))  # fmt: skip
+        return topology.links_by_provider.get(targets[0], ())
     return ()
 
 

@@ -1,4 +1,5 @@
-"""Who may steer the engine: operators, their keys and grants, and signed overrides.
+"""Who may steer the engine: signed overrides, verified against the topology's operators, their
+keys and grants (:mod:`workflows.grants`).
 
 An override (``operator.override.v1``) is an order to a city's service: force it to manual,
 release its hold, pin or unpin it. Anyone who can write to the overrides topic could send
@@ -27,19 +28,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import nacl.exceptions
 import nacl.signing
 import orjson
 
+from workflows.grants import Operator
 from workflows.records import AUDIT, Emitted, cloudevent, output_id
 from workflows.timeutil import format_duration, format_time
-
-if TYPE_CHECKING:  # topology.py imports this module
-    from workflows.topology import Topology
+from workflows.topology import Topology
 
 __all__ = [
     "ACTIONS",
@@ -49,15 +48,11 @@ __all__ = [
     "RATE_WINDOW",
     "SIGNATURE_ATTRIBUTE",
     "Budget",
-    "Grant",
     "Judge",
-    "Operator",
     "audit",
     "authenticate",
     "canonical",
-    "decode_public_key",
     "flooded",
-    "grants_of",
     "judge_override",
     "override_judge",
     "rate_limited",
@@ -85,51 +80,6 @@ _DOMAIN: Final = b"failover-override-v1\n"
 #: What a signature covers starts with a domain per type, so that no signature of one kind
 #: of order can be taken for another kind.
 _DOMAINS: Final = {"operator.maintenance.v1": b"failover-maintenance-v1\n"}
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Actions an operator may take, on every service of ``sites`` and on ``services``
-    (and, for ``maintenance``, on ``links`` and every link of ``providers``)."""
-
-    actions: frozenset[str]
-    sites: frozenset[str]
-    services: frozenset[str]
-    links: frozenset[str] = frozenset()
-    providers: frozenset[str] = frozenset()
-
-    def allows(self, action: str, service: str, site: str) -> bool:
-        return action in self.actions and (site in self.sites or service in self.services)
-
-
-@dataclass(frozen=True, slots=True)
-class Operator:
-    """A person who may steer the engine: their keys by key id, their role and grants."""
-
-    id: str
-    name: str
-    role: str
-    keys: Mapping[str, nacl.signing.VerifyKey]
-    grants: tuple[Grant, ...]
-
-    def may(self, action: str, service: str, site: str) -> bool:
-        """Deny by default: only what a grant names."""
-        return any(grant.allows(action, service, site) for grant in self.grants)
-
-
-def decode_public_key(text: str) -> nacl.signing.VerifyKey:
-    """An Ed25519 public key from its standard base64 (32 bytes).
-
-    Raises:
-        ValueError: not base64, or not 32 bytes.
-    """
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except binascii.Error:
-        raise ValueError("not standard base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"{len(raw)} bytes, an Ed25519 public key has 32")
-    return nacl.signing.VerifyKey(raw)
 
 
 def canonical(event: Mapping[str, Any], key_id: str) -> bytes:
@@ -167,8 +117,8 @@ def authenticate(
     event: Mapping[str, Any], operators: Mapping[str, Operator], accept_unsigned: bool = False
 ) -> Operator | str | None:
     """Who signed ``event`` (a schema-valid operator order: an override or a maintenance
-    window): the :class:`Operator` whose listed key it verifies with and who signs as
-    themselves (``data.actor`` and ``data.role`` theirs); ``None`` for an unsigned order
+    window): the :class:`~workflows.grants.Operator` whose listed key it verifies with and who
+    signs as themselves (``data.actor`` and ``data.role`` theirs); ``None`` for an unsigned order
     taken as it is (``accept_unsigned``); else the dead-letter reason (``unauthenticated``,
     ``forbidden``). Grants are the caller's to check."""
     key_id = event.get(KEY_ATTRIBUTE)
@@ -244,20 +194,6 @@ def verify_override(
             f"{service!r} (site {site!r})"
         )
     return None
-
-
-def grants_of(entries: Iterable[Mapping[str, Any]]) -> tuple[Grant, ...]:
-    """Grants from the topology's ``grants`` list (already checked by its schema)."""
-    return tuple(
-        Grant(
-            frozenset(entry["actions"]),
-            frozenset(entry.get("sites", ())),
-            frozenset(entry.get("services", ())),
-            frozenset(entry.get("links", ())),
-            frozenset(entry.get("providers", ())),
-        )
-        for entry in entries
-    )
 
 
 def judge_override(

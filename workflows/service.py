@@ -467,12 +467,14 @@ class _Cursor:
 
 
 class _Firing:
-    """What a trigger needs beyond the state: set by the stage before each trigger."""
+    """What a trigger needs beyond the state: set by the stage before each trigger.
+    ``window``: the maintenance window whose start fires it (its notices name the window)."""
 
-    __slots__ = ("cause", "detail", "operator", "reason", "service", "state", "time")
+    __slots__ = ("cause", "detail", "operator", "reason", "service", "state", "time", "window")
 
     def __init__(self, service: Service, state: ServiceState, time: int, cause: str,
-                 reason: str, detail: str, operator: dict[str, str] | None) -> None:  # fmt: skip
+                 reason: str, detail: str, operator: dict[str, str] | None,
+                 window: PlannedWindow | None = None) -> None:  # fmt: skip
         self.service = service
         self.state = state
         self.time = time
@@ -480,6 +482,7 @@ class _Firing:
         self.reason = reason
         self.detail = detail
         self.operator = operator
+        self.window = window
 
 
 class ServiceStage:
@@ -513,8 +516,6 @@ class ServiceStage:
         self._changed: dict[str, tuple[int, str]] | None = {} if state_records else None
         #: The queued input being applied (:meth:`_step` blames it if its application raises).
         self._applying: Input | None = None
-        #: The maintenance window whose start is being fired (its notices name it).
-        self._window: PlannedWindow | None = None
         #: ``(service, reason)`` for each service whose timers raised since the caller last
         #: emptied this list: the service was left as it was before the tick.
         self.failures: list[tuple[str, str]] = []
@@ -1094,12 +1095,8 @@ class ServiceStage:
                         f"planned maintenance {w.id} from {format_time(w.start)} until "
                         f"{format_time(w.end)}, by {w.actor} ({w.role}): {w.reason}"
                     )
-                    self._window = w
-                    try:
-                        self._fire(svc, s, trigger[s.state], time, cause, "maintenance", detail,
-                                   operator)  # fmt: skip
-                    finally:
-                        self._window = None
+                    self._fire(svc, s, trigger[s.state], time, cause, "maintenance", detail,
+                               operator, w)  # fmt: skip
             if w.phase == STARTED and w.end <= time:
                 continue  # over: the service restores as usual once healthy
             kept.append(w)
@@ -1134,8 +1131,9 @@ class ServiceStage:
                      f"pin-expired/{format_time(until)}", actor=actor, role=role)  # fmt: skip
 
     def _fire(self, svc: Service, s: ServiceState, trigger: str, time: int, cause: str,
-              reason: str, detail: str, operator: dict[str, str] | None) -> None:  # fmt: skip
-        self._firing = _Firing(svc, s, time, cause, reason, detail, operator)
+              reason: str, detail: str, operator: dict[str, str] | None,
+              window: PlannedWindow | None = None) -> None:  # fmt: skip
+        self._firing = _Firing(svc, s, time, cause, reason, detail, operator, window)
         cursor = self._cursor
         cursor.state = s.state
         try:
@@ -1212,26 +1210,20 @@ class ServiceStage:
         assert f is not None
         s, svc = f.state, f.service
         s.manual_since = f.time
-        w = self._window
-        if w is not None and f.reason == "maintenance":
-            fields: dict[str, object] = {"window": w.id, "end": w.end, "notice_id": w.notice_id,
-                                         "notice_en": w.notice_en}  # fmt: skip
-            kind = "manual" if svc.offline else "hold"
-            self._notice(svc, s, f.time, "public", f"maintenance-{kind}-public", "manual",
-                         **fields)  # fmt: skip
-            if not svc.offline:
-                self._command(svc, s, f.time, "failover.queue.hold.v1", "hold",
-                              {"queue": svc.queue})  # fmt: skip
-            self._notice(svc, s, f.time, "staff", f"maintenance-{kind}-staff", "manual",
-                         incident=s.incident, **fields)  # fmt: skip
-        elif svc.offline:
-            self._notice(svc, s, f.time, "public", "manual-public", "manual")
-            self._notice(svc, s, f.time, "staff", "manual-staff", "manual", incident=s.incident)
-        else:
-            self._notice(svc, s, f.time, "public", "hold-public", "manual")
+        # Paper (offline) or a held queue; a planned window's notices say so and name it.
+        kind = "manual" if svc.offline else "hold"
+        w = f.window
+        fields: dict[str, object] = {}
+        if w is not None:
+            kind = f"maintenance-{kind}"
+            fields = {"window": w.id, "end": w.end, "notice_id": w.notice_id,
+                      "notice_en": w.notice_en}  # fmt: skip
+        self._notice(svc, s, f.time, "public", f"{kind}-public", "manual", **fields)
+        if not svc.offline:
             self._command(svc, s, f.time, "failover.queue.hold.v1", "hold",
                           {"queue": svc.queue})  # fmt: skip
-            self._notice(svc, s, f.time, "staff", "hold-staff", "manual", incident=s.incident)
+        self._notice(svc, s, f.time, "staff", f"{kind}-staff", "manual", incident=s.incident,
+                     **fields)  # fmt: skip
 
     def _enter_restored(self, event: Any) -> None:
         f = self._firing

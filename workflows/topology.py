@@ -32,7 +32,7 @@ import jsonschema_rs
 import yaml
 
 from schemas import load_schema
-from workflows.operators import Operator, decode_public_key, grants_of
+from workflows.grants import Operator, decode_public_key, grants_of
 from workflows.timeutil import parse_duration
 
 __all__ = [
@@ -231,8 +231,11 @@ class Topology:
     links: Mapping[str, Link]
     services: Mapping[str, Service]
     services_by_link: Mapping[str, tuple[str, ...]]
+    #: Each provider's links, in id order (a maintenance window of a provider, its grants).
+    links_by_provider: Mapping[str, tuple[str, ...]]
     policy: Policy
-    #: Who may send overrides (workflows/operators.py); none: every signed override refused.
+    #: Who may send overrides (workflows/grants.py; workflows/operators.py checks them); none:
+    #: every signed override refused.
     operators: Mapping[str, Operator] = field(default_factory=dict)
     #: ``unsigned_overrides: accept``: an override without a signature is taken (development).
     unsigned_overrides: bool = False
@@ -944,18 +947,24 @@ def _build(
                     for link_id in service.links:
                         users[link_id].append(service_id)
 
+    by_provider: dict[str, list[str]] = {}
+    for link_id in sorted(links):
+        by_provider.setdefault(links[link_id].provider, []).append(link_id)
+    links_by_provider = {provider: tuple(ids) for provider, ids in by_provider.items()}
+
     operators: dict[str, Operator] = {}
     with check:
         # Collecting, a grant may name a service in error (it is in the file all the same).
         named = services if errors is None else document["services"]
         operators = _operators(
-            document.get("operators") or {}, sites, named, file, check, links=links
+            document.get("operators") or {}, sites, named, file, check, links, links_by_provider
         )
     return Topology(
         sites=sites,
         links=links,
         services=services,
         services_by_link={link: tuple(ids) for link, ids in users.items()},
+        links_by_provider=links_by_provider,
         policy=policy,
         operators=operators,
         unsigned_overrides=document.get("unsigned_overrides", "refuse") == "accept",
@@ -1028,13 +1037,15 @@ def _operators(
     file: str,
     check: _Collect | None = None,
     links: Mapping[str, Link] | None = None,
+    providers: Mapping[str, tuple[str, ...]] | None = None,
 ) -> dict[str, Operator]:
     """The operators section (its shape checked by the schema): keys decoded, and every
-    site and service a grant names known. With ``check`` collecting, every error is kept
-    (``services`` then names every service of the file, those in error too)."""
+    site, service, link and provider (``providers``: each one's links) a grant names known.
+    With ``check`` collecting, every error is kept (``services`` then names every service of
+    the file, those in error too)."""
     check = check or _Collect(None)
     links = links or {}
-    providers = {link.provider: link for link in links.values()}
+    providers = providers or {}
     operators: dict[str, Operator] = {}
     for operator_id, entry in raw.items():
         with check:

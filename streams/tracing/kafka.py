@@ -13,8 +13,8 @@ parsing its value back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Final, NamedTuple, Protocol, Self, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NamedTuple, Protocol, Self, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
@@ -115,7 +115,8 @@ class Batch(Scope):
     """
 
     __slots__ = (
-        "_by_offset", "_causes", "_changes", "_kafka", "_max_links", "_records", "_topics",
+        "_by_offset", "_causes", "_changes", "_kafka", "_max_links", "_parsed", "_records",
+        "_topics",
     )  # fmt: skip
 
     def __init__(
@@ -139,6 +140,9 @@ class Batch(Scope):
         self._records = records
         self._max_links = max_links
         self._by_offset: dict[int, SpanContext] = {}
+        #: Values of records of a cause's topic parsed for their context, by offset, until
+        #: :meth:`handled` takes them (each record is parsed once).
+        self._parsed: dict[int, Mapping[str, Any] | None] = {}
         if tracing is None:  # the batch of telemetry that is off: it looks at nothing
             return
         kafka = tracing.kafka
@@ -173,15 +177,20 @@ class Batch(Scope):
                 span.set_attribute("failover.batch.links_dropped", dropped)
         return self
 
-    def context_of(self, record: Received) -> SpanContext:
-        """The record's context: the one it came with, else the batch span's."""
+    def context_of(self, record: Received, event: Mapping[str, Any] | None = None) -> SpanContext:
+        """The record's context: the one it came with (its headers', else its CloudEvent's:
+        ``event``, its value parsed, if the caller has it), else the batch span's."""
         offset = record.offset
         found = self._by_offset.get(offset)
         if found is None:
             found = remote(record.headers, None)
             value = record.value
             if found is None and value and b'"traceparent"' in value:
-                found = remote(None, parse(value))
+                if event is None:
+                    event = parse(value)
+                    if self._causes:  # handled() reads its id
+                        self._parsed[offset] = event
+                found = remote(None, event)
             if found is None:
                 found = self.span.get_span_context()
             self._by_offset[offset] = found
@@ -198,10 +207,12 @@ class Batch(Scope):
         assert tracing is not None
         if tracing.telemetry.traces:
             if self._causes:
-                event = parse(record.value or b"")
+                parsed = self._parsed
+                offset = record.offset
+                event = parsed.pop(offset) if offset in parsed else parse(record.value or b"")
                 ident = text(event.get("id")) if event is not None else None
                 if ident is not None:
-                    tracing._remember(ident, self.context_of(record))
+                    tracing._remember(ident, self.context_of(record, event))
             elif self._changes:
                 change = decode_change(record.value)
                 if isinstance(change, HealthChange):
@@ -298,7 +309,7 @@ class _OffBatch(Off, Batch):
     def __enter__(self) -> Batch:
         return self
 
-    def context_of(self, record: Received) -> SpanContext:
+    def context_of(self, record: Received, event: Mapping[str, Any] | None = None) -> SpanContext:
         return INVALID_SPAN.get_span_context()
 
     def handled(self, record: Received, out: list[_P]) -> list[_P]:

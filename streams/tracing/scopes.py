@@ -1,6 +1,10 @@
 """Scopes: the processing of one input (or one batch) as a context manager around its span,
 through which stage 1's health changes and the outputs are reported (:class:`Scope`); the
 no-op scope of telemetry that is off.
+
+A scope reports to a :class:`Recorder`, which :class:`~streams.tracing.tracer.Tracing` is:
+this module describes what it needs of the tracer and imports none of it, so the tracer can
+build on scopes without either module depending on the other in turn.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -19,14 +23,21 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanContext, SpanKind
 from opentelemetry.trace.status import Status, StatusCode
 
+from streams.telemetry import Telemetry
 from streams.tracing.propagation import NO_HEADERS, Headers, HeadersIn, inject
 from workflows.health import HEALTH_NAMES
 from workflows.records import DEADLETTER, DeadLetter, Emitted
 
-if TYPE_CHECKING:
-    from streams.tracing.tracer import Tracing
-
-__all__ = ["OFF", "Message", "Scope", "Send", "consumer_attributes", "current", "topic_of"]
+__all__ = [
+    "OFF",
+    "Message",
+    "Recorder",
+    "Scope",
+    "Send",
+    "consumer_attributes",
+    "current",
+    "topic_of",
+]
 
 #: Called with each record, its topic and its headers, inside the record's send span.
 Send = Callable[[Emitted | DeadLetter, str, Headers], object]
@@ -37,13 +48,38 @@ _PROCESS: Final = msg.MessagingOperationTypeValues.PROCESS.value
 _CURRENT: ContextVar[Scope | None] = ContextVar("failover_tracing_scope", default=None)
 
 
+class Recorder(Protocol):
+    """What a :class:`Scope` reports to: :class:`~streams.tracing.tracer.Tracing`. Its
+    methods are the tracing package's own, called only by scopes (and the Kafka batch)."""
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Where spans and metrics go."""
+
+    def _remember(self, ident: str, span_context: SpanContext) -> None:
+        """The input ``ident`` was processed under ``span_context`` (a later transition may
+        name it as its cause)."""
+
+    def _link_changed(self, link: str, level: int, span_context: SpanContext) -> None:
+        """Link ``link``'s health changed to ``level`` while processing ``span_context``."""
+
+    def _outputs(
+        self,
+        scope: Scope,
+        records: Sequence[Emitted | DeadLetter],
+        topics: Mapping[str, str],
+        send: Send | None,
+    ) -> list[Headers]:
+        """Trace the records ``scope`` produced (:meth:`Scope.outputs`)."""
+
+
 def current() -> Scope | None:
     """The scope being processed in this task or thread, if any."""
     return _CURRENT.get()
 
 
 class Message(NamedTuple):
-    """One message of a batch (:meth:`Tracing.batch`)."""
+    """One message of a batch (:meth:`~streams.tracing.tracer.Tracing.batch`)."""
 
     raw: bytes
     headers: HeadersIn = None
@@ -101,7 +137,7 @@ class Scope:
 
     def __init__(
         self,
-        tracing: Tracing | None,
+        tracing: Recorder | None,
         name: str = "",
         kind: SpanKind = SpanKind.INTERNAL,
         parent: Context | None = None,
