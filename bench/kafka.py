@@ -27,10 +27,11 @@ Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a tem
     ``--baseline DIR``, each guarantee also runs first with the code of the checkout DIR
     (``git worktree add DIR COMMIT``; its row says "baseline"): before and after in one run.
     With ``--misroute SHARE``, each guarantee also runs over a second copy of the inputs in
-    which every reading of that share of the links is on the partition after its link's (as
-    from a producer whose partitioner is not murmur2, but keeps a key on one partition): the
-    engine forwards them through its repartition topic (its row says "on a wrong
-    partition"); the output must still be the pure core's.
+    which every reading of that share of the links is on the partition after its link's, and
+    every sentinel override after its service's (as from a producer whose partitioner is not
+    murmur2, but keeps a key on one partition): the engine forwards them through its
+    repartition topics (its row says "on a wrong partition"); the output must still be the
+    pure core's.
 (c) Latency: a fresh engine with the live ticker; for ``--duration`` s a paced producer offers
     RATE link events/s, 20 ``force_manual`` overrides/s (each on another service) and takes
     one site's fiber link down each second (``degrade_after`` is 2 s in this topology).
@@ -181,7 +182,8 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             await publish_inputs(bench, misrouted, misroute=args.misroute)
             out(
                 f"(b) misrouted input: {misrouted.misrouted:,} of {data.probes:,} link.status.v1 "
-                f"on the partition after their link's (--misroute {args.misroute:g})"
+                f"on the partition after their link's (--misroute {args.misroute:g}), and the "
+                f"{misrouted.misrouted_overrides} sentinel overrides after their service's"
             )
         ceilings: list[tuple[float, float]] = []
         ceilings_n: list[tuple[float, float]] = []  # in args.workers processes
