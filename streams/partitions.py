@@ -20,6 +20,9 @@ path gives each service what replay gives it:
 - An override or feedback input is ordered with the last tick seen on *its own* topic
   partition, which is replay's global watermark at the same point of the log, because ticks
   are in every partition in file order. Health changes were ordered by stage 1 already.
+- A reading, override or feedback input on a partition its key does not hash to is forwarded
+  to its own through a repartition topic, with that watermark, and marker records keep it
+  ahead of the ticks it precedes (:class:`LinkPartition`, :class:`ServicePartition`).
 - A maintenance window's action (``operator.maintenance.v1``, keyed by the window id) is
   published to every partition of the overrides topic, as ticks are: each stage-2 partition
   judges its copy with its own registry of windows (kept in its state, the same in each, as
@@ -869,10 +872,10 @@ class ServicePartition(_Partition):
 
     A forwarded input must be judged and queued exactly where replay would: after the last
     tick its own topic partition had seen when it arrived there (carried in the
-    :data:`FORWARD_WATERMARK` header), before the next. Judged at once, as an input of this
-    partition is, it is, if the services have not applied a later tick yet. So each partition,
-    once both its overrides and its feedback partition have seen a tick, tells every other
-    one (a marker record on the repartition topic, behind what it forwarded before the tick,
+    :data:`FORWARD_WATERMARK` header), before the next. It can be judged and queued at once,
+    as an input of this partition is, provided the services have not applied a later tick yet.
+    So each partition, once both its overrides and its feedback partition have seen a tick,
+    tells every other one (a marker record on the repartition topic, behind what it forwarded before the tick,
     on the same producer), and the markers of the other partitions are sources
     (:func:`input_source`) like the stage-1 partitions: the services reach a tick only once
     every input forwarded from before it has arrived, and the queue of each service holds a
