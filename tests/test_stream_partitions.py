@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.codec import Origin
 from streams.config import Settings
@@ -611,3 +613,45 @@ def test_malformed_records_of_the_service_repartition_topic_are_dead_lettered() 
         assert dict(r.headers)["failover-source-offset"] == b"5"
     assert stage.stage.watermark is None
     assert not stage.sources
+
+
+_header = st.tuples(
+    st.sampled_from(["failover-forward-origin", "failover-forward-watermark", "traceparent"]),
+    st.one_of(
+        st.binary(max_size=40),
+        st.builds(orjson.dumps, st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)),
+        st.builds(
+            orjson.dumps,
+            st.lists(st.one_of(st.text(max_size=5), st.integers(0, 9), st.none()), max_size=4),
+        ),
+    ),
+)
+
+
+@given(st.lists(_header, max_size=4))
+def test_forward_origin_reads_any_headers_without_raising(headers: list[tuple[str, bytes]]) -> None:
+    """Whatever headers a record of the service repartition topic has, its origin is found or
+    not (the record dead-lettered ``internal``), never an exception."""
+    from streams.partitions import forward_origin
+
+    found = forward_origin(headers)
+    assert found is None or isinstance(found, Origin)
+
+
+@given(
+    st.text(min_size=1, max_size=30),
+    st.integers(0, 10_000),
+    st.integers(0, 2**62),
+    st.lists(st.tuples(st.text(max_size=10), st.binary(max_size=10)), max_size=3),
+)
+def test_a_forwarded_inputs_origin_and_headers_come_back_as_they_went(
+    topic: str, partition: int, offset: int, headers: list[tuple[str, bytes]]
+) -> None:
+    """The headers a stage-2 partition forwards an input with give back, at its service's
+    partition, where it arrived and its own headers, whatever they were."""
+    from streams.partitions import FORWARD_ORIGIN, FORWARD_WATERMARK, forward_origin
+
+    sent = [*headers, (FORWARD_ORIGIN, orjson.dumps([topic, partition, offset])),
+            (FORWARD_WATERMARK, b"none")]  # fmt: skip
+    assert forward_origin(sent) == Origin(topic, partition, offset)
+    assert sent[:-2] == headers
