@@ -9,13 +9,15 @@ service's through the service repartition topic, and the output is still exactly
   itself: every link of the demo sent by the ``kcat`` program with its defaults, and read
   back.
 - The demo with every reading and every service input on a wrong partition, the worker
-  SIGKILLed twice mid-stream.
+  SIGKILLed twice mid-stream; and shared by two workers (forwarded records and markers
+  crossing from one to the other), one SIGKILLed, the other taking its partitions over.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import zlib
 from collections.abc import Callable
@@ -34,9 +36,13 @@ from tests.kafka.workers import (
     Outputs,
     engine_env,
     engine_topics,
+    group_assignment,
     kill_twice,
     publish,
     running_worker,
+    stage2_committed,
+    start_worker,
+    stop_worker,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
@@ -198,3 +204,67 @@ async def test_every_input_on_a_wrong_partition_and_kills_give_replay_output(
             async with running_worker(engine) as worker:
                 await finish(engine, outputs, worker)
         assert_parity(engine, outputs)  # the same dead letters: none "wrong-partition"
+
+
+@pytest.mark.slow
+async def test_every_input_on_a_wrong_partition_with_two_workers_one_killed(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Two workers share the partitions while every input is forwarded, so forwarded records
+    and markers go from one worker's partitions to the other's; one is SIGKILLed mid-stream,
+    the other restores its partitions (held and queued inputs among their state) and ends
+    the demo: the committed output is exactly replay's."""
+    engine = engine_env(
+        kafka_bootstrap, unique_name, tmp_path, partitions=3, FAILOVER_SESSION_TIMEOUT="6"
+    )
+    s = engine.settings
+    total = demo_total(s)
+    messages, misrouted, inputs = _placed(s, _wrong, services=True)
+    assert misrouted > 4000
+    assert inputs == 25
+    quarter, half = len(messages) // 4, len(messages) // 2
+    async with engine_topics(engine):
+        await publish(kafka_bootstrap, messages[:quarter])
+        outputs = _outputs(kafka_bootstrap, s)
+        async with outputs:
+            victim, survivor = start_worker(engine), start_worker(engine)
+            try:
+
+                async def shared() -> bool:
+                    for worker in (victim, survivor):
+                        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+                    await outputs.poll()
+                    state, members = await group_assignment(engine)
+                    return (
+                        state == "Stable"
+                        and len(members) == 2
+                        and all(members)
+                        and await stage2_committed(engine)
+                    )
+
+                await wait_for(shared, timeout=60, what="two workers sharing the partitions")
+                before = len(outputs.records)
+                await publish(kafka_bootstrap, messages[quarter:half])
+
+                async def progressed() -> bool:
+                    await shared()
+                    return len(outputs.records) > before
+
+                await wait_for(progressed, timeout=60, what="output of the second quarter")
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(timeout=30)
+                await publish(kafka_bootstrap, messages[half:])
+
+                async def taken_over() -> bool:
+                    assert survivor.poll() is None, f"survivor exited\n{engine.log_tail()}"
+                    state, members = await group_assignment(engine)
+                    return state == "Stable" and len(members) == 1
+
+                await wait_for(taken_over, timeout=30, what="the group to drop the killed worker")
+                assert len(outputs.records) < total
+                await finish(engine, outputs, survivor)
+            finally:
+                for worker in (victim, survivor):
+                    if worker.poll() is None:
+                        await stop_worker(worker)
+        assert_parity(engine, outputs)
