@@ -875,10 +875,10 @@ class ServicePartition(_Partition):
     :data:`FORWARD_WATERMARK` header), before the next. It can be judged and queued at once,
     as an input of this partition is, provided the services have not applied a later tick yet.
     So each partition, once both its overrides and its feedback partition have seen a tick,
-    tells every other one (a marker record on the repartition topic, behind what it forwarded before the tick,
-    on the same producer), and the markers of the other partitions are sources
-    (:func:`input_source`) like the stage-1 partitions: the services reach a tick only once
-    every input forwarded from before it has arrived, and the queue of each service holds a
+    tells every other one (a marker record on the repartition topic, behind what it forwarded
+    before the tick, on the same producer), and the markers of the other partitions are
+    sources (:func:`input_source`) as the stage-1 partitions are: the services reach a tick
+    only once every input forwarded from before it has arrived, and each service's queue holds a
     forwarded input until its tick as it holds any other. The judging (signature, grants,
     rate budget, duplicates) is this partition's, with the carried watermark, so the verdicts
     are replay's.
