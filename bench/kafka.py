@@ -26,11 +26,13 @@ Ctrl-C, SIGTERM or failure. Worker logs and py-spy profiles stay in --out (a tem
     py-spy (blocking, 100 Hz, --idle) samples ``--profile-seconds`` of each run. With
     ``--baseline DIR``, each guarantee also runs first with the code of the checkout DIR
     (``git worktree add DIR COMMIT``; its row says "baseline"): before and after in one run.
+    (c) takes it too: each load runs with that code first, then with this one.
     With ``--misroute SHARE``, each guarantee also runs over a second copy of the inputs in
-    which every reading of that share of the links is on the partition after its link's (as
-    from a producer whose partitioner is not murmur2, but keeps a key on one partition): the
-    engine forwards them through its repartition topic (its row says "on a wrong
-    partition"); the output must still be the pure core's.
+    which every reading of that share of the links is on the partition after its link's, and
+    every sentinel override after its service's (as from a producer whose partitioner is not
+    murmur2, but keeps a key on one partition): the engine forwards them through its
+    repartition topics (its row says "on a wrong partition"); the output must still be the
+    pure core's.
     With ``--secure-env FILE`` (the secured broker's ``KAFKA_SECURITY_PROTOCOL``,
     ``KAFKA_SASL_*`` and ``KAFKA_SSL_*`` lines, as in the ``client.env`` that ``infra/kafka/up
     --secure`` writes; its ``KAFKA_BOOTSTRAP_SERVERS`` unless ``--secure-bootstrap``), the
@@ -218,7 +220,8 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             await publish_inputs(bench, misrouted, misroute=args.misroute)
             out(
                 f"(b) misrouted input: {misrouted.misrouted:,} of {data.probes:,} link.status.v1 "
-                f"on the partition after their link's (--misroute {args.misroute:g})"
+                f"on the partition after their link's (--misroute {args.misroute:g}), and the "
+                f"{misrouted.misrouted_overrides} sentinel overrides after their service's"
             )
         ceilings: list[tuple[float, float]] = []
         ceilings_n: list[tuple[float, float]] = []  # in args.workers processes
@@ -321,6 +324,11 @@ async def run(args: argparse.Namespace, out: Any) -> int:
         latencies: list[LatencyResult] = []
         if "c" not in skip:
             for number, (value, tick) in enumerate(args.load):
+                if args.baseline:  # before and after, one right after the other
+                    label = f"c{number}-baseline"
+                    latencies.append(
+                        await latency_run(bench, args, value, tick, label, baseline=True)
+                    )
                 latencies.append(await latency_run(bench, args, value, tick, f"c{number}"))
         restore = await restore_run(bench, args) if "d" not in skip else None
     finally:
@@ -441,8 +449,9 @@ async def run(args: argparse.Namespace, out: Any) -> int:
         for what, values in (("override", c.override), ("link down", c.link)):
             if values:
                 p99 = pct(values, 0.99)
+                tag = ", baseline" if c.baseline else ""
                 out(
-                    f"{f'(c) {what} -> first command, {c.achieved:,.0f}/s offered':<58}"
+                    f"{f'(c) {what} -> first command, {c.achieved:,.0f}/s offered{tag}':<58}"
                     f"p50 {quantile(values, 0.5, c.settle)}, p99 "
                     f"{quantile(values, 0.99, c.settle)}   p99 <= 100 ms: "
                     f"{'met' if p99 <= 0.1 else 'NOT met'}"
@@ -502,7 +511,7 @@ async def run(args: argparse.Namespace, out: Any) -> int:
             f"(c) offered {c.rate:,.0f} link events/s for {c.duration:.0f} s (achieved "
             f"{c.achieved:,.0f}/s) + 20 overrides/s + a link down each second; "
             f"FAILOVER_TICK_INTERVAL={c.tick:g}, FAILOVER_COMMIT_INTERVAL={c.commit:g}, "
-            f"{args.main_guarantee}"
+            f"{args.main_guarantee}" + (f"; the code of {args.baseline}" if c.baseline else "")
         )
         out(
             f"    worker: {c.idle_cpu:.0%} of a core with the ticker alone, {c.load_cpu:.0%} "
@@ -663,8 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--baseline",
         default=None,
         metavar="DIR",
-        help="(b) also run each guarantee with the code of the checkout DIR (its streams/ and "
-        "workflows/ first on the worker's PYTHONPATH), e.g. a git worktree of an older commit",
+        help="(b) also run each guarantee, (c) each load, with the code of the checkout DIR "
+        "(its streams/ and workflows/ first on the worker's PYTHONPATH), e.g. a git worktree "
+        "of an older commit",
     )
     parser.add_argument(
         "--misroute",

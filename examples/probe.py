@@ -5,8 +5,8 @@
 
 - Key: the link id (the event's ``subject``). The engine owns each link in the partition
   Kafka's default partitioner gives its key (murmur2, as in the Java client and aiokafka); a
-  reading that lands elsewhere is dead-lettered as ``wrong-partition``. With librdkafka
-  (confluent-kafka), set ``partitioner=murmur2_random``.
+  reading that lands elsewhere is forwarded to it, which costs a hop. With librdkafka
+  (confluent-kafka), set ``partitioner=murmur2_random`` to spare it.
 - Value: a structured-mode CloudEvent (JSON). ``id`` must be unique per reading: a message
   whose id was seen already is a duplicate. ``time`` is when the probe observed the link.
 - Header ``traceparent`` (W3C trace context), optional: the engine continues the trace.

@@ -50,6 +50,7 @@ TOPIC_PURPOSES: Final = (
     ("FAILOVER_TOPIC_DEADLETTER", "dead"),
     ("FAILOVER_TOPIC_CHANGES", "changes"),
     ("FAILOVER_TOPIC_REPARTITION", "repartition"),
+    ("FAILOVER_TOPIC_SERVICE_REPARTITION", "service-repartition"),
     ("FAILOVER_TOPIC_AUDIT", "audit"),
 )
 

@@ -327,6 +327,10 @@ class FailoverApp(faust.App):
         #: By changelog topic, the largest record it accepts (read at start).
         self.record_bytes: dict[str, int] = {}
         self._links: dict[int, tuple[LinkPartition, _TableView]] = {}
+        #: The engine's internal topics: their records are not inputs (metrics).
+        self._internal = frozenset(
+            (settings.topic_changes, settings.topic_repartition, settings.topic_service_repartition)
+        )
         self._services: dict[int, tuple[ServicePartition, _TableView]] = {}
         self._wire()
 
@@ -355,13 +359,23 @@ class FailoverApp(faust.App):
         # The repartition topic is co-partitioned with link-status: partition p of each
         # reaches the same worker, the one with the stage of p's links.
         self.topics.add(self.topic(s.topic_link_status, s.topic_repartition, **raw))
-        self.topics.add(self.topic(s.topic_changes, s.topic_overrides, s.topic_feedback, **raw))
+        # So is the service repartition topic with the changes, overrides and feedback topics.
+        self.topics.add(
+            self.topic(
+                s.topic_changes,
+                s.topic_overrides,
+                s.topic_feedback,
+                s.topic_service_repartition,
+                **raw,
+            )
+        )
         self.batch_handlers: dict[str, BatchHandler] = {
             s.topic_link_status: self._on_links,
             s.topic_repartition: self._on_links,
             s.topic_changes: self._on_services,
             s.topic_overrides: self._on_services,
             s.topic_feedback: self._on_services,
+            s.topic_service_repartition: self._on_services,
         }
         # cast: mode's handler type (mypy_extensions NamedArg unions) matches no plain method.
         self.on_partitions_revoked.connect(cast(Any, self._on_revoked))
@@ -468,7 +482,7 @@ class FailoverApp(faust.App):
     ) -> list[Record]:
         s = self.settings
         stage, _ = self._service_partition(partition)
-        if topic == s.topic_changes:
+        if topic in (s.topic_changes, s.topic_service_repartition):
             return stage.handle_batch(None, records, trace)
         source = OVERRIDES_SOURCE if topic == s.topic_overrides else FEEDBACK_SOURCE
         return stage.handle_batch(source, records, trace)
@@ -495,7 +509,7 @@ class FailoverApp(faust.App):
                 return handle(tp.topic, tp.partition, records, trace)
             before = [self.counts[t] for t in INPUT_TYPES]
             out = handle(tp.topic, tp.partition, records, trace)
-        if tp.topic not in (self.settings.topic_changes, self.settings.topic_repartition):
+        if tp.topic not in self._internal:
             counted = {t: self.counts[t] - n for t, n in zip(INPUT_TYPES, before, strict=True)}
             counted["invalid"] = len(records) - sum(counted.values())
             tracing.count_inputs(counted)

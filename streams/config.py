@@ -28,6 +28,10 @@ variable                           default                     what
 ``FAILOVER_TOPIC_REPARTITION``     ``APP_ID-link-repartition`` internal: readings that reached
                                                                a partition their link (murmur2)
                                                                is not in, forwarded to it
+``FAILOVER_TOPIC_SERVICE_          ``APP_ID-service-           internal: overrides and feedback
+REPARTITION``                      repartition``               that reached a partition their
+                                                               service (murmur2) is not in,
+                                                               forwarded to it
 ``FAILOVER_PARTITIONS``            ``6``                       partitions of the inputs, of the
                                                                internal topic and of the tables
 ``FAILOVER_REPLICATION``           (the brokers' default)      replication factor of new topics;
@@ -302,6 +306,7 @@ class Settings:
     topic_deadletter: str = DEADLETTER
     topic_changes: str = f"{APP_ID}-link-changes"
     topic_repartition: str = f"{APP_ID}-link-repartition"
+    topic_service_repartition: str = f"{APP_ID}-service-repartition"
     partitions: int = 6
     #: ``None``: the brokers' ``default.replication.factor`` (streams/topics.py).
     replication: int | None = None
@@ -490,6 +495,7 @@ _TOPIC_FIELDS: Final = (
     "topic_deadletter",
     "topic_changes",
     "topic_repartition",
+    "topic_service_repartition",
 )
 #: (field, variable) of every topic name: ``topic_commands``, ``FAILOVER_TOPIC_COMMANDS``.
 _TOPICS: Final = tuple((name, f"FAILOVER_{name.upper()}") for name in _TOPIC_FIELDS)
@@ -508,7 +514,11 @@ INPUT_TOPIC_FIELDS: Final[Mapping[str, str]] = {
     "reconcile.completed.v1": "topic_feedback",
 }
 #: The internal topics: by default named after the app id (the suffix).
-_INTERNAL: Final = {"topic_changes": "link-changes", "topic_repartition": "link-repartition"}
+_INTERNAL: Final = {
+    "topic_changes": "link-changes",
+    "topic_repartition": "link-repartition",
+    "topic_service_repartition": "service-repartition",
+}
 
 
 def _topic_prefix(env: Mapping[str, str]) -> str:

@@ -27,7 +27,7 @@ _RULE: Final = re.compile(r"^=+(?:  +=+)+\s*$")
 def table_rows(doc: str) -> list[tuple[str, ...]]:
     """The rows of the first reStructuredText simple table in ``doc``, header skipped: each
     cell's lines joined (a cell's text that goes on on the next line), ``literals`` unquoted.
-    A first cell cut inside a literal (``FAILOVER_X_`` then ``Y``) is joined without a space.
+    A cell cut inside a literal (``FAILOVER_X_`` then ``Y``) is joined without a space.
     """
     lines = doc.splitlines()
     rules = [i for i, line in enumerate(lines) if _RULE.match(line)]
@@ -48,7 +48,7 @@ def table_rows(doc: str) -> list[tuple[str, ...]]:
             continue
         for i, cell in enumerate(cells):
             if cell:
-                glue = "" if i == 0 else " "
+                glue = "" if i == 0 or rows[-1][i].count("``") % 2 == 1 else " "
                 rows[-1][i] = f"{rows[-1][i]}{glue}{cell}" if rows[-1][i] else cell
     return [tuple(cell.replace("``", "") for cell in row) for row in rows]
 

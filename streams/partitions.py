@@ -20,6 +20,9 @@ path gives each service what replay gives it:
 - An override or feedback input is ordered with the last tick seen on *its own* topic
   partition, which is replay's global watermark at the same point of the log, because ticks
   are in every partition in file order. Health changes were ordered by stage 1 already.
+- A reading, override or feedback input on a partition its key does not hash to is forwarded
+  to its own through a repartition topic, with that watermark, and marker records keep it
+  ahead of the ticks it precedes (:class:`LinkPartition`, :class:`ServicePartition`).
 - A maintenance window's action (``operator.maintenance.v1``, keyed by the window id) is
   published to every partition of the overrides topic, as ticks are: each stage-2 partition
   judges its copy with its own registry of windows (kept in its state, the same in each, as
@@ -70,6 +73,7 @@ from workflows.topology import Topology
 
 __all__ = [
     "FEEDBACK_SOURCE",
+    "FORWARD_ORIGIN",
     "FORWARD_WATERMARK",
     "OVERRIDES_SOURCE",
     "WATERMARK_TICKS",
@@ -79,6 +83,7 @@ __all__ = [
     "ServicePartition",
     "StateTable",
     "Trace",
+    "input_source",
     "link_source",
 ]
 
@@ -95,6 +100,13 @@ FEEDBACK_SOURCE: Final = "feedback"
 def link_source(partition: int) -> str:
     """The stage-2 source name of stage-1 partition ``partition``."""
     return f"links/{partition}"
+
+
+def input_source(partition: int) -> str:
+    """The stage-2 source name of another stage-2 partition ``partition``'s markers: the
+    ticks both its overrides and its feedback partition have seen, everything it forwarded
+    from before them sent."""
+    return f"inputs/{partition}"
 
 
 class Record(NamedTuple):
@@ -236,6 +248,38 @@ FORWARD_WATERMARK: Final = "failover-forward-watermark"
 
 #: A forwarded reading's watermark (``None``: no tick yet).
 _Watermark = int | None
+
+#: The header of an override or feedback input forwarded to its service's partition, before
+#: :data:`FORWARD_WATERMARK`: where it arrived, ``[topic, partition, offset]`` as JSON, so that
+#: the partition that takes it refers to the input as it came (dead letters, queued origins).
+FORWARD_ORIGIN: Final = "failover-forward-origin"
+
+#: The stage-2 source name of the inputs forwarded to a partition (the watermark they carry
+#: replaces that of a source).
+FORWARDED_SOURCE: Final = "forwarded"
+
+#: Stage 2's own input topics' sources: the ticks it marks for the other partitions.
+_OWN_SOURCES: Final = frozenset((OVERRIDES_SOURCE, FEEDBACK_SOURCE))
+
+#: Types a stage-2 partition never forwards: each partition takes its own copy of a tick
+#: and of a maintenance window, and a reading is refused on those topics.
+_NOT_FORWARDED: Final = frozenset(("clock.tick.v1", MAINTENANCE_TYPE, "link.status.v1"))
+
+
+def forward_origin(headers: Sequence[tuple[str, bytes]]) -> Origin | None:
+    """Where a forwarded service input arrived: its :data:`FORWARD_ORIGIN` header, the one
+    before the last (:data:`FORWARD_WATERMARK`); ``None`` if there is none that reads."""
+    if len(headers) < 2 or headers[-2][0] != FORWARD_ORIGIN:
+        return None
+    if headers[-1][0] != FORWARD_WATERMARK:
+        return None
+    try:
+        topic, partition, offset = orjson.loads(headers[-2][1])
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
+    if not isinstance(topic, str) or type(partition) is not int or type(offset) is not int:
+        return None
+    return Origin(topic, partition, offset)
 
 
 def forward_watermark(headers: Sequence[tuple[str, bytes]]) -> int | bool | None:
@@ -821,7 +865,24 @@ class LinkPartition(_Partition):
 
 class ServicePartition(_Partition):
     """Stage 2 for the services of one partition of the changes, overrides and feedback
-    topics (co-partitioned: partition ``q`` of each holds the same services)."""
+    topics (co-partitioned: partition ``q`` of each holds the same services), and of the
+    service repartition topic, where the other partitions forward the overrides and feedback
+    of this partition's services that reached them (a producer whose partitioner is not
+    murmur2).
+
+    A forwarded input must be judged and queued exactly where replay would: after the last
+    tick its own topic partition had seen when it arrived there (carried in the
+    :data:`FORWARD_WATERMARK` header), before the next. It can be judged and queued at once,
+    as an input of this partition is, provided the services have not applied a later tick yet.
+    So each partition, once both its overrides and its feedback partition have seen a tick,
+    tells every other one (a marker record on the repartition topic, behind what it forwarded
+    before the tick, on the same producer), and the markers of the other partitions are
+    sources (:func:`input_source`) as the stage-1 partitions are: the services reach a tick
+    only once every input forwarded from before it has arrived, and each service's queue holds a
+    forwarded input until its tick as it holds any other. The judging (signature, grants,
+    rate budget, duplicates) is this partition's, with the carried watermark, so the verdicts
+    are replay's.
+    """
 
     def __init__(
         self,
@@ -839,7 +900,8 @@ class ServicePartition(_Partition):
         self.windows = Windows(topology)
         self.expected = frozenset(
             [*(link_source(p) for p in range(routing.partitions)), OVERRIDES_SOURCE,
-             FEEDBACK_SOURCE]
+             FEEDBACK_SOURCE, *(input_source(p) for p in range(routing.partitions)
+                                if p != partition)]
         )  # fmt: skip
         self.sources: dict[str, tuple[int, str]] = {}
         self._meta_key = f"__partition__/{partition}"
@@ -852,6 +914,7 @@ class ServicePartition(_Partition):
             self.stage.watermark = meta["watermark"]
             self.sources = {name: (tick, ident) for name, (tick, ident) in meta["sources"].items()}
             self.windows.load(meta.get("windows"))
+        self._forwarding()
 
     def _state(self, key: str) -> Any:
         if key == self._meta_key:
@@ -884,6 +947,7 @@ class ServicePartition(_Partition):
             self._input(source, raw, key, origin, out)
         except Exception as exc:
             self._poisoned(exc, out, key, raw, origin)
+        self._send_markers(out)
         self.flush()
         return out
 
@@ -899,11 +963,14 @@ class ServicePartition(_Partition):
         the next :meth:`flush` (the worker's, before each commit). ``trace`` as for
         :meth:`LinkPartition.handle_batch`."""
         out: list[Record] = []
+        repartition = self.routing.settings.topic_service_repartition
         for r in records:
             start = len(out)
             origin = Origin(r.topic, r.partition, r.offset)
             try:
-                if source is None:
+                if r.topic == repartition:
+                    self._repartitioned(r, out)
+                elif source is None:
                     self._change(r.value, r.key, origin, out, r)
                 else:
                     self._input(source, r.value, r.key, origin, out, r)
@@ -911,6 +978,7 @@ class ServicePartition(_Partition):
                 self._poisoned(exc, out, r.key, r.value, r)
             if trace is not None:
                 out[start:] = trace(r, out[start:])
+        self._send_markers(out)
         return out
 
     def _change(
@@ -952,7 +1020,11 @@ class ServicePartition(_Partition):
         origin: Origin,
         out: list[Record],
         record: ConsumerRecord | None = None,
+        forwarded: _Watermark | bool = False,
     ) -> None:
+        """``forwarded``: the record came from the service repartition topic, and this is the
+        watermark it had where it arrived (``None``: no tick yet); ``False``: it arrived
+        here."""
         where = record if record is not None else origin  # with the record's headers
         raw = raw if raw is not None else b""
         r = self.routing
@@ -975,6 +1047,9 @@ class ServicePartition(_Partition):
             return
         event, time = decoded
         type_ = event["type"]
+        if forwarded is not False and type_ in _NOT_FORWARDED:
+            self._dead(out, key, f"internal: a {type_} forwarded", raw, where)
+            return
         if type_ == "clock.tick.v1":
             self._source(source, time, event["id"])
             self._drain(out, raw, where)
@@ -996,15 +1071,12 @@ class ServicePartition(_Partition):
             self._dead(out, key, reason, raw, where)
             return
         if service not in self.services:
-            right = partition_for(service, self.routing.partitions)
-            reason = (
-                f"wrong-partition: service {service!r} belongs to partition {right} (murmur2 "
-                f"of the key), not {self.partition}"
-            )
-            self._dead(out, key, reason, raw, where)
+            self._misplaced(service, source, key, raw, where, forwarded, out)
             return
         seen = self.sources.get(source)
         watermark = seen[0] if seen is not None else None
+        if forwarded is not False:
+            watermark = forwarded
         if type_ == "operator.override.v1":
             state = self.stage.state_of(service)
             budget = state.budget if state.budget is not None else {}
@@ -1070,6 +1142,8 @@ class ServicePartition(_Partition):
             if self.stage.watermark is None or low > self.stage.watermark:
                 self._dirty.update(self.stage.advance(low, low_id))
         self._dirty.add(self._meta_key)
+        if source in _OWN_SOURCES:
+            self._mark()
 
     def _drain(self, out: list[Record], raw: bytes | None, where: Origin | ConsumerRecord) -> None:
         """The stage's outputs as records, and a dead letter of the input being handled for
@@ -1087,3 +1161,131 @@ class ServicePartition(_Partition):
                 self.counts[f"deadletter:{record.reason.split(':', 1)[0]}"] += 1
                 out.append(self.routing.dead(key, record.reason, record.raw, where, headers))
         stage_out.clear()
+
+    # -- forwarding: inputs of other partitions' services --------------------------------
+
+    def _forwarding(self) -> None:
+        """What forwarding needs: the other partitions, and the last tick marked, which the
+        sources give back after a restart (they are saved)."""
+        self._other_partitions = [q for q in range(self.routing.partitions) if q != self.partition]
+        self._input_sources = frozenset(input_source(q) for q in self._other_partitions)
+        #: This partition's source name in its markers.
+        self._marker_source = input_source(self.partition)
+        #: Ticks both own input partitions have seen since the last marker records.
+        self._markers: list[tuple[int, str]] = []
+        self._marked = self._inputs_reached()
+
+    def _inputs_reached(self) -> tuple[int, str] | None:
+        """The last tick both this partition's overrides and its feedback partition have
+        seen (``None``: not both any yet)."""
+        overrides = self.sources.get(OVERRIDES_SOURCE)
+        feedback = self.sources.get(FEEDBACK_SOURCE)
+        if overrides is None or feedback is None:
+            return None
+        return min(overrides, feedback)
+
+    def _mark(self) -> None:
+        """An own input partition saw a tick: if both have now, the other partitions are told
+        (:meth:`_send_markers`), behind what this partition forwarded before it."""
+        reached = self._inputs_reached()
+        if reached is None or (self._marked is not None and reached[0] <= self._marked[0]):
+            return
+        self._marked = reached
+        if self._other_partitions:
+            self._markers.append(reached)
+
+    def _send_markers(self, out: list[Record]) -> None:
+        """The ticks marked since the last time, to every other partition of the service
+        repartition topic: one record each (bounded), after the records the batch caused."""
+        if not self._markers:
+            return
+        topic = self.routing.settings.topic_service_repartition
+        ticks = self._markers
+        for start in range(0, len(ticks), WATERMARK_TICKS):  # each record bounded
+            value = encode_watermark(ticks[start : start + WATERMARK_TICKS], self._marker_source)
+            out.extend(
+                Record(topic, b"__watermark__", value, q, []) for q in self._other_partitions
+            )
+        self._markers = []
+
+    def _misplaced(
+        self,
+        service: str,
+        source: str,
+        key: bytes | None,
+        raw: bytes,
+        where: Origin | ConsumerRecord,
+        forwarded: _Watermark | bool,
+        out: list[Record],
+    ) -> None:
+        """An input of a service of another partition: forwarded to it, with its bytes and
+        headers as they came, where it came from (:data:`FORWARD_ORIGIN`) and the last tick
+        its topic partition has seen (:data:`FORWARD_WATERMARK`). One forwarded here already
+        is refused: the repartition topic does not match the input topics."""
+        right = partition_for(service, self.routing.partitions)
+        if forwarded is not False:
+            reason = (
+                f"internal: an input of service {service!r} forwarded to partition "
+                f"{self.partition}, which is not its partition {right} (murmur2 of the key): "
+                "the service repartition topic has another partition count than the input "
+                "topics?"
+            )
+            self._dead(out, key, reason, raw, where)
+            return
+        self.counts["forwarded"] += 1
+        headers = list(where.headers) if not isinstance(where, Origin) else []
+        headers.append((FORWARD_ORIGIN, orjson.dumps([where.topic, where.partition, where.offset])))
+        seen = self.sources.get(source)
+        headers.append((FORWARD_WATERMARK, b"none" if seen is None else str(seen[0]).encode()))
+        topic = self.routing.settings.topic_service_repartition
+        out.append(Record(topic, key, raw, right, headers))
+
+    def handle_forwarded(
+        self,
+        raw: bytes | None,
+        key: bytes | None,
+        origin: Origin,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> list[Record]:
+        """One message of this partition of the service repartition topic, its state
+        written."""
+        out: list[Record] = []
+        try:
+            self._repartitioned(_Forwarded.of(origin, key, raw, headers), out)
+        except Exception as exc:
+            self._poisoned(exc, out, key, raw, origin)
+        self._send_markers(out)
+        self.flush()
+        return out
+
+    def _repartitioned(self, record: ConsumerRecord, out: list[Record]) -> None:
+        """A record of the service repartition topic: another partition's marker, or an input
+        it forwarded here, taken as it came (its origin and headers) with the watermark it
+        carries."""
+        raw = record.value or b""
+        if record.key == b"__watermark__":
+            message = decode_change(record.value)
+            if isinstance(message, Watermark) and message.source in self._input_sources:
+                for tick, tick_id in message.ticks:
+                    self._source(message.source, tick, tick_id)
+                self._drain(out, raw, record)
+                return
+            if isinstance(message, str):
+                reason = message
+            elif isinstance(message, Watermark):
+                reason = f"internal: unknown marker source {message.source!r}"
+            else:
+                reason = "internal: a health change on the service repartition topic"
+            self._dead(out, record.key, reason, raw, record)
+            return
+        watermark = forward_watermark(record.headers)
+        origin = forward_origin(record.headers)
+        if watermark is False or origin is None:
+            reason = (
+                f"internal: a forwarded input without valid {FORWARD_ORIGIN} and "
+                f"{FORWARD_WATERMARK} headers"
+            )
+            self._dead(out, record.key, reason, raw, record)
+            return
+        came = _Forwarded.of(origin, record.key, record.value, record.headers[:-2])
+        self._input(FORWARDED_SOURCE, record.value, record.key, origin, out, came, watermark)

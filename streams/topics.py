@@ -125,6 +125,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             n,
             (("max.message.bytes", str(INPUT_MAX_MESSAGE_BYTES + FORWARD_HEADER_BYTES)),),
         ),
+        # Overrides and feedback forwarded to their service's partition: the same.
+        TopicSpec(
+            settings.topic_service_repartition,
+            n,
+            (("max.message.bytes", str(INPUT_MAX_MESSAGE_BYTES + FORWARD_HEADER_BYTES)),),
+        ),
         # Outputs: any partition count works (records go to murmur2(service) of their count).
         TopicSpec(settings.topic_commands, n, exact=False),
         TopicSpec(settings.topic_transitions, n, _retention(settings), exact=False),
@@ -267,6 +273,7 @@ def check_limits(
         s.topic_audit: OUTPUT_RECORD_BYTES,
         s.topic_changes: OUTPUT_RECORD_BYTES,
         s.topic_repartition: largest_input + FORWARD_HEADER_BYTES,
+        s.topic_service_repartition: largest_input + FORWARD_HEADER_BYTES,
         s.topic_deadletter: largest_input + DEADLETTER_HEADERS_BYTES,
     }
     for table in TABLES:

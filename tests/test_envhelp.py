@@ -39,6 +39,8 @@ def test_a_name_cut_across_lines_is_joined() -> None:
     assert "FAILOVER_TRANSITIONS_RETENTION_DAYS" in names
     defaults = {v.name: v.default for v in variables()}
     assert defaults["FAILOVER_PARTITIONS"] == "6"
+    # and a default cut inside its literal
+    assert defaults["FAILOVER_TOPIC_SERVICE_REPARTITION"] == "APP_ID-service-repartition"
     assert defaults["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
 
 
@@ -53,9 +55,13 @@ def test_table_rows_reads_a_simple_table() -> None:
                    more
     ``M_  (none)   two
     X``
+    ``K`` ``a-b-   three
+          c``
     ====  =======  =====
     """)
-    assert table_rows(doc) == [("N", "1", "one more"), ("M_X", "(none)", "two")]
+    assert table_rows(doc) == [
+        ("N", "1", "one more"), ("M_X", "(none)", "two"), ("K", "a-b-c", "three")
+    ]  # fmt: skip
 
 
 def test_worker_help_shows_them_with_their_defaults() -> None:

@@ -922,7 +922,9 @@ def test_asyncapi_kafka_bindings_are_what_the_worker_creates() -> None:
     doc = asyncapi()
     by_address = {ch["address"]: ch for ch in doc["channels"].values()}
     for spec in topic_specs(settings):
-        if spec.name in (settings.topic_changes, settings.topic_repartition):  # internal
+        internal = (settings.topic_changes, settings.topic_repartition,
+                    settings.topic_service_repartition)  # fmt: skip
+        if spec.name in internal:
             assert spec.name not in by_address
             continue
         binding = by_address[spec.name]["bindings"]["kafka"]

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.codec import Origin
 from streams.config import Settings
@@ -150,7 +152,7 @@ def simulate(
         for r in records:
             if r.topic == settings.topic_changes:
                 logs[(r.topic, r.partition)].append((r.key or b"", r.value, []))
-            elif r.topic == settings.topic_repartition:
+            elif r.topic in (settings.topic_repartition, settings.topic_service_repartition):
                 logs[(r.topic, r.partition)].append((r.key or b"", r.value, list(r.headers)))
             elif r.topic == settings.topic_deadletter:
                 reasons[dict(r.headers)["failover-reason"].decode()] += 1
@@ -174,7 +176,7 @@ def simulate(
             offsets[tp] += len(batch)
             if topic in (settings.topic_link_status, settings.topic_repartition):
                 emit(links[p].handle_batch(batch))
-            elif topic == settings.topic_changes:
+            elif topic in (settings.topic_changes, settings.topic_service_repartition):
                 emit(services[p].handle_batch(None, batch))
             else:
                 source = OVERRIDES_SOURCE if topic == settings.topic_overrides else FEEDBACK_SOURCE
@@ -195,6 +197,8 @@ def simulate(
             emit(links[p].handle(raw, key, origin, headers))
         elif topic == settings.topic_changes:
             emit(services[p].handle_change(raw, key, origin))
+        elif topic == settings.topic_service_repartition:
+            emit(services[p].handle_forwarded(raw, key, origin, headers))
         else:
             source = OVERRIDES_SOURCE if topic == settings.topic_overrides else FEEDBACK_SOURCE
             emit(services[p].handle_input(source, raw, key, origin))
@@ -440,3 +444,214 @@ def test_a_forwarded_record_without_its_watermark_is_dead_lettered() -> None:
     dead = [r for r in out if r.topic == settings.topic_deadletter]
     assert [dict(r.headers)["failover-reason"].split(b":")[0] for r in dead] == [b"internal"]
     assert dead[0].value == _reading(link, 2)
+
+
+@pytest.mark.parametrize(
+    ("partitions", "seed", "restart_every", "batched", "inputs"),
+    [
+        (3, 21, None, False, consistent_random),
+        (4, 22, None, False, wrong_partition),
+        (3, 23, 11, False, wrong_partition),
+        (4, 24, 53, False, consistent_random),
+        (3, 25, None, True, consistent_random),
+        (6, 26, 3, True, wrong_partition),
+        (2, 27, 2, True, wrong_partition),
+        (5, 28, 4, True, consistent_random),
+    ],
+)
+def test_service_inputs_on_any_partition_are_forwarded_and_match_replay(
+    partitions: int, seed: int, restart_every: int | None, batched: bool, inputs: Partitioner
+) -> None:
+    """Overrides, manual records and reconciliations published with another partitioner
+    than murmur2 (and readings too) reach their service through the service repartition
+    topic, each judged and applied where replay does: the same records, byte for byte, and
+    no dead letter more (none ``wrong-partition``)."""
+    expected, expected_reasons = oracle()
+    settings = Settings(partitions=partitions)
+    misrouted = sum(
+        1
+        for _, raw in read_lines(EVENTS)
+        for topic, key, p in route(settings, raw, inputs=inputs)
+        if topic in (settings.topic_overrides, settings.topic_feedback)
+        and key != TICK_KEY.encode()
+        and b"operator.maintenance.v1" not in raw
+        and p != partition_for(key, partitions)
+    )
+    assert misrouted >= (25 if inputs is wrong_partition else 1)
+    for binary in (False, True) if batched else (False,):
+        got, reasons = simulate(partitions, seed, restart_every, batched, binary=binary,
+                                readings=inputs, inputs=inputs)  # fmt: skip
+        assert set(got) == set(expected)
+        for service, events in expected.items():
+            assert got[service] == events, service
+        assert reasons == expected_reasons
+
+
+def _tick_at(stamp: str) -> bytes:
+    return orjson.dumps(
+        {"specversion": "1.0", "id": f"tick/{stamp}", "source": "/t", "type": "clock.tick.v1",
+         "time": stamp}
+    )  # fmt: skip
+
+
+def _micros(stamp: str) -> int:
+    from workflows.timeutil import parse_event_time
+
+    return parse_event_time(stamp)
+
+
+def test_a_forwarded_override_waits_for_the_markers_and_meets_its_service_as_in_replay() -> None:
+    """An override on the partition after its service's: forwarded with its headers, where it
+    arrived and the watermark of its topic partition, then markers once both input partitions
+    of that partition saw each tick. The owner's services reach no tick before every other
+    partition's marker for it (a restart in between, from the table, changes nothing), and
+    then give what they give for it on their own partition, byte for byte."""
+    from streams.codec import encode_watermark
+    from streams.partitions import FORWARD_ORIGIN, FORWARD_WATERMARK, input_source, link_source
+
+    override = next(raw for _, raw in read_lines(EVENTS) if b'"operator.override.v1"' in raw)
+    service = orjson.loads(override)["subject"]
+    stamps = ["2019-02-04T23:15:00Z", "2019-02-04T23:16:00Z", "2019-02-04T23:17:00Z"]
+    ticks = [_tick_at(s) for s in stamps]
+    settings = Settings(partitions=2)
+    topology = Topology.load(TOPOLOGY)
+    routing = Routing(settings)
+    q = partition_for(service.encode(), 2)
+    other = 1 - q
+    table = DictTable()
+    owner = ServicePartition(topology, routing, q, table)
+    # The owner's own sources all reach the last tick: it still waits for the other's marker.
+    for p in range(2):
+        value = encode_watermark([(_micros(s), f"tick/{s}") for s in stamps], link_source(p))
+        assert owner.handle_change(value, b"__watermark__", Origin("changes", q, p)) == []
+    tick_key = TICK_KEY.encode()
+    for source, topic in ((OVERRIDES_SOURCE, settings.topic_overrides),
+                          (FEEDBACK_SOURCE, settings.topic_feedback)):  # fmt: skip
+        out = owner.handle_batch(source, _records(topic, q, [(tick_key, t, []) for t in ticks]))
+    # Its marker, once both its input partitions saw the ticks.
+    assert [(r.topic, r.partition) for r in out] == [(settings.topic_service_repartition, other)]
+    assert owner.stage.watermark is None
+    sender = ServicePartition(topology, routing, other, DictTable())
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    items = [(tick_key, ticks[0], []), (service.encode(), override, [("traceparent", parent)]),
+             *((tick_key, t, []) for t in ticks[1:])]  # fmt: skip
+    out = sender.handle_batch(OVERRIDES_SOURCE, _records(settings.topic_overrides, other, items))
+    assert [(r.topic, r.key, r.value, r.partition) for r in out] == [
+        (settings.topic_service_repartition, service.encode(), override, q)
+    ]
+    origin = orjson.dumps([settings.topic_overrides, other, 1])
+    assert out[0].headers == [
+        ("traceparent", parent),
+        (FORWARD_ORIGIN, origin),
+        (FORWARD_WATERMARK, str(_micros(stamps[0])).encode()),
+    ]
+    forwarded = out
+    feedback = [(tick_key, t, []) for t in ticks]
+    out = sender.handle_batch(FEEDBACK_SOURCE, _records(settings.topic_feedback, other, feedback))
+    assert [(r.key, r.partition) for r in out] == [(b"__watermark__", q)]
+    assert orjson.loads(out[0].value)["source"] == input_source(other)
+    log = [(r.key or b"", r.value, list(r.headers)) for r in [*forwarded, *out]]
+    records = _records(settings.topic_service_repartition, q, log)
+    assert owner.handle_batch(None, records[:1]) == []  # queued: its tick is not reached
+    owner.flush()
+    owner = ServicePartition(topology, routing, q, table)  # a restart
+    got = owner.handle_batch(None, records[1:])
+    assert owner.stage.watermark == _micros(stamps[-1])
+    assert not [r for r in got if r.topic == settings.topic_deadletter]
+    # What the owner gives for the override on its own partition (which replay's parity of
+    # the demo covers): the same records, byte for byte.
+    mine = ServicePartition(topology, routing, q, DictTable())
+    for p in range(2):
+        value = encode_watermark([(_micros(s), f"tick/{s}") for s in stamps], link_source(p))
+        mine.handle_change(value, b"__watermark__", Origin("changes", q, p))
+    own = [(tick_key, ticks[0], []), (service.encode(), override, []),
+           *((tick_key, t, []) for t in ticks[1:])]  # fmt: skip
+    mine.handle_batch(OVERRIDES_SOURCE, _records(settings.topic_overrides, q, own))
+    mine.handle_batch(FEEDBACK_SOURCE, _records(settings.topic_feedback, q, feedback))
+    assert mine.stage.watermark is None  # waits for the other partition's marker as well
+    want = mine.handle_batch(None, records[1:])
+    assert [r.key for r in want].count(service.encode()) >= 3  # transition, command, audit
+    assert [(r.topic, r.key, r.value, r.partition) for r in got] == [
+        (r.topic, r.key, r.value, r.partition) for r in want
+    ]
+
+
+def test_malformed_records_of_the_service_repartition_topic_are_dead_lettered() -> None:
+    """A forwarded input without its headers, one whose service is not the partition's, a
+    tick, and a marker of an unknown source: each dead-lettered ``internal``, with its bytes
+    and headers as it came."""
+    from streams.codec import encode_watermark
+    from streams.partitions import FORWARD_ORIGIN, FORWARD_WATERMARK, input_source
+
+    override = next(raw for _, raw in read_lines(EVENTS) if b'"operator.override.v1"' in raw)
+    service = orjson.loads(override)["subject"]
+    settings = Settings(partitions=2)
+    topology = Topology.load(TOPOLOGY)
+    q = partition_for(service.encode(), 2)
+    stage = ServicePartition(topology, Routing(settings), 1 - q, DictTable())
+    good = [(FORWARD_ORIGIN, b'["operator-overrides", 0, 5]'), (FORWARD_WATERMARK, b"none")]
+    cases = [
+        (service.encode(), override, []),
+        (service.encode(), override, [(FORWARD_ORIGIN, b'["x", "0", 5]'), good[1]]),
+        (service.encode(), override, good),  # not this partition's service
+        (TICK_KEY.encode(), _tick_at("2019-02-04T23:15:00Z"), good),
+        (b"__watermark__", encode_watermark([(1, "tick/1")], input_source(1 - q)), []),
+    ]
+    out = stage.handle_batch(None, _records(settings.topic_service_repartition, 1 - q, cases))
+    dead = [r for r in out if r.topic == settings.topic_deadletter]
+    assert [dict(r.headers)["failover-reason"].split(b":")[0] for r in dead] == [b"internal"] * 5
+    assert [r.value for r in dead] == [value for _, value, _ in cases]
+    # Those without a readable origin as they came on the repartition topic, headers first;
+    # the others as they came to the partition that forwarded them.
+    for r, (_, _, headers) in zip(dead[:2], cases[:2], strict=True):
+        assert r.headers[: len(headers)] == headers
+        assert (
+            dict(r.headers)["failover-source-topic"] == settings.topic_service_repartition.encode()
+        )
+    for r in dead[2:4]:
+        assert dict(r.headers)["failover-source-topic"] == b"operator-overrides"
+        assert dict(r.headers)["failover-source-offset"] == b"5"
+    assert stage.stage.watermark is None
+    assert not stage.sources
+
+
+_header = st.tuples(
+    st.sampled_from(["failover-forward-origin", "failover-forward-watermark", "traceparent"]),
+    st.one_of(
+        st.binary(max_size=40),
+        st.builds(orjson.dumps, st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)),
+        st.builds(
+            orjson.dumps,
+            st.lists(st.one_of(st.text(max_size=5), st.integers(0, 9), st.none()), max_size=4),
+        ),
+    ),
+)
+
+
+@given(st.lists(_header, max_size=4))
+def test_forward_origin_reads_any_headers_without_raising(headers: list[tuple[str, bytes]]) -> None:
+    """Whatever headers a record of the service repartition topic has, its origin is found or
+    not (the record dead-lettered ``internal``), never an exception."""
+    from streams.partitions import forward_origin
+
+    found = forward_origin(headers)
+    assert found is None or isinstance(found, Origin)
+
+
+@given(
+    st.text(min_size=1, max_size=30),
+    st.integers(0, 10_000),
+    st.integers(0, 2**62),
+    st.lists(st.tuples(st.text(max_size=10), st.binary(max_size=10)), max_size=3),
+)
+def test_a_forwarded_inputs_origin_and_headers_come_back_as_they_went(
+    topic: str, partition: int, offset: int, headers: list[tuple[str, bytes]]
+) -> None:
+    """The headers a stage-2 partition forwards an input with give back, at its service's
+    partition, where it arrived and its own headers, whatever they were."""
+    from streams.partitions import FORWARD_ORIGIN, FORWARD_WATERMARK, forward_origin
+
+    sent = [*headers, (FORWARD_ORIGIN, orjson.dumps([topic, partition, offset])),
+            (FORWARD_WATERMARK, b"none")]  # fmt: skip
+    assert forward_origin(sent) == Origin(topic, partition, offset)
+    assert sent[:-2] == headers

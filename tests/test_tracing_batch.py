@@ -363,13 +363,15 @@ def test_the_opening_transition_continues_the_probes_trace(
     assert attrs(stage2)["failover.outputs"] == 2
 
 
+@pytest.mark.parametrize("topic", [TOPICS.overrides, TOPICS.service_repartition])
 def test_an_operators_transition_hangs_from_the_override(
-    story: tuple[KafkaTracing, InMemorySpanExporter],
+    story: tuple[KafkaTracing, InMemorySpanExporter], topic: str
 ) -> None:
+    """On its topic, or forwarded to its service's partition (with its headers)."""
     tracing, exporter = story
     override = {"id": "override/ektp/1", "type": "operator.override.v1", "subject": "ektp"}
-    overrides = [In(5, orjson.dumps(override), traceparent(5), TOPICS.overrides, 3)]
-    with tracing.process(TOPICS.overrides, 3, GROUP, overrides) as batch:
+    overrides = [In(5, orjson.dumps(override), traceparent(5), topic, 3)]
+    with tracing.process(topic, 3, GROUP, overrides) as batch:
         batch.handled(overrides[0], [])  # queued until the clock passes it
     forced = transition("online", "manual", "operator-force", "override/ektp/1")
     tick = In(6, b'{"id":"tick/2","type":"clock.tick.v1"}', (), TOPICS.feedback, 3)

@@ -487,6 +487,7 @@ class Inputs:
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     sampled: int = 0  # (t): link events whose traceparent has the sampled flag
     misrouted: int = 0  # (b) --misroute: link events on a partition not their link's
+    misrouted_overrides: int = 0  # (b) --misroute: sentinels on a partition not their service's
 
 
 def route(settings: Settings, raw: bytes) -> list[tuple[str, bytes, bytes, int]]:
@@ -614,7 +615,8 @@ async def publish_inputs(
     """Publish ``data`` to its input topics; with ``traced``, every link event carries a
     probe's ``traceparent`` header, sampled at that ratio (:func:`probe_traceparents`); with
     ``misroute``, every link event of that share of the links (chosen at random, seeded) goes
-    to the partition after its link's (murmur2): the engine forwards them."""
+    to the partition after its link's (murmur2), and every sentinel override to the partition
+    after its service's: the engine forwards them."""
     s = data.settings
     specs = [
         spec
@@ -637,6 +639,10 @@ async def publish_inputs(
             if key.decode() in wrong:
                 data.misrouted += 1
                 routed = [(topic, key, value, (partition + 1) % s.partitions)]
+        elif misroute and routed[0][0] == s.topic_overrides and routed[0][1] != tick_key:
+            [(topic, key, value, partition)] = routed
+            data.misrouted_overrides += 1
+            routed = [(topic, key, value, (partition + 1) % s.partitions)]
         if traced is None or routed[0][0] != s.topic_link_status or routed[0][1] == tick_key:
             messages.extend(routed)
             continue

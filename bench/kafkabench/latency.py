@@ -49,6 +49,7 @@ class LatencyResult:
     override: list[float]  # seconds; missing ones are inf
     link: list[float]
     log: Path
+    baseline: bool = False  # run with the code of --baseline DIR
 
 
 def quantile(values: Sequence[float], q: float, settle: float) -> str:
@@ -72,8 +73,14 @@ def latency_summary(values: Sequence[float], settle: float) -> str:
 
 
 async def latency_run(
-    bench: Bench, args: argparse.Namespace, rate: float, tick: float, label: str
+    bench: Bench,
+    args: argparse.Namespace,
+    rate: float,
+    tick: float,
+    label: str,
+    baseline: bool = False,
 ) -> LatencyResult:
+    """One (c) run; ``baseline``: the worker runs the code of ``--baseline DIR``."""
     text, links = topology_yaml(args.sites)
     text = text.replace("policy: {degrade_after: 60s", "policy: {degrade_after: 2s")
     text = with_bench_operator(text, args.sites)
@@ -88,6 +95,8 @@ async def latency_run(
     )
     if args.commit_interval is not None:
         env["FAILOVER_COMMIT_INTERVAL"] = str(args.commit_interval)
+    if baseline:
+        env["PYTHONPATH"] = args.baseline
     s = Settings.from_env(env)
     await bench.create(s)
     n = s.partitions
@@ -279,4 +288,5 @@ async def latency_run(
         list(by_override.values()),
         list(by_link.values()),
         worker.log,
+        baseline,
     )

@@ -88,6 +88,7 @@ class KafkaTopics(NamedTuple):
     transitions: str
     deadletter: str
     changes: str
+    service_repartition: str
 
     @classmethod
     def of(cls, settings: object) -> KafkaTopics:
@@ -152,8 +153,9 @@ class Batch(Scope):
             TRANSITIONS: kafka.transitions,
             DEADLETTER: kafka.deadletter,
         }
-        #: Records of this topic may be a transition's cause (their ids are remembered).
-        self._causes = topic in (kafka.overrides, kafka.feedback)
+        #: Records of this topic may be a transition's cause (their ids are remembered): an
+        #: override or feedback, on its topic or forwarded to its service's partition.
+        self._causes = topic in (kafka.overrides, kafka.feedback, kafka.service_repartition)
         #: Records of this topic are link health changes (stage 2 keeps track of them).
         self._changes = topic == kafka.changes
 

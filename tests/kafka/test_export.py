@@ -78,17 +78,15 @@ async def test_export_replays_to_what_the_engine_committed(
     engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=3)
     s = engine.settings
     names = {COMMANDS: s.topic_commands, TRANSITIONS: s.topic_transitions, AUDIT: s.topic_audit}
-    right = partition_for("ektp", s.partitions)
     kafka_only = [
         (s.topic_link_status, TICK_KEY.encode(), UNSIGNED_TICK, 0),
-        (  # a reading there would be forwarded; an override is refused
+        (  # a reading on the overrides topic (one on a wrong partition would be forwarded)
             s.topic_overrides,
-            b"ektp",
-            cloud_event("operator.override.v1", "override/ektp/misrouted",
-                        "2019-02-06T06:00:30Z", "ektp",
-                        {"action": "force_manual", "actor": "Kepala Dinas",
-                         "role": "office-head", "reason": "misrouted"}),
-            (right + 1) % s.partitions,
+            b"backup-4g",
+            cloud_event("link.status.v1", "probe/backup-4g/misplaced",
+                        "2019-02-06T06:00:30Z", "backup-4g",
+                        {"status": "up", "latency_ms": 10.0, "loss_pct": 0.0}),
+            partition_for("backup-4g", s.partitions),
         ),
     ]  # fmt: skip
     async with engine_topics(engine):
@@ -129,11 +127,11 @@ async def test_export_replays_to_what_the_engine_committed(
 
     got, reasons = _replayed(tmp_path / "incident.jsonl")
     assert {(names[t], k): v for (t, k), v in got.items()} == committed
-    refused = Counter(r.split(":", 1)[0] for r in dead if r.startswith(("unauth", "wrong-p")))
-    assert refused == {"unauthenticated-tick": 1, "wrong-partition": 1}
+    refused = Counter(r.split(":", 1)[0] for r in dead if r.startswith(("unauth", "wrong-t")))
+    assert refused == {"unauthenticated-tick": 1, "wrong-topic": 1}
     assert reasons == dead - Counter({r: n for r, n in dead.items() if r.split(":")[0] in refused})
     assert "left out: 1 refused by the engine on Kafka only (unauthenticated-tick)" in whole.stderr
-    assert "left out: 1 refused by the engine on Kafka only (wrong-partition)" in whole.stderr
+    assert "left out: 1 refused by the engine on Kafka only (wrong-topic)" in whole.stderr
     # The export is the demo's own inputs, each tick once (its ten copies on the partitions
     # are one line), the Kafka-only refusals left out.
     demo = list(read_lines(DEMO_EVENTS))
