@@ -46,7 +46,8 @@ import yaml
 
 from streams.demokeys import sign_as
 from workflows import timeutil
-from workflows.engine import _VALIDATORS, MAX_EVENT_BYTES, Engine
+from workflows.engine import Engine
+from workflows.inputs import _VALIDATORS, MAX_EVENT_BYTES
 from workflows.operators import judge_override
 from workflows.readings import read_status
 from workflows.records import COMMANDS, DEADLETTER, STATE, TRANSITIONS, DeadLetter, Emitted
@@ -292,7 +293,7 @@ def run_round(topology: Topology, chunks: list[list[bytes]], core_first: bool) -
     on one batch of one of them, not on a whole run.
 
     The ceiling: ``orjson.loads`` and ``is_valid`` with the validator of the event's type, as
-    :func:`workflows.engine.decode` does (the core's ceiling: docs/performance.md). The
+    :func:`workflows.inputs.decode` does (the core's ceiling: docs/performance.md). The
     fast path: :func:`workflows.readings.read_status` alone, the one pass of parse and check
     the core uses for readings instead (ticks are refused by it at once and cost nothing
     more). The core: ``Engine.feed`` on a fresh engine, draining ``engine.out`` after each
