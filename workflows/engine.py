@@ -126,6 +126,10 @@ class Engine:
                     else:
                         self._fan_out(change)
                         self._failed(raw, origin)
+            elif isinstance(answer, Tick):
+                self._inputs[answer.type] += 1
+                self.tick(answer.time, answer.id)
+                self._failed(raw, origin)
             elif isinstance(answer, Refused):
                 if answer.type == "link.status.v1":
                     self._probes += 1
@@ -136,10 +140,6 @@ class Engine:
             elif isinstance(answer, ServiceInput):
                 self._inputs[answer.type] += 1
                 self._service(answer, raw, origin)
-            elif isinstance(answer, Tick):
-                self._inputs[answer.type] += 1
-                self.tick(answer.time, answer.id)
-                self._failed(raw, origin)
             else:
                 self._inputs[answer.type] += 1
                 self._window(answer, raw, origin)
