@@ -46,7 +46,8 @@ import yaml
 
 from streams.demokeys import sign_as
 from workflows import timeutil
-from workflows.engine import _VALIDATORS, MAX_EVENT_BYTES, Engine
+from workflows.engine import Engine
+from workflows.inputs import _VALIDATORS, MAX_EVENT_BYTES
 from workflows.operators import judge_override
 from workflows.readings import read_status
 from workflows.records import COMMANDS, DEADLETTER, STATE, TRANSITIONS, DeadLetter, Emitted
@@ -292,7 +293,7 @@ def run_round(topology: Topology, chunks: list[list[bytes]], core_first: bool) -
     on one batch of one of them, not on a whole run.
 
     The ceiling: ``orjson.loads`` and ``is_valid`` with the validator of the event's type, as
-    :func:`workflows.engine.decode` does (the core's ceiling: docs/performance.md). The
+    :func:`workflows.inputs.decode` does (the core's ceiling: docs/performance.md). The
     fast path: :func:`workflows.readings.read_status` alone, the one pass of parse and check
     the core uses for readings instead (ticks are refused by it at once and cost nothing
     more). The core: ``Engine.feed`` on a fresh engine, draining ``engine.out`` after each
@@ -395,18 +396,15 @@ def measure_memory(topology: Topology, text: str, chunks: list[list[bytes]]) -> 
         timeutil._PARSED.clear()
         timeutil.format_time.cache_clear()
         timeutil.format_duration.cache_clear()
-        base = _traced()
-        engine = Engine(topology)
-        indexes = _traced() - base
         counts = [0, 0]
-        fan_out = engine._fan_out
 
-        def counting(change: Any) -> None:
+        def counting(change: Any) -> None:  # the engine's public hook: each health change
             counts[0] += 1
             counts[1] += len(topology.services_by_link[change.link])
-            fan_out(change)
 
-        engine._fan_out = counting  # type: ignore[method-assign]
+        base = _traced()
+        engine = Engine(topology, on_health=counting)
+        indexes = _traced() - base
         start = tracemalloc.take_snapshot()
         for chunk in chunks:
             for raw in chunk:
@@ -414,7 +412,6 @@ def measure_memory(topology: Topology, text: str, chunks: list[list[bytes]]) -> 
             engine.drain()
         engine.finish()
         engine.drain()
-        engine._fan_out = fan_out  # type: ignore[method-assign]
         for service in topology.services:  # every service with a state of its own
             engine.services.state_of(service)
         assert len(engine.links.states) == len(topology.links)

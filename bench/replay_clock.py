@@ -34,7 +34,7 @@ from core import Stream, stream_lines, topology_yaml
 from replay import peak
 
 from workflows.clock import has_ticks
-from workflows.engine import _VALIDATORS, MAX_EVENT_BYTES
+from workflows.inputs import _VALIDATORS, MAX_EVENT_BYTES
 from workflows.replay import read_lines
 
 

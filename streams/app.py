@@ -3,7 +3,7 @@
 Built by :func:`build_app` from :class:`~streams.config.Settings` (nothing happens at import:
 tests build apps with their own ids and topics).
 
-- Topics: every topic is raw bytes; inputs are decoded by :func:`workflows.engine.decode`,
+- Topics: every topic is raw bytes; inputs are decoded by :func:`workflows.inputs.decode`,
   never by a faust codec. All of the engine's topics, the compacted changelogs of the two
   tables included, are created before the consumer starts (:meth:`FailoverApp.on_first_start`;
   faust creates its leader topic), and their ``max.message.bytes`` checked against the
@@ -616,7 +616,7 @@ class FailoverApp(faust.App):
 
     def _bound_clock(self) -> None:
         """Before each batch: the latest event time an input may carry, the wall clock plus
-        ``max_future``, and the tick key, for :func:`workflows.engine.decode`
+        ``max_future``, and the tick key, for :func:`workflows.inputs.decode`
         (:mod:`workflows.clock`). Read once a batch: a batch takes milliseconds, the bound is
         minutes."""
         now = time.time_ns() // 1_000

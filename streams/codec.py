@@ -1,7 +1,7 @@
 """Bytes on the wire: the internal changes topic, outputs, dead letters, ticks, and
 binary-mode CloudEvents turned into structured ones.
 
-User input is never validated here: :func:`workflows.engine.decode` does that, on the bytes
+User input is never validated here: :func:`workflows.inputs.decode` does that, on the bytes
 of a structured-mode event. A binary-mode input (the CloudEvents Kafka protocol binding:
 attributes in ``ce_*`` headers, ``content-type`` for ``datacontenttype``, the data as the
 record's value) is turned into those bytes first (:func:`structured_from_binary`), so both

@@ -6,8 +6,13 @@ changes, overrides and feedback topics. Each takes one input message at a time a
 records to produce; each writes its state through to a :class:`StateTable` (a faust table in
 the worker, a dict in tests) and is rebuilt from it after a restart or a rebalance.
 
-They route every input exactly as :meth:`workflows.engine.Engine.feed` does, so that the Kafka
-path gives each service what replay gives it:
+Every input enters the core through the core's one entry point,
+:meth:`workflows.inputs.Inputs.route`, as in :meth:`workflows.engine.Engine.feed`: it decodes
+and judges the input and says where it goes. What only Kafka has is decided here, from that
+answer: a type read from a topic that does not carry it (``wrong-topic``, by the one table of
+each type's topic, :meth:`Routing.misplaced`), a record on a partition its key does not hash
+to, readings forwarded and held, watermarks. So the Kafka path gives each service what replay
+gives it:
 
 - Ticks are published to every partition of the three input topics, in log order with the
   other inputs. Stage 1 partition ``p`` applies a tick, fans out the health changes it causes,
@@ -54,17 +59,19 @@ from streams.codec import (
 )
 from streams.config import Settings
 from streams.topics import partition_for
-from workflows.engine import (
-    Decoded,
-    decode,
-    flood_reason,
-    read_input,
+from workflows.inputs import (
+    INPUT_TYPES,
+    Inputs,
+    Refused,
+    ServiceInput,
+    Tick,
+    Window,
     service_input,
     window_inputs,
 )
 from workflows.isolation import fatal, internal_error, restore, slot_getter
 from workflows.links import HealthChange, LinkStage, LinkState
-from workflows.maintenance import MAINTENANCE_TYPE, Accepted, Windows
+from workflows.maintenance import Accepted, Windows
 from workflows.operators import override_judge
 from workflows.readings import Reading
 from workflows.records import AUDIT, COMMANDS, STATE, TRANSITIONS, Emitted
@@ -159,6 +166,7 @@ class Routing:
             AUDIT: settings.topic_audit,
         }
         self._owned: list[tuple[Collection[str], list[set[str]]]] = []
+        self._misplaced: dict[str, dict[str, str]] = {}
         #: The clock guards decode applies (workflows/clock.py): the latest event time accepted
         #: and the ticks' key. None: unbounded, unchecked (as replay); the worker sets both
         #: before every batch (:meth:`guard`).
@@ -170,6 +178,20 @@ class Routing:
         valid tag under ``tick_key`` (``unauthenticated-tick``) from now on."""
         self.not_after = not_after
         self.tick_key = tick_key
+
+    def misplaced(self, topic: str) -> dict[str, str]:
+        """The ``wrong-topic`` reason of each input type that ``topic`` does not carry, by the
+        one table of each type's input topics (:meth:`Settings.input_topics`)."""
+        found = self._misplaced.get(topic)
+        if found is None:
+            found = {}
+            for type_ in INPUT_TYPES:
+                topics = self.settings.input_topics(type_)
+                if topic not in topics:
+                    carried = " and ".join(topics)
+                    found[type_] = f"wrong-topic: {type_} is read from {carried}, not {topic}"
+            self._misplaced[topic] = found
+        return found
 
     def owned(self, keys: Collection[str], partition: int) -> set[str]:
         """The ``keys`` that Kafka's partitioner (murmur2) puts in ``partition``.
@@ -246,6 +268,9 @@ def _origin(value: Any) -> tuple[Origin | None, Headers]:
 #: microseconds) the partition it arrived on had applied then, or ``none`` before any.
 FORWARD_WATERMARK: Final = "failover-forward-watermark"
 
+#: The type of a reading, the input nearly every message is.
+_STATUS: Final = "link.status.v1"
+
 #: A forwarded reading's watermark (``None``: no tick yet).
 _Watermark = int | None
 
@@ -260,10 +285,6 @@ FORWARDED_SOURCE: Final = "forwarded"
 
 #: Stage 2's own input topics' sources: the ticks it marks for the other partitions.
 _OWN_SOURCES: Final = frozenset((OVERRIDES_SOURCE, FEEDBACK_SOURCE))
-
-#: Types a stage-2 partition never forwards: each partition takes its own copy of a tick
-#: and of a maintenance window, and a reading is refused on those topics.
-_NOT_FORWARDED: Final = frozenset(("clock.tick.v1", MAINTENANCE_TYPE, "link.status.v1"))
 
 
 def forward_origin(headers: Sequence[tuple[str, bytes]]) -> Origin | None:
@@ -376,21 +397,19 @@ class _Partition:
                     self._save(key, value)
             self._dirty.clear()
 
-    def _judged(
+    def _refused(
         self,
-        answer: Decoded | str,
+        answer: Refused,
         key: bytes | None,
         raw: bytes,
         origin: Origin | ConsumerRecord,
         out: list[Record],
-    ) -> Decoded | None:
-        """``decode``'s answer for an input: a refusal is dead-lettered (``None``), anything
-        else counted by type and returned."""
-        if isinstance(answer, str):
-            self._dead(out, key, answer, raw, origin)
-            return None
-        self.counts[answer[0]["type"]] += 1
-        return answer
+    ) -> None:
+        """An input the core refused: counted as an input of its type if it had one, and
+        dead-lettered with the core's reason."""
+        if answer.type is not None:
+            self.counts[answer.type] += 1
+        self._dead(out, key, answer.reason, raw, origin)
 
     def _dead(
         self,
@@ -469,6 +488,13 @@ class LinkPartition(_Partition):
         self.behind = LinkStage(topology, self.links)
         self._behind_links = set(self.links)
         self._services_by_link = topology.services_by_link
+        #: The core's entry point (no service states here: stage 1 takes no override).
+        self._route = Inputs(topology).route
+        #: The types the link-status topic does not carry, and why (the one table).
+        self._misplaced = routing.misplaced(routing.settings.topic_link_status)
+        carried = set(INPUT_TYPES) - set(self._misplaced)
+        if not carried <= {_STATUS, Tick.type}:
+            raise ValueError(f"stage 1 takes readings and ticks, not {sorted(carried)}")
         self._link_snapshot = slot_getter(LinkState)
         self._watermark_key = f"__watermark__/{partition}"
         #: Ticks ``behind`` applied since the last watermark records: ``(tick, id)``.
@@ -482,6 +508,8 @@ class LinkPartition(_Partition):
         #: Forwarded readings waiting for ``behind`` to reach their watermark:
         #: ``[watermark, reading, raw (latin-1), origin]``.
         self._held: list[list[Any]] = []
+        #: How many of them each link has: a reading of a link with any arrives after them.
+        self._held_links: Counter[str] = Counter()
         self._others = [link_source(q) for q in range(routing.partitions) if q != partition]
         #: This partition's source name in its watermark and marker records.
         self._source = link_source(partition)
@@ -504,6 +532,7 @@ class LinkPartition(_Partition):
             self._pending = [(t, i) for t, i in saved.get("pending", [])]
             self._confirmed = dict(saved.get("confirmed", {}))
             self._held = saved.get("held", [])
+            self._held_links.update(held[1][0] for held in self._held)
 
     def _move(self, link: str, state: LinkState | None) -> None:
         """``link`` leaves ``behind`` for ``stage``, with ``state``."""
@@ -656,21 +685,13 @@ class LinkPartition(_Partition):
         limit = r.settings.max_event_bytes
         if doc is not None:
             limit = max(limit, len(doc))
-        reading, answer = read_input(
+        answer = self._route(
             raw if doc is None else doc, _text(key), limit, r.not_after, r.tick_key
         )
-        if reading is None:
-            decoded = self._judged(answer, key, raw, origin, out)
-            if decoded is None:
-                return
-            event, time = decoded
-            type_ = event["type"]
-        if reading is not None:
-            self.counts["link.status.v1"] += 1
+        if isinstance(answer, tuple):  # a reading of a link of the topology
+            reading = answer
+            self.counts[_STATUS] += 1
             link = reading[0]
-            if link not in self._services_by_link:
-                self._dead(out, key, f"unknown-link: {link!r} is not in the topology", raw, origin)
-                return
             if link not in self.links:
                 if forwarded is not False:
                     self._dead(out, key, self._misrouted(link), raw, origin)
@@ -684,40 +705,45 @@ class LinkPartition(_Partition):
                         self._hold(forwarded, reading, raw, origin)
                         return
                     stage = self.behind
-                elif any(held[1][0] == link for held in self._held):
+                elif self._held_links[link]:
                     self._hold(self.stage.watermark, reading, raw, origin)
                     return
                 else:
                     self._adopt(link, out)
             self._apply(stage, reading, key, raw, origin, out)
-        elif type_ == "clock.tick.v1":
-            if forwarded is not False:
-                self._dead(out, key, "internal: a tick forwarded", raw, origin)
-                return
-            before = self.stage.watermark
-            changes = self.stage.on_tick(time, event["id"], known=False)
-            if self.stage.watermark == before:
-                return  # a tick older than one applied already (two tickers for a moment)
-            self._dirty.update(self.stage.states)
-            self._tick = {"tick": time, "id": event["id"]}
-            self._dirty.add(self._watermark_key)
-            for change in changes:
-                self._fan_out(out, change)
-            self._markers.append((time, event["id"]))
-            self._pending.append((time, event["id"]))
-            if self.stage.failures:
-                self._failures(self.stage.failures, out, raw, origin)
-            self._advance(out, raw, origin)
+        elif isinstance(answer, Refused):
+            self._refused(answer, key, raw, origin, out)
         else:
-            subject = event.get("subject")
-            if subject not in self.topology.services and type_ != MAINTENANCE_TYPE:
-                reason = f"unknown-service: {subject!r} is not in the topology"
-            else:
-                reason = (
-                    f"wrong-topic: {type_} is read from the operator-overrides and "
-                    "service-feedback topics, not link-status"
-                )
-            self._dead(out, key, reason, raw, origin)
+            self.counts[answer.type] += 1
+            wrong = self._misplaced.get(answer.type)
+            if wrong is not None:
+                self._dead(out, key, wrong, raw, origin)
+            elif forwarded is not False:
+                self._dead(out, key, "internal: a tick forwarded", raw, origin)
+            else:  # the only other type the topic carries (checked when the stage is made)
+                assert isinstance(answer, Tick)
+                self._on_tick(answer, raw, origin, out)
+
+    def _on_tick(
+        self, tick: Tick, raw: bytes, origin: Origin | ConsumerRecord, out: list[Record]
+    ) -> None:
+        """A tick read from this partition: ``stage`` applies it at once, ``behind`` once
+        every other partition has confirmed it (:meth:`_advance`)."""
+        time, tick_id = tick.time, tick.id
+        before = self.stage.watermark
+        changes = self.stage.on_tick(time, tick_id, known=False)
+        if self.stage.watermark == before:
+            return  # a tick older than one applied already (two tickers for a moment)
+        self._dirty.update(self.stage.states)
+        self._tick = {"tick": time, "id": tick_id}
+        self._dirty.add(self._watermark_key)
+        for change in changes:
+            self._fan_out(out, change)
+        self._markers.append((time, tick_id))
+        self._pending.append((time, tick_id))
+        if self.stage.failures:
+            self._failures(self.stage.failures, out, raw, origin)
+        self._advance(out, raw, origin)
 
     def _apply(
         self,
@@ -773,6 +799,7 @@ class LinkPartition(_Partition):
         where = Origin(origin.topic, origin.partition, origin.offset)
         held = [watermark, list(reading), raw.decode("latin-1"), _queued_origin(where, headers)]
         self._held.append(held)
+        self._held_links[reading[0]] += 1
         self._dirty.add(self._watermark_key)
 
     def _adopt(self, link: str, out: list[Record]) -> None:
@@ -837,6 +864,9 @@ class LinkPartition(_Partition):
             assert where is not None
             origin = _Forwarded.of(where, reading[0].encode(), raw, headers)
             link = reading[0]
+            self._held_links[link] -= 1
+            if not self._held_links[link]:
+                del self._held_links[link]
             stage = self.behind if link in self._behind_links else self.stage
             try:
                 self._apply(stage, _reading(reading), origin.key, raw, origin, out)
@@ -896,6 +926,17 @@ class ServicePartition(_Partition):
         self.services = self._owned(topology.services)
         # The worker always writes the read model (replay only with --state).
         self.stage = ServiceStage(topology, self.services, state_records=True)
+        #: The core's entry point, with this partition's service states (a flood's copies).
+        self._route = Inputs(topology, self.stage.states).route
+        settings = routing.settings
+        #: The types each source's topic does not carry, and why (the one table).
+        self._misplaced = {
+            OVERRIDES_SOURCE: routing.misplaced(settings.topic_overrides),
+            FEEDBACK_SOURCE: routing.misplaced(settings.topic_feedback),
+        }
+        for source, misplaced in self._misplaced.items():
+            if _STATUS not in misplaced:
+                raise ValueError(f"stage 2 takes no readings, but its {source} topic carries them")
         self._judge = override_judge(topology)
         self.windows = Windows(topology)
         self.expected = frozenset(
@@ -1036,42 +1077,35 @@ class ServicePartition(_Partition):
                 self._dead(out, key, made, raw, where)
                 return
             doc, limit = made, max(limit, len(made))  # its size was checked with its headers
-        states = self.stage.states
-        flood = flood_reason(doc, _text(key), limit, states, self.topology, r.not_after)
-        if flood is not None:  # a flood's copy: dead-lettered, nothing else done
-            self._dead(out, key, flood[1], raw, where)
+        answer = self._route(doc, _text(key), limit, r.not_after, r.tick_key)
+        if isinstance(answer, Refused):
+            self._refused(answer, key, raw, where, out)
             return
-        answer = decode(doc, _text(key), limit, r.not_after, r.tick_key)
-        decoded = self._judged(answer, key, raw, where, out)
-        if decoded is None:
-            return
-        event, time = decoded
-        type_ = event["type"]
-        if forwarded is not False and type_ in _NOT_FORWARDED:
-            self._dead(out, key, f"internal: a {type_} forwarded", raw, where)
-            return
-        if type_ == "clock.tick.v1":
-            self._source(source, time, event["id"])
+        type_ = _STATUS if isinstance(answer, tuple) else answer.type
+        self.counts[type_] += 1
+        if forwarded is not False:  # judged where it arrived; only a service input travels
+            # (each partition takes its own copy of a tick and of a maintenance window, and
+            # a reading is refused on the services' topics)
+            if not isinstance(answer, ServiceInput):
+                self._dead(out, key, f"internal: a {type_} forwarded", raw, where)
+                return
+        else:
+            wrong = self._misplaced[source].get(type_)
+            if wrong is not None:
+                self._dead(out, key, wrong, raw, where)
+                return
+        if isinstance(answer, Tick):
+            self._source(source, answer.time, answer.id)
             self._drain(out, raw, where)
             return
-        if type_ == "link.status.v1":
-            reason = "wrong-topic: link.status.v1 is read from the link-status topic"
-            self._dead(out, key, reason, raw, where)
+        if isinstance(answer, Window):
+            self._window(answer.event, answer.time, raw, key, origin, out, where, record)
             return
-        if type_ == MAINTENANCE_TYPE:
-            if source != OVERRIDES_SOURCE:
-                reason = "wrong-topic: operator.maintenance.v1 is read from operator-overrides"
-                self._dead(out, key, reason, raw, where)
-                return
-            self._window(event, time, raw, key, origin, out, where, record)
-            return
-        service = event["subject"]
-        if service not in self.topology.services:
-            reason = f"unknown-service: {service!r} is not in the topology"
-            self._dead(out, key, reason, raw, where)
-            return
+        assert isinstance(answer, ServiceInput)  # no reading: checked when the stage is made
+        event, time = answer.event, answer.time
+        service = answer.service
         if service not in self.services:
-            self._misplaced(service, source, key, raw, where, forwarded, out)
+            self._forward_input(service, source, key, raw, where, forwarded, out)
             return
         seen = self.sources.get(source)
         watermark = seen[0] if seen is not None else None
@@ -1208,7 +1242,7 @@ class ServicePartition(_Partition):
             )
         self._markers = []
 
-    def _misplaced(
+    def _forward_input(
         self,
         service: str,
         source: str,

@@ -38,7 +38,7 @@ from workflows.clock import (
     tick_tag,
 )
 from workflows.engine import INPUT_TYPES as ENGINE_INPUT_TYPES
-from workflows.engine import TICK_KEY, decode, read_input
+from workflows.inputs import TICK_KEY, decode, read_input
 from workflows.readings import read_status
 from workflows.records import DeadLetter
 from workflows.timeutil import (

@@ -17,7 +17,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workflows.engine import Engine, decode
+from workflows.engine import Engine
+from workflows.inputs import decode
 from workflows.links import HealthChange
 from workflows.records import DeadLetter
 from workflows.replay import encode, read_lines

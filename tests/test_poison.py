@@ -221,13 +221,13 @@ def test_fan_out_to_a_service_that_raises_skips_only_that_service(
 
 
 def test_decode_raising_is_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
-    import workflows.engine as engine_module
+    import workflows.inputs as inputs_module
 
     def broken(*args: Any) -> Any:
         raise Injected("decode")
 
-    monkeypatch.setattr(engine_module, "read_input", broken)
-    monkeypatch.setattr(engine_module, "read_status", broken)  # the engine tries it first
+    monkeypatch.setattr(inputs_module, "decode", broken)
+    monkeypatch.setattr(inputs_module, "read_status", broken)  # the entry point tries it first
     engine = Engine(TOPOLOGY)
     engine.feed(LINES[0][1], None, "x")
     (letter,) = engine.drain()

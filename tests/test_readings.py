@@ -13,7 +13,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from workflows.engine import MAX_EVENT_BYTES, Engine, decode
+from workflows.engine import Engine
+from workflows.inputs import MAX_EVENT_BYTES, decode
 from workflows.readings import read_status
 
 from .helpers import EPOCH, make_topology, probe, raw, service, tick

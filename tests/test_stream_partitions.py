@@ -655,3 +655,49 @@ def test_a_forwarded_inputs_origin_and_headers_come_back_as_they_went(
             (FORWARD_WATERMARK, b"none")]  # fmt: skip
     assert forward_origin(sent) == Origin(topic, partition, offset)
     assert sent[:-2] == headers
+
+
+def test_a_type_on_a_topic_that_does_not_carry_it_is_refused_wrong_topic() -> None:
+    """The one table of each type's input topics (``Settings.input_topics``) decides: each
+    input type on each input topic is dead-lettered ``wrong-topic`` exactly when the table
+    does not put it there, and the reason names the topics that do carry it."""
+    from tests.helpers import envelope, override, probe, reconciled, record, tick
+    from workflows.inputs import INPUT_TYPES
+
+    settings = Settings(partitions=1)
+    topology = Topology.load(TOPOLOGY)
+    link, service = sorted(topology.links)[0], sorted(topology.services)[0]
+    cancel = {"action": "cancel", "actor": "Rina", "role": "on-call", "reason": "test"}
+    events = {
+        "link.status.v1": probe(link, 1),
+        "clock.tick.v1": tick(2),
+        "operator.override.v1": override(service, 3, "force_manual"),
+        "operator.maintenance.v1": envelope("operator.maintenance.v1", "m/1", 4, "w", cancel),
+        "manual.record.v1": record(service, 5, "r1"),
+        "reconcile.completed.v1": reconciled(service, 6, ["r1"]),
+    }
+    assert set(events) == set(INPUT_TYPES)
+    sources = {settings.topic_overrides: OVERRIDES_SOURCE, settings.topic_feedback: FEEDBACK_SOURCE}
+    routing = Routing(settings)
+    for topic in (settings.topic_link_status, *sources):
+        for type_, event in events.items():
+            raw, key = orjson.dumps(event), str(event.get("subject", TICK_KEY)).encode()
+            origin = Origin(topic, 0, 0)
+            if topic in sources:
+                stage = ServicePartition(topology, routing, 0, DictTable())
+                out = stage.handle_input(sources[topic], raw, key, origin)
+            else:
+                out = LinkPartition(topology, routing, 0, DictTable()).handle(raw, key, origin)
+            reasons = [
+                dict(r.headers)["failover-reason"].decode()
+                for r in out
+                if r.topic == settings.topic_deadletter
+            ]
+            carried = settings.input_topics(type_)
+            wrong = [r for r in reasons if r.startswith("wrong-topic: ")]
+            if topic in carried:
+                assert wrong == [], (topic, type_)
+            else:
+                assert wrong == [
+                    f"wrong-topic: {type_} is read from {' and '.join(carried)}, not {topic}"
+                ], (topic, type_)

@@ -453,14 +453,14 @@ def test_a_flood_of_forged_overrides_is_refused_before_the_signature_past_the_li
 
 
 def _without_cheap_check(topology: Topology, lines: list[bytes]) -> list[Record]:
-    import workflows.engine as engine_module
+    import workflows.inputs as inputs_module
 
-    original = engine_module.flood_reason
-    engine_module.flood_reason = lambda *args, **kwargs: None  # type: ignore[assignment]
+    original = inputs_module.flood_reason
+    inputs_module.flood_reason = lambda *args, **kwargs: None  # type: ignore[assignment]
     try:
         return run(topology, lines, audit=True)
     finally:
-        engine_module.flood_reason = original
+        inputs_module.flood_reason = original
 
 
 @pytest.mark.parametrize(("partitions", "seed", "restart_every", "batched"),

@@ -3,7 +3,8 @@
 A reading guide, in the order data flows:
 
 - :mod:`workflows.topology` - the operator's file: sites, links, services, policy.
-- :mod:`workflows.engine` - decode and validate an input, route it to a stage.
+- :mod:`workflows.inputs` - every input's one entry point: decode, judge, route to a stage.
+- :mod:`workflows.engine` - the whole core in one process (replay), fed by the entry point.
 - :mod:`workflows.links` - stage 1, keyed by link: probe readings to health changes.
 - :mod:`workflows.health` - health levels, and the order stage 2 applies its inputs in.
 - :mod:`workflows.service` - stage 2, keyed by service: the state machines, the commands.

@@ -4,11 +4,11 @@ The engine's clock is event time, so whoever can stamp an input can move it. Thr
 
 - Ticks on Kafka are authenticated: the worker's ticker adds a tag, an HMAC-SHA256 over the
   tick's canonical form (:func:`tick_canonical`) with a secret the workers share, as the
-  CloudEvents extension attribute :data:`TICK_AUTH`. :func:`workflows.engine.decode`, given the
+  CloudEvents extension attribute :data:`TICK_AUTH`. :func:`workflows.inputs.decode`, given the
   key, refuses a tick without a valid tag (``unauthenticated-tick``). A replayed file is
   trusted: its ticks need no tag, and a tag in it is not checked.
 - Inputs on Kafka are bounded ahead of the worker's wall clock: the streams layer reads the
-  clock and gives :func:`~workflows.engine.decode` the latest time it accepts (``not_after``);
+  clock and gives :func:`~workflows.inputs.decode` the latest time it accepts (``not_after``);
   a later input is refused (``future-time``, :func:`future_reason`). The core never reads a
   clock itself.
 - In replay, an input far ahead of the latest time before it is reported with its line

@@ -1,6 +1,6 @@
 """The hot path of decoding: a probe's ``link.status.v1`` reading, parsed and checked in one pass.
 
-Nearly every input is a reading. :func:`workflows.engine.decode` parses it with orjson into
+Nearly every input is a reading. :func:`workflows.inputs.decode` parses it with orjson into
 dicts, then jsonschema-rs walks those dicts again to check them: 2.1 us a reading on this
 machine (orjson 0.7, the schema 0.8, the rest the calls between). msgspec decodes the bytes
 straight into typed structs that carry the schema's constraints: :func:`read_status`, the
@@ -10,7 +10,7 @@ This is a fast path, not a second judge. :func:`read_status` answers only for re
 vouch for: an envelope with exactly the schema's required fields and no extension attribute,
 the key equal to the subject, a time that parses, within the engine's range and not after the
 caller's bound. Anything else, a reading it refuses included, gets ``None``, and the caller
-asks :func:`~workflows.engine.decode`, which gives the verdict and the reason. So the fast
+asks :func:`~workflows.inputs.decode`, which gives the verdict and the reason. So the fast
 path can only be wrong by accepting what the schema refuses or by reading a value
 differently; ``tests/test_readings.py`` checks both against ``decode`` (hypothesis). The
 constraints are read from the schema file itself, so the two cannot drift apart by an edit
@@ -101,7 +101,7 @@ def read_status(
     raw: bytes, key: str | None, max_bytes: int, not_after: int | None = None
 ) -> Reading | None:
     """The reading in ``raw`` if it is a valid ``link.status.v1`` that the fast path vouches
-    for (see the module doc); ``None`` means ask :func:`~workflows.engine.decode`. A reading
+    for (see the module doc); ``None`` means ask :func:`~workflows.inputs.decode`. A reading
     stamped after ``not_after`` (microseconds; decode's bound) is left to decode too."""
     if len(raw) > max_bytes:
         return None

@@ -3,7 +3,7 @@ over numbered lines, each line in a ``replay`` span of its own, its outputs in `
 
 Nothing here claims Kafka: replay reads a file and writes records, so its spans carry no
 ``messaging.*`` attributes (:meth:`~streams.tracing.tracer.Tracing.line`). Each line is parsed
-once: its span reads the event :func:`workflows.engine.decode` gave the engine (a line the
+once: its span reads the event :func:`workflows.inputs.decode` gave the engine (a line the
 core refuses is read again, for what its span can tell). Stage 1's health changes come from
 the engine's public ``on_health`` hook.
 """
@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from streams.tracing.propagation import NO_HEADERS, Headers, HeadersIn
 from streams.tracing.scopes import Scope
 from streams.tracing.tracer import Tracing
-from workflows.engine import Decoded, Engine, decode
+from workflows.engine import Engine
+from workflows.inputs import Decoded, decode
 from workflows.isolation import fatal
 from workflows.links import HealthChange
 from workflows.records import DeadLetter, Emitted
