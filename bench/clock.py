@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:  # bench/ is not a package: make bench.core import
 
 from bench.core import make_stream, topology_yaml  # noqa: E402
 from streams.codec import tick_event  # noqa: E402
-from workflows.clock import clock_jumps  # noqa: E402
 from workflows.inputs import MAX_EVENT_BYTES, decode, read_input  # noqa: E402
+from workflows.recording import clock_jumps  # noqa: E402
 from workflows.replay import replay  # noqa: E402
 from workflows.timeutil import SECOND, parse_time  # noqa: E402
 from workflows.topology import Topology  # noqa: E402

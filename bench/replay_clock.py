@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core import Stream, stream_lines, topology_yaml
 from replay import peak
 
-from workflows.clock import has_ticks
 from workflows.inputs import _VALIDATORS, MAX_EVENT_BYTES
+from workflows.recording import has_ticks
 from workflows.replay import read_lines
 
 

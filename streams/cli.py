@@ -36,7 +36,8 @@ from streams.printable import printable
 
 if TYPE_CHECKING:
     from streams.progress import Progress
-from workflows.clock import (
+from workflows.engine import MAX_EVENT_BYTES
+from workflows.recording import (
     ClockBack,
     ClockJump,
     clock_jumps,
@@ -45,7 +46,6 @@ from workflows.clock import (
     has_ticks,
     implicit_ticks,
 )
-from workflows.engine import MAX_EVENT_BYTES
 from workflows.replay import encode, read_lines
 from workflows.service import STATES, mermaid
 from workflows.topology import Topology, TopologyError

@@ -112,7 +112,7 @@ from typing import Final
 
 from streams.redact import MASK, is_secret, shown
 from streams.security import KafkaSecurity, SecurityError
-from workflows.engine import MAX_EVENT_BYTES
+from workflows.inputs import INPUT_STREAMS, MAX_EVENT_BYTES
 from workflows.records import AUDIT, COMMANDS, DEADLETTER, STATE, TRANSITIONS
 
 __all__ = [
@@ -504,14 +504,18 @@ _TOPIC_DEFAULTS: Final[Mapping[str, str]] = {
     f.name: str(f.default) for f in fields(Settings) if f.name in _TOPIC_FIELDS
 }
 
+#: The :class:`Settings` field naming the topic of each of the core's input streams
+#: (:data:`workflows.inputs.INPUT_STREAMS`).
+_STREAM_TOPICS: Final[Mapping[str, str]] = {
+    "links": "topic_link_status",
+    "overrides": "topic_overrides",
+    "feedback": "topic_feedback",
+}
 #: The :class:`Settings` field naming the input topic of each input type but the clock's
-#: (docs/contracts.md); a clock tick goes to every input topic (:meth:`Settings.input_topics`).
+#: (docs/contracts.md), from the stream the core puts it on; a clock tick goes to every input
+#: topic (:meth:`Settings.input_topics`).
 INPUT_TOPIC_FIELDS: Final[Mapping[str, str]] = {
-    "link.status.v1": "topic_link_status",
-    "operator.override.v1": "topic_overrides",
-    "operator.maintenance.v1": "topic_overrides",
-    "manual.record.v1": "topic_feedback",
-    "reconcile.completed.v1": "topic_feedback",
+    type_: _STREAM_TOPICS[stream] for type_, stream in INPUT_STREAMS.items() if stream is not None
 }
 #: The internal topics: by default named after the app id (the suffix).
 _INTERNAL: Final = {

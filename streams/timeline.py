@@ -127,7 +127,7 @@ class Timeline:
         #: Per service: transitions and commands in rows no longer kept.
         self._skipped: Counter[str] = Counter()
         self.dead: _Ends[DeadLetter] = _Ends()
-        #: Jumps of the file's clock, as reported (workflows/clock.py): shown at the end.
+        #: Jumps of the file's clock, as reported (workflows/recording.py): shown at the end.
         self.jumps: list[str] = []
         self.counts: Counter[str] = Counter()
         #: Which clock the replay used (the header's first line), if said.

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import msgspec
 import yaml
 
-from workflows.clock import describe_gap
+from workflows.recording import describe_gap
 from workflows.records import COMMANDS, DeadLetter, Emitted
 from workflows.timeutil import format_time, parse_event_time, parse_time
 from workflows.topology import TopologyError

@@ -26,20 +26,10 @@ from schemas import load_schema
 from streams.codec import Origin, tick_event
 from streams.config import Settings
 from streams.partitions import OVERRIDES_SOURCE, LinkPartition, Routing, ServicePartition
-from workflows.clock import (
-    INPUT_TYPES,
-    TICK_AUTH,
-    ClockJump,
-    clock_jumps,
-    describe_gap,
-    describe_jump,
-    sign_tick,
-    tick_reason,
-    tick_tag,
-)
-from workflows.engine import INPUT_TYPES as ENGINE_INPUT_TYPES
-from workflows.inputs import TICK_KEY, decode, read_input
+from workflows.clock import TICK_AUTH, sign_tick, tick_reason, tick_tag
+from workflows.inputs import INPUT_TYPES, TICK_KEY, decode, read_input
 from workflows.readings import read_status
+from workflows.recording import ClockJump, clock_jumps, describe_gap, describe_jump
 from workflows.records import DeadLetter
 from workflows.timeutil import (
     LATEST_FORMATTED,
@@ -413,8 +403,16 @@ def test_what_the_engine_refuses_sets_no_clock() -> None:
     assert [j.line for j in found] == [9]
 
 
-def test_the_watch_knows_every_input_type() -> None:
-    assert INPUT_TYPES == ENGINE_INPUT_TYPES
+def test_the_watch_counts_every_input_type() -> None:
+    """A jump is reported whatever type of input makes it: the watch reads the entry point's
+    table of input types, and nothing else."""
+    for type_ in INPUT_TYPES:
+        ahead = orjson.loads(raw(tick(86400 * 2 + 1)))
+        ahead["type"] = type_
+        found: list[ClockJump] = []
+        lines = [(1, raw(tick(0))), (2, orjson.dumps(ahead))]
+        assert list(clock_jumps(lines, 86400 * SECOND, found.append)) == lines
+        assert [j.line for j in found] == [2], type_
 
 
 def test_gaps_read_as_people_say_them() -> None:

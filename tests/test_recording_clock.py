@@ -24,7 +24,7 @@ from tests.helpers import (
     service,
     tick,
 )
-from workflows.clock import ClockBack, has_ticks, implicit_tick, implicit_ticks
+from workflows.recording import ClockBack, has_ticks, implicit_tick, implicit_ticks
 from workflows.records import DeadLetter, Emitted
 from workflows.replay import encode, replay
 from workflows.timeutil import parse_event_time

@@ -239,7 +239,7 @@ def test_tracing_knows_the_default_topic_names() -> None:
 def test_every_input_type_has_its_input_topics() -> None:
     """One table says where each input type is published (docs/contracts.md)."""
     from streams.config import INPUT_TOPIC_FIELDS
-    from workflows.clock import INPUT_TYPES
+    from workflows.inputs import INPUT_TYPES
 
     assert set(INPUT_TOPIC_FIELDS) | {"clock.tick.v1"} == set(INPUT_TYPES)
     s = Settings.from_env({"FAILOVER_TOPIC_PREFIX": "p-"})

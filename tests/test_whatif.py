@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from streams.whatif import apply_settings, compare, summarize
 from tests.helpers import POLICY, make_topology, raw, readings, service
 from tests.test_recording_clock import failover, recordings
-from workflows.clock import implicit_ticks
+from workflows.recording import implicit_ticks
 from workflows.records import DeadLetter, Emitted
 from workflows.replay import encode, replay
 from workflows.timeutil import parse_time

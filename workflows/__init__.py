@@ -13,6 +13,8 @@ A reading guide, in the order data flows:
 - :mod:`workflows.maintenance` - planned outages: windows announced, started, quiet, ended.
 - :mod:`workflows.notices` - what people are told, in Indonesian and English.
 - :mod:`workflows.replay` - the whole core over a file: ``failover replay``.
+- :mod:`workflows.clock` - who may move the clock: tick tags, the bound on future times.
+- :mod:`workflows.recording` - a replayed file's clock: its ticks, or its inputs' times.
 
 Time comes only from events; the same input gives the same output, byte for byte.
 """

@@ -14,8 +14,9 @@ of overrides (:func:`flood_reason`, where the caller keeps service states); then
 :func:`decode` (size, JSON, type, schema, time, and on Kafka the clock's guards and the key);
 then the topology (``unknown-link``, ``unknown-service``).
 
-Adding an input type: its schema in ``schemas/``, its case here (:meth:`Inputs.route` and, for
-a service, :func:`service_input`), and its test in ``tests/test_inputs.py``.
+Adding an input type: its schema in ``schemas/``, its row in :data:`INPUT_STREAMS` and its case
+here (:meth:`Inputs.route` and, for a service, :func:`service_input`), and its test in
+``tests/test_inputs.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import jsonschema_rs
 import orjson
 
 from schemas import load_schema
-from workflows.clock import INPUT_TYPES, future_reason, tick_reason
+from workflows.clock import future_reason, tick_reason
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.maintenance import MAINTENANCE_TYPE, Accepted
 from workflows.operators import KEY_ATTRIBUTE, flooded
@@ -39,6 +40,7 @@ from workflows.timeutil import parse_event_time
 from workflows.topology import Topology
 
 __all__ = [
+    "INPUT_STREAMS",
     "INPUT_TYPES",
     "MAX_EVENT_BYTES",
     "TICK_KEY",
@@ -57,6 +59,21 @@ __all__ = [
     "service_input",
     "window_inputs",
 ]
+
+#: Every input type the engine reads (the order its ``unknown-type`` reason lists them in),
+#: and the input stream that carries it: ``links`` (read by stage 1, one link's readings in
+#: order), ``overrides`` or ``feedback`` (read by stage 2, one service's inputs in order). A
+#: tick (``None``) is carried by every stream. On Kafka each stream is a topic
+#: (``streams.config.INPUT_TOPIC_FIELDS``); replay reads them all from one file.
+INPUT_STREAMS: Final[Mapping[str, str | None]] = {
+    "link.status.v1": "links",
+    "operator.override.v1": "overrides",
+    "operator.maintenance.v1": "overrides",
+    "manual.record.v1": "feedback",
+    "reconcile.completed.v1": "feedback",
+    "clock.tick.v1": None,
+}
+INPUT_TYPES: Final = tuple(INPUT_STREAMS)
 
 #: Larger inputs are dead-lettered unread: no probe reading or operator word needs more.
 MAX_EVENT_BYTES: Final = 64 * 1024

@@ -43,8 +43,8 @@ from streams.tracing.scopes import (
     topic_of,
 )
 from streams.tracing.scopes import current as current_scope
-from workflows.clock import INPUT_TYPES
 from workflows.health import HEALTHY, service_health
+from workflows.inputs import INPUT_TYPES
 from workflows.records import COMMANDS, TRANSITIONS, DeadLetter, Emitted
 from workflows.replay import Origin
 from workflows.service import NO_INCIDENT
