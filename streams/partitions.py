@@ -66,7 +66,7 @@ from workflows.inputs import (
     ServiceInput,
     Tick,
     Window,
-    service_input,
+    admit,
     window_inputs,
 )
 from workflows.isolation import fatal, internal_error, restore, slot_getter
@@ -1102,7 +1102,6 @@ class ServicePartition(_Partition):
             self._window(answer.event, answer.time, raw, key, origin, out, where, record)
             return
         assert isinstance(answer, ServiceInput)  # no reading: checked when the stage is made
-        event, time = answer.event, answer.time
         service = answer.service
         if service not in self.services:
             self._forward_input(service, source, key, raw, where, forwarded, out)
@@ -1111,21 +1110,16 @@ class ServicePartition(_Partition):
         watermark = seen[0] if seen is not None else None
         if forwarded is not False:
             watermark = forwarded
-        if type_ == "operator.override.v1":
-            state = self.stage.state_of(service)
-            budget = state.budget if state.budget is not None else {}
-            refused = self._judge(event, time, watermark, budget)
-            if budget:
-                state.budget = budget
-                self._dirty.add(service)
-            if refused is not None:  # audited, dead-lettered, nothing else done
-                if refused[1] is not None:
-                    out.append(self.routing.emitted(refused[1]))
-                self._dead(out, key, refused[0], raw, where)
-                return
         headers = record.headers if record is not None else ()
-        item = service_input(event, time, watermark, raw, _queued_origin(origin, headers))
-        self.stage.offer(service, item, time, watermark)
+        queued = _queued_origin(origin, headers)
+        refused = admit(self.stage, self._judge, answer, watermark, raw, queued)
+        if refused is not None:  # audited, dead-lettered, nothing else done
+            if self.stage.state_of(service).budget:  # the rate budget it was counted in
+                self._dirty.add(service)
+            if refused[1] is not None:
+                out.append(self.routing.emitted(refused[1]))
+            self._dead(out, key, refused[0], raw, where)
+            return
         self._dirty.add(service)
         self._drain(out, raw, where)
 

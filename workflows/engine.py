@@ -23,7 +23,7 @@ from workflows.inputs import (
     ServiceInput,
     Tick,
     Window,
-    service_input,
+    admit,
     window_inputs,
 )
 from workflows.isolation import fatal, internal_error, restore, slot_getter
@@ -151,21 +151,12 @@ class Engine:
     def _service(self, given: ServiceInput, raw: bytes, origin: Any) -> None:
         """An input of one service: an override judged first (its rate budget kept in the
         service's state), then queued at its service."""
-        service, event, time = given.service, given.event, given.time
         watermark = self.services.watermark
-        if given.type == "operator.override.v1":
-            kept = self.services.state_of(service)
-            budget = kept.budget if kept.budget is not None else {}
-            refused = self._judge(event, time, watermark, budget)
-            if budget:
-                kept.budget = budget
-            if refused is not None:  # audited, dead-lettered, nothing else done
-                if refused[1] is not None:
-                    self.out.append(refused[1])
-                self._dead(service, refused[0], raw, origin)
-                return
-        item = service_input(event, time, watermark, raw, origin)
-        self.services.offer(service, item, time, watermark)
+        refused = admit(self.services, self._judge, given, watermark, raw, origin)
+        if refused is not None:  # audited, dead-lettered, nothing else done
+            if refused[1] is not None:
+                self.out.append(refused[1])
+            self._dead(given.service, refused[0], raw, origin)
 
     def _window(self, window: Window, raw: bytes, origin: Any) -> None:
         """A maintenance window's action: judged once, audited once, then given to every

@@ -32,10 +32,10 @@ from schemas import load_schema
 from workflows.clock import future_reason, tick_reason
 from workflows.health import FEEDBACK, OVERRIDE, order_key
 from workflows.maintenance import MAINTENANCE_TYPE, Accepted
-from workflows.operators import KEY_ATTRIBUTE, flooded
+from workflows.operators import KEY_ATTRIBUTE, Judge, flooded
 from workflows.readings import Reading, read_status
-from workflows.records import Truncated
-from workflows.service import Input, ServiceState
+from workflows.records import Emitted, Truncated
+from workflows.service import Input, ServiceStage, ServiceState
 from workflows.timeutil import parse_event_time
 from workflows.topology import Topology
 
@@ -52,6 +52,7 @@ __all__ = [
     "ServiceInput",
     "Tick",
     "Window",
+    "admit",
     "decode",
     "flood_reason",
     "read_input",
@@ -251,6 +252,32 @@ def service_input(
         fields = (tuple(data["record_ids"]), data.get("incident"))
     at, rank = order_key(time, rank, watermark)
     return Input(at, rank, event["id"], kind, fields, raw, origin)
+
+
+def admit(
+    stage: ServiceStage,
+    judge: Judge,
+    given: ServiceInput,
+    watermark: int | None,
+    raw: bytes,
+    origin: Any,
+) -> tuple[str, Emitted | None] | None:
+    """Give a service input to its service in ``stage``, as replay and the Kafka stage both
+    do: an override judged first (``judge``: its signature, grant and time; the rate budget
+    kept in the service's state), then the input queued at ``watermark``. The refusal of a
+    judged-out override (its dead-letter reason, and its audit record if it gets one), with
+    nothing queued; else ``None``."""
+    service, event, time = given.service, given.event, given.time
+    if given.type == "operator.override.v1":
+        state = stage.state_of(service)
+        budget = state.budget if state.budget is not None else {}
+        refused = judge(event, time, watermark, budget)
+        if budget:
+            state.budget = budget
+        if refused is not None:
+            return refused
+    stage.offer(service, service_input(event, time, watermark, raw, origin), time, watermark)
+    return None
 
 
 def window_inputs(
