@@ -319,7 +319,8 @@ class Outbox:
             tracing.telemetry.record_stage("commit", seconds)
 
     def install(self) -> None:
-        """Make the consumer's commits wait for the input being handled (see module doc)."""
+        """Make the consumer's commits wait for the input being handled (see module doc), and
+        commit at a rebalance before faust forgets the offsets to commit."""
         consumer = self.app.consumer
         original: Callable[..., Awaitable[bool]] = consumer.force_commit
 
@@ -363,6 +364,31 @@ class Outbox:
                 return committed
 
         consumer.force_commit = force_commit
+        revoke: Callable[[Any], Awaitable[None]] = consumer.on_partitions_revoked
+
+        async def on_partitions_revoked(revoked: Any) -> None:
+            """Commit what was handled *before* faust forgets it. faust's
+            ``Consumer.on_partitions_revoked`` (faust/transport/consumer.py:641-663) drops
+            the revoked partitions' acked offsets first, and only then runs the app's
+            handler, whose commit (``App._on_partitions_revoked`` -> ``wait_empty`` ->
+            ``commit_and_end_transactions``) so finds no offset to commit. The inputs handled
+            since the last commit stayed uncommitted (they are read again after the
+            rebalance), while their records and the state :attr:`before_commit` flushed for
+            them stayed in transactions left open across it: faust's ``begin_transaction``
+            of a partition the worker keeps fails on the open one ("Invalid state transition
+            IN_TRANSACTION"), and the next commit would commit the old handling's records
+            with the new one's. Meanwhile the tables' recovery reads up to the last stable
+            offset, which that open transaction holds back, over a store that already has
+            the flushed state: seen in a worker expelled from its group and rejoining, whose
+            rebuilt stage had an older watermark than the state it had flushed. Committed
+            here (``start_new_transaction=False``, as faust's own commit would), every
+            transaction holds exactly the inputs whose offsets it commits, none stays open,
+            and no input is handled until the new assignment reopens the outbox."""
+            if revoked:
+                await consumer.force_commit(start_new_transaction=False)
+            await revoke(revoked)
+
+        consumer.on_partitions_revoked = on_partitions_revoked
 
 
 async def _uncancellable(commit: Awaitable[bool]) -> bool:

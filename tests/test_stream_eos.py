@@ -5,10 +5,12 @@ failed record stops commits, and no commit follows faust's last one."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
 from streams.eos import Outbox
@@ -38,10 +40,14 @@ class FakeProducer:
 class FakeConsumer:
     def __init__(self) -> None:
         self.commits: list[bool] = []
+        self.revoked: list[Any] = []
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         self.commits.append(start_new_transaction)
         return True
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.revoked.append(revoked)
 
 
 def fake_app() -> Any:
@@ -128,6 +134,62 @@ async def test_no_input_is_handled_after_faust_ended_its_transactions() -> None:
     outbox.reopen()  # faust began new transactions (a rebalance)
     await asyncio.wait_for(waiting, 1)
     assert outbox.lock.locked()
+
+
+class RevokedConsumer:
+    """faust's own ``Consumer.on_partitions_revoked`` over the state it reads: it forgets the
+    revoked partitions' acked offsets, then calls the app's handler, which commits as
+    ``App._on_partitions_revoked`` does (``wait_empty`` -> ``commit_and_end_transactions``)."""
+
+    on_partitions_revoked = FaustConsumer.on_partitions_revoked
+
+    def __init__(self, acked: dict[TP, list[int]]) -> None:
+        self.app = SimpleNamespace(_start_span_from_rebalancing=lambda name: nullcontext())
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self._active_partitions = set(acked)
+        self._paused_partitions: set[TP] = set()
+        self._gap: dict[TP, Any] = {}
+        self._acked = acked
+        self._acked_index: dict[TP, Any] = {}
+        self._read_offset = {tp: max(offsets) + 1 for tp, offsets in acked.items()}
+        self._committed_offset = dict.fromkeys(acked, 0)
+        #: What each commit could commit: the partitions with acked offsets, and whether it
+        #: began new transactions.
+        self.commits: list[tuple[list[TP], bool]] = []
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        self.commits.append((sorted(self._acked), start_new_transaction))
+        return bool(self._acked)
+
+    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await self.force_commit(start_new_transaction=False)
+
+
+async def test_a_rebalance_commits_what_was_handled_before_faust_forgets_it() -> None:
+    """faust drops the acked offsets of revoked partitions before the app's handler commits:
+    without the outbox's own commit first, the inputs handled since the last commit stayed
+    uncommitted, their records and state in transactions left open across the rebalance."""
+    tp = TP("in", 0)
+    app = fake_app()
+    app.consumer = RevokedConsumer({tp: [3, 4]})
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    await app.consumer.on_partitions_revoked({tp})
+    # One commit, of the handled input, ending the transactions; the app's handler's own
+    # commit then finds them ended and commits nothing.
+    assert app.consumer.commits == [([tp], False)]
+    assert app.consumer._acked == {}  # faust forgot them, after the commit
+    assert not outbox.open.is_set()  # no input until the new assignment
+
+
+async def test_a_rebalance_with_nothing_revoked_commits_nothing_more() -> None:
+    app = fake_app()
+    outbox = Outbox(app, exactly_once=True)
+    outbox.install()
+    await app.consumer.on_partitions_revoked(set())  # the first join: nothing was assigned
+    assert app.consumer.revoked == [set()]
+    assert app.consumer.commits == []
+    assert outbox.open.is_set()
 
 
 async def test_an_input_that_failed_stops_commits() -> None:
