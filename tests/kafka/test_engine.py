@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
 from streams.config import Settings
 from streams.topics import partition_for
@@ -36,17 +34,15 @@ from tests.kafka.workers import (
     cloud_event,
     engine_env,
     engine_topics,
-    group_assignment,
     group_done,
     group_lag,
     kill_twice,
+    one_of_two_killed,
     publish,
     route,
     running_worker,
     stable_offsets,
     stage2_committed,
-    start_worker,
-    stop_worker,
 )
 from workflows.engine import TICK_KEY
 from workflows.records import AUDIT, COMMANDS, TRANSITIONS, DeadLetter, Emitted
@@ -405,58 +401,15 @@ async def test_two_workers_one_killed_the_other_takes_over_with_replay_output(
         await publish_lines(lines[:quarter])
         topics = [s.topic_commands, s.topic_transitions, s.topic_audit, s.topic_deadletter]
         outputs = Outputs(kafka_bootstrap, topics)
-        async with outputs:
-            victim, survivor = start_worker(engine), start_worker(engine)
-            try:
-
-                async def shared() -> bool:
-                    for worker in (victim, survivor):
-                        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                    await outputs.poll()
-                    state, members = await group_assignment(engine)
-                    return (
-                        state == "Stable"
-                        and len(members) == 2
-                        and all(members)
-                        and await stage2_committed(engine)
-                    )
-
-                try:
-                    await wait_for(shared, timeout=60, what="two workers sharing the partitions")
-                except AssertionError:
-                    print(engine.log_tail())
-                    print("lag:", await group_lag(engine))
-                    raise
-                # Both work on the second quarter; the kill comes as its first outputs do.
-                before = len(outputs.records)
-                await publish_lines(lines[quarter:half])
-
-                async def progressed() -> bool:
-                    await shared()
-                    return len(outputs.records) > before
-
-                await wait_for(progressed, timeout=60, what="output of the second quarter")
-                state, members = await group_assignment(engine)
-                assert (state, len(members)) == ("Stable", 2), "a rebalance before the kill"
-                victim.send_signal(signal.SIGKILL)
-                victim.wait(timeout=30)
-                # The second half is all the survivor's, on the victim's partitions too.
-                await publish_lines(lines[half:])
-
-                async def taken_over() -> bool:
-                    assert survivor.poll() is None, f"survivor exited\n{engine.log_tail()}"
-                    state, members = await group_assignment(engine)
-                    return state == "Stable" and len(members) == 1
-
-                await wait_for(taken_over, timeout=30, what="the group to drop the killed worker")
-                (owned,) = (await group_assignment(engine))[1]
-                assert owned == {
-                    TopicPartition(t, p) for t in engine.inputs for p in range(s.partitions)
-                }
-                assert len(outputs.records) < total
-                await finish(engine, outputs, survivor)
-            finally:
-                for worker in (victim, survivor):
-                    if worker.poll() is None:
-                        await stop_worker(worker)
+        async with (
+            outputs,
+            one_of_two_killed(
+                engine,
+                outputs,
+                total,
+                second=lambda: publish_lines(lines[quarter:half]),
+                rest=lambda: publish_lines(lines[half:]),
+            ) as survivor,
+        ):
+            await finish(engine, outputs, survivor)
         assert_parity(engine, outputs)  # inside: FAILOVER_KEEP_TOPICS keeps them on failure

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import time
 import zlib
@@ -43,13 +42,10 @@ from tests.kafka.workers import (
     Outputs,
     engine_env,
     engine_topics,
-    group_assignment,
     kill_twice,
+    one_of_two_killed,
     publish,
     running_worker,
-    stage2_committed,
-    start_worker,
-    stop_worker,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
@@ -436,45 +432,15 @@ async def test_every_input_on_a_wrong_partition_with_two_workers_one_killed(
     async with engine_topics(engine):
         await publish(kafka_bootstrap, messages[:quarter])
         outputs = _outputs(kafka_bootstrap, s)
-        async with outputs:
-            victim, survivor = start_worker(engine), start_worker(engine)
-            try:
-
-                async def shared() -> bool:
-                    for worker in (victim, survivor):
-                        assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
-                    await outputs.poll()
-                    state, members = await group_assignment(engine)
-                    return (
-                        state == "Stable"
-                        and len(members) == 2
-                        and all(members)
-                        and await stage2_committed(engine)
-                    )
-
-                await wait_for(shared, timeout=60, what="two workers sharing the partitions")
-                before = len(outputs.records)
-                await publish(kafka_bootstrap, messages[quarter:half])
-
-                async def progressed() -> bool:
-                    await shared()
-                    return len(outputs.records) > before
-
-                await wait_for(progressed, timeout=60, what="output of the second quarter")
-                victim.send_signal(signal.SIGKILL)
-                victim.wait(timeout=30)
-                await publish(kafka_bootstrap, messages[half:])
-
-                async def taken_over() -> bool:
-                    assert survivor.poll() is None, f"survivor exited\n{engine.log_tail()}"
-                    state, members = await group_assignment(engine)
-                    return state == "Stable" and len(members) == 1
-
-                await wait_for(taken_over, timeout=30, what="the group to drop the killed worker")
-                assert len(outputs.records) < total
-                await finish(engine, outputs, survivor)
-            finally:
-                for worker in (victim, survivor):
-                    if worker.poll() is None:
-                        await stop_worker(worker)
+        async with (
+            outputs,
+            one_of_two_killed(
+                engine,
+                outputs,
+                total,
+                second=lambda: publish(kafka_bootstrap, messages[quarter:half]),
+                rest=lambda: publish(kafka_bootstrap, messages[half:]),
+            ) as survivor,
+        ):
+            await finish(engine, outputs, survivor)
         assert_parity(engine, outputs)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,6 +426,73 @@ async def kill_twice(engine: Engine, outputs: Outputs, total: int, what: str) ->
         await wait_for(progressed, timeout=120, what=f"{kill_at} {what}")
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
+
+
+@asynccontextmanager
+async def one_of_two_killed(
+    engine: Engine,
+    outputs: Outputs,
+    total: int,
+    second: Callable[[], Awaitable[object]],
+    rest: Callable[[], Awaitable[object]],
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Two workers in one group share the partitions and work on what is published; then
+    ``second`` is published, and as its first outputs come one worker is SIGKILLed (its open
+    transactions left hanging); then ``rest``. Yields the survivor once the group has dropped
+    the killed one and it owns every partition, before ``outputs`` holds all ``total``
+    records: the caller runs it to the end and compares. Both are stopped on the way out."""
+    victim, survivor = start_worker(engine), start_worker(engine)
+    try:
+
+        async def shared() -> bool:
+            for worker in (victim, survivor):
+                assert worker.poll() is None, f"worker exited\n{engine.log_tail()}"
+            await outputs.poll()
+            state, members = await group_assignment(engine)
+            return (
+                state == "Stable"
+                and len(members) == 2
+                and all(members)
+                and await stage2_committed(engine)
+            )
+
+        try:
+            await wait_for(shared, timeout=60, what="two workers sharing the partitions")
+        except AssertionError:
+            print(engine.log_tail())
+            print("lag:", await group_lag(engine))
+            raise
+        # Both work on the second part; the kill comes as its first outputs do.
+        before = len(outputs.records)
+        await second()
+
+        async def progressed() -> bool:
+            await shared()
+            return len(outputs.records) > before
+
+        await wait_for(progressed, timeout=60, what="output of the second part")
+        state, members = await group_assignment(engine)
+        assert (state, len(members)) == ("Stable", 2), "a rebalance before the kill"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        # The rest is all the survivor's, on the victim's partitions too.
+        await rest()
+
+        async def taken_over() -> bool:
+            assert survivor.poll() is None, f"survivor exited\n{engine.log_tail()}"
+            state, members = await group_assignment(engine)
+            return state == "Stable" and len(members) == 1
+
+        await wait_for(taken_over, timeout=30, what="the group to drop the killed worker")
+        (owned,) = (await group_assignment(engine))[1]
+        partitions = engine.settings.partitions
+        assert owned == {TopicPartition(t, p) for t in engine.inputs for p in range(partitions)}
+        assert len(outputs.records) < total
+        yield survivor
+    finally:
+        for worker in (victim, survivor):
+            if worker.poll() is None:
+                await stop_worker(worker)
 
 
 def wall_time(offset: float = 0.0) -> str:
