@@ -266,3 +266,15 @@ def test_validate_reads_standard_input() -> None:
     assert done.returncode == 2
     assert done.stderr.decode().splitlines()[-1] == "<stdin>: 3 errors"
     assert b"error: <stdin>: $.services.s1.site: no site 'kantr'" in done.stderr
+
+
+def test_a_provider_that_is_no_text_is_an_error_not_a_crash() -> None:
+    """Found by the property above: a link whose provider is a list is reported at its path,
+    and the rest of the file is still checked."""
+    document = copy.deepcopy(_DEMO)
+    document["links"]["backup-4g"]["provider"] = []
+    topology, errors = Topology.check(document, "t.yaml")
+    assert topology is None
+    assert "$.links.backup-4g.provider" in {e.path for e in errors}
+    with pytest.raises(TopologyError):
+        Topology.from_document(document, "t.yaml")

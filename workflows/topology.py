@@ -948,9 +948,12 @@ def _build(
                         users[link_id].append(service_id)
 
     by_provider: dict[str, list[str]] = {}
-    for link_id in sorted(links):
-        by_provider.setdefault(links[link_id].provider, []).append(link_id)
-    links_by_provider = {provider: tuple(ids) for provider, ids in by_provider.items()}
+    for link_id, link in links.items():
+        # A provider or an id of another type than text is an error of the schema, which a
+        # lenient check collects and goes on.
+        if isinstance(link.provider, str) and isinstance(link_id, str):
+            by_provider.setdefault(link.provider, []).append(link_id)
+    links_by_provider = {provider: tuple(sorted(ids)) for provider, ids in by_provider.items()}
 
     operators: dict[str, Operator] = {}
     with check:
