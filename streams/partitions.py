@@ -84,6 +84,7 @@ __all__ = [
     "FORWARD_WATERMARK",
     "OVERRIDES_SOURCE",
     "WATERMARK_TICKS",
+    "DictTable",
     "LinkPartition",
     "Record",
     "Routing",
@@ -140,6 +141,20 @@ class StateTable(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def put(self, key: str, value: bytes) -> None: ...
+
+
+class DictTable:
+    """A :class:`StateTable` in a dict: what the worker's store holds for one partition, for
+    the stages run without faust (tests, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self.data[key] = value
 
 
 class Routing:

@@ -21,6 +21,7 @@ from streams.config import Settings
 from streams.partitions import (
     FEEDBACK_SOURCE,
     OVERRIDES_SOURCE,
+    DictTable,
     LinkPartition,
     Record,
     Routing,
@@ -36,19 +37,6 @@ from workflows.topology import Topology
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = ROOT / "streams" / "demo" / "ambon.yaml"
 EVENTS = ROOT / "streams" / "demo" / "ambon-events.jsonl"
-
-
-class DictTable:
-    """A partition's state table: what a faust table holds for it."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        self.data[key] = value
 
 
 def consistent_random(key: bytes, n: int) -> int:

@@ -31,6 +31,7 @@ from streams.config import INPUT_MAX_MESSAGE_BYTES, Settings
 from streams.partitions import (
     FEEDBACK_SOURCE,
     OVERRIDES_SOURCE,
+    DictTable,
     LinkPartition,
     Record,
     Routing,
@@ -39,19 +40,6 @@ from streams.partitions import (
 from streams.topics import TopicSpec, partition_for
 from workflows.engine import TICK_KEY
 from workflows.topology import Topology
-
-
-class DictTable:
-    """A partition's table, as a dict: what the worker keeps in its store."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        self.data[key] = value
 
 
 @dataclass

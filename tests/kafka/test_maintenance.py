@@ -5,7 +5,6 @@ byte for byte what replay makes of the same window."""
 
 from __future__ import annotations
 
-import base64
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -15,13 +14,13 @@ import nacl.signing
 import orjson
 import pytest
 
-from streams.demokeys import demo_key
 from tests.kafka.kafkatools import wait_for
 from tests.kafka.workers import (
     ROOT,
     Outputs,
     Ticker,
     cloud_event,
+    demo_key_file,
     engine_env,
     engine_topics,
     group_done,
@@ -47,9 +46,7 @@ async def test_failover_maintenance_announce_is_applied_audited_once_and_replays
 ) -> None:
     engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=3)
     s = engine.settings
-    key_file = tmp_path / "office-head.key"
-    key_file.write_text(base64.b64encode(bytes(demo_key(HEAD))).decode() + "\n")
-    key_file.chmod(0o600)
+    key_file = demo_key_file(tmp_path, HEAD)
     command = [
         str(Path(sys.executable).parent / "failover"), "maintenance", "announce", WINDOW,
         "--links", "telkom-sto-pattimura", "--start", wall_time(3600), "--end", wall_time(3 * 3600),

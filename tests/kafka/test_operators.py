@@ -4,7 +4,6 @@ with the same audit record and dead letter as replay gives for the same bytes.""
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from tests.kafka.workers import (
     Outputs,
     Ticker,
     cloud_event,
+    demo_key_file,
     engine_env,
     engine_topics,
     publish,
@@ -48,9 +48,7 @@ async def test_failover_override_is_applied_and_its_verdict_printed(
 ) -> None:
     engine = engine_env(kafka_bootstrap, unique_name, tmp_path, partitions=2)
     s = engine.settings
-    key_file = tmp_path / "acting-head.key"
-    key_file.write_text(base64.b64encode(bytes(demo_key(ACTING))).decode() + "\n")
-    key_file.chmod(0o600)
+    key_file = demo_key_file(tmp_path, ACTING)
     command = [
         str(Path(sys.executable).parent / "failover"), "override", "force_manual", "ektp",
         "--reason", "Jaringan putus; jangan dipaksakan.", "--operator", ACTING,
@@ -142,19 +140,12 @@ def _two_person_topology(tmp_path: Path) -> Path:
     return path
 
 
-def _key_file(tmp_path: Path, operator: str) -> Path:
-    path = tmp_path / f"{operator.replace(' ', '-').replace('.', '')}.key"
-    path.write_text(base64.b64encode(bytes(demo_key(operator))).decode() + "\n")
-    path.chmod(0o600)
-    return path
-
-
 def _cli(tmp_path: Path, action: str, operator: str, *extra: str) -> list[str]:
     role = "acting-head" if operator == ACTING else "office-head"
     return [
         str(Path(sys.executable).parent / "failover"), "override", action, "ektp",
         "--reason", f"uji {action}", "--operator", operator, "--role", role,
-        "--key-name", "demo", "--key-file", str(_key_file(tmp_path, operator)),
+        "--key-name", "demo", "--key-file", str(demo_key_file(tmp_path, operator)),
         "--wait", "90", *extra,
     ]  # fmt: skip
 

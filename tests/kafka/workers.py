@@ -4,6 +4,7 @@ subprocess (``failover worker``, as in production), publishing inputs, reading o
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from harness.broker import publish as publish
 from harness.broker import route as route
 from harness.broker import signed as signed
 from streams.config import Settings
-from streams.demokeys import DEMO_OPERATORS, sign_as
+from streams.demokeys import DEMO_OPERATORS, demo_key, sign_as
 from streams.topics import ensure_topics, topic_specs
 from tests.kafka.kafkatools import wait_for
 from workflows.engine import TICK_KEY
@@ -493,6 +494,15 @@ async def one_of_two_killed(
         for worker in (victim, survivor):
             if worker.poll() is None:
                 await stop_worker(worker)
+
+
+def demo_key_file(tmp_path: Path, operator: str) -> Path:
+    """The demo ``operator``'s private key in a file of its own (mode 600), as
+    ``failover override`` and ``failover maintenance`` read it with ``--key-file``."""
+    path = tmp_path / f"{operator.replace(' ', '-').replace('.', '')}.key"
+    path.write_text(base64.b64encode(bytes(demo_key(operator))).decode() + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def wall_time(offset: float = 0.0) -> str:
